@@ -1,0 +1,141 @@
+"""``generate``: run a named sampler on a model with a named schedule, reproducibly from a seed.
+
+All randomness of a run — x_T and every per-step draw — comes from one CPU ``torch.Generator`` seeded with
+``seed``, and is moved to the device afterwards: a seed gives the same draws on CPU and GPU, and two runs with the
+same seed start from the same x_T and see the same noise at the same draw, which is what makes side-by-side
+comparison of schedules and samplers fair.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Iterator
+
+import torch
+
+from .models import check_model
+from .samplers import SAMPLERS, Step
+from .schedules import SPACINGS, Schedule, get_schedule
+
+MAX_SEED = 2**32 - 1
+
+
+class _CountingNet:
+    """Calls ``model.eps`` with a per-sample ᾱ tensor and counts network evaluations (NFE)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.nfe = 0
+
+    def __call__(self, x: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+        self.nfe += 1
+        a = torch.full((x.shape[0],), alpha_bar, dtype=torch.float64, device=x.device)
+        return self.model.eps(x, a)
+
+
+def model_device(model) -> torch.device:
+    params = getattr(model, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    return torch.device("cpu")
+
+
+def _check_int(name: str, value, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer from {lo} to {hi}; got {value!r}")
+    return value
+
+
+def sampler_options(sampler: str) -> dict:
+    """The options a sampler takes, with their defaults: ``{"eta": 0.0}`` for ddim."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    sig = inspect.signature(SAMPLERS[sampler])
+    return {k: p.default for k, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _check_options(sampler: str, options: dict, schedule: Schedule) -> dict:
+    allowed = sampler_options(sampler)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        names = ", ".join(allowed) or "none"
+        raise ValueError(f"sampler {sampler!r} has no option {', '.join(unknown)}; its options: {names}")
+    opts = dict(options)
+    if "sde" in allowed and "sde" not in opts:
+        opts["sde"] = schedule.kind
+    for k, v in opts.items():
+        default = allowed[k]
+        if isinstance(default, float):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"option {k} of sampler {sampler!r} must be a finite number; got {v!r}")
+            opts[k] = float(v)
+        elif isinstance(default, int) and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ValueError(f"option {k} of sampler {sampler!r} must be an integer; got {v!r}")
+        elif isinstance(default, str) and not isinstance(v, str):
+            raise ValueError(f"option {k} of sampler {sampler!r} must be a string; got {v!r}")
+    return opts
+
+
+def levels_for(schedule: Schedule, steps: int, spacing: str = "leading") -> list[tuple[int, float]]:
+    """The descending (t, ᾱ_t) pairs a sampler visits for ``steps`` steps with diffusers' ``spacing``."""
+    ts = schedule.timesteps(steps, spacing)
+    a = schedule.alphas_cumprod[ts]
+    return [(int(t), float(v)) for t, v in zip(ts, a)]
+
+
+def generate(
+    model,
+    *,
+    schedule: str | Schedule,
+    sampler: str,
+    steps: int,
+    seed: int,
+    n: int = 1,
+    spacing: str = "leading",
+    x_T: torch.Tensor | None = None,
+    device: str | torch.device | None = None,
+    **sampler_options,
+) -> Iterator[Step]:
+    """Sample ``n`` items; returns an iterator of ``Step`` (the last Step's ``x_t`` is the sample).
+
+    Arguments are checked before anything runs; a bad one raises ValueError (TypeError for a non-model) saying
+    what was wrong and what is allowed.
+    """
+    check_model(model)
+    sched = schedule if isinstance(schedule, Schedule) else get_schedule(schedule)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    _check_int("steps", steps, 1, sched.T)
+    _check_int("seed", seed, 0, MAX_SEED)
+    _check_int("n", n, 1, 1_000_000)
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
+    opts = _check_options(sampler, sampler_options, sched)
+    device = torch.device(device) if device is not None else model_device(model)
+    shape = (n, *model.data_shape)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    if x_T is None:
+        x_T = torch.randn(shape, generator=gen)
+    elif tuple(x_T.shape) != shape:
+        raise ValueError(f"x_T must have shape {shape} (n, *data_shape); got {tuple(x_T.shape)}")
+    levels = levels_for(sched, steps, spacing)
+    return _run(SAMPLERS[sampler], _CountingNet(model), x_T.float().to(device), levels, gen, opts)
+
+
+@torch.inference_mode()
+def _run(fn, net, x, levels, gen, opts) -> Iterator[Step]:
+    # torch's context decorators enter and leave inference mode around each resumption of a generator,
+    # so the caller's code between steps is not affected.
+    def noise(like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(like.shape, generator=gen).to(device=like.device, dtype=like.dtype)
+
+    yield from fn(net, x, levels, noise, **opts)
+
+
+def sample(model, **kwargs) -> torch.Tensor:
+    """Run ``generate`` to the end and return the final sample."""
+    step = None
+    for step in generate(model, **kwargs):
+        pass
+    return step.x_t

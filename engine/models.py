@@ -1,0 +1,117 @@
+"""The model protocol, and the engine's two kinds of denoising model.
+
+Anything with ``eps(x_t, alpha_bar) -> Tensor`` (ε̂ for VP-scaled x_t, ``alpha_bar`` a per-sample tensor of ᾱ) and
+``data_shape`` (the per-sample shape) is a model that every sampler accepts. The engine's own models add
+``x0``, ``score`` and ``card``:
+
+  x̂0 = (x_t − √(1−ᾱ) ε̂) / √ᾱ                          (Tweedie's estimate of the clean sample)
+  ∇ log p_t(x_t) = −ε̂ / √(1−ᾱ)                           (VP score)
+  ∇ log p_σ(x̃) = −ε̂ / σ,   x̃ = x_t / √ᾱ,  σ² = (1−ᾱ)/ᾱ   (VE score; the link ε = −σ s)
+
+``EpsModel`` wraps a network trained with the DDPM objective (predicts ε from x_t). ``ScoreModel`` wraps a network
+trained by denoising score matching over VE noise levels (predicts s(x̃, σ)) and gives ε̂ by that link, so one
+sampler code path serves both. Both feed the network a continuous noise level — the log-SNR λ — never a step
+index, so one trained network serves every schedule and step count.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .schedules import log_snr_from_alpha_bar
+
+
+def check_model(model) -> None:
+    """Raise TypeError unless ``model`` follows the protocol (``eps`` callable and ``data_shape`` tuple)."""
+    if not callable(getattr(model, "eps", None)):
+        raise TypeError(f"{type(model).__name__} is not a model: it needs a method eps(x_t, alpha_bar) -> Tensor")
+    shape = getattr(model, "data_shape", None)
+    if not isinstance(shape, tuple) or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise TypeError(f"{type(model).__name__} is not a model: data_shape must be a tuple of positive ints")
+
+
+def _per_sample(alpha_bar: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Broadcast a per-sample (N,) tensor against x of shape (N, ...)."""
+    return alpha_bar.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+
+
+class DenoisingModel(nn.Module):
+    """Shared parts of the engine's models: x0, score, card, data_shape. Subclasses define ``eps``."""
+
+    def __init__(self, net: nn.Module, data_shape: tuple[int, ...], card: dict | None = None):
+        super().__init__()
+        self.net = net
+        self.data_shape = tuple(int(d) for d in data_shape)
+        self.card = dict(card or {})
+
+    def x0(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+        a = _per_sample(alpha_bar, x_t)
+        return (x_t - (1 - a).sqrt() * self.eps(x_t, alpha_bar)) / a.sqrt()
+
+    def score(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+        """∇_{x_t} log p_t(x_t) for the VP-scaled x_t."""
+        a = _per_sample(alpha_bar, x_t)
+        return -self.eps(x_t, alpha_bar) / (1 - a).sqrt()
+
+
+class EpsModel(DenoisingModel):
+    """ε-prediction (DDPM objective): ε̂ = net(x_t, λ)."""
+
+    def eps(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+        return self.net(x_t, log_snr_from_alpha_bar(alpha_bar.double()).to(x_t.dtype))
+
+
+class ScoreModel(DenoisingModel):
+    """Score network trained by denoising score matching in the VE scaling.
+
+    s_θ(x̃, σ) = −net(x̃ / √(1+σ²), λ) / σ  (the input scaling keeps the network's input at unit variance, as in
+    EDM's c_in; dividing by σ is NCSNv2's "scale the output by 1/σ"). The DSM loss σ² ‖s_θ(x̃, σ) + ε/σ‖² then has
+    the same size at every σ. ε̂ for the protocol comes from the link ε = −σ s.
+    """
+
+    def score_ve(self, x_tilde: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        s = _per_sample(sigma, x_tilde)
+        log_snr = (-2 * torch.log(sigma.double())).to(x_tilde.dtype)
+        return -self.net(x_tilde / torch.sqrt(1 + s**2), log_snr) / s
+
+    def eps(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+        a = alpha_bar.double()
+        sigma = torch.sqrt((1 - a) / a)
+        x_tilde = x_t / _per_sample(a.sqrt(), x_t)
+        return -_per_sample(sigma, x_t) * self.score_ve(x_tilde, sigma)
+
+
+class GaussianModel:
+    """The exact denoiser for Gaussian data x_0 ~ N(μ, Σ) — an oracle for testing samplers without training.
+
+    With x_t = √ᾱ x_0 + √(1−ᾱ) ε:  Cov(x_t) = ᾱ Σ + (1−ᾱ) I  and
+        E[ε | x_t] = √(1−ᾱ) (ᾱ Σ + (1−ᾱ) I)^{-1} (x_t − √ᾱ μ),
+    which is the optimal ε̂ at every noise level.
+    """
+
+    def __init__(self, mean: torch.Tensor, cov: torch.Tensor):
+        self.mean = torch.as_tensor(mean, dtype=torch.float64)
+        self.cov = torch.as_tensor(cov, dtype=torch.float64)
+        self.data_shape = (int(self.mean.numel()),)
+        self.card = {"name": "gaussian-oracle", "objective": "analytic"}
+
+    def eps(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+        d = self.data_shape[0]
+        a = alpha_bar.double().to(x_t.device).reshape(-1, 1, 1)
+        cov_t = a * self.cov.to(x_t.device) + (1 - a) * torch.eye(d, dtype=torch.float64, device=x_t.device)
+        r = x_t.double() - a[:, :, 0].sqrt() * self.mean.to(x_t.device)
+        out = torch.linalg.solve(cov_t, r.unsqueeze(-1)).squeeze(-1) * (1 - a[:, :, 0]).sqrt()
+        return out.to(x_t.dtype)
+
+
+def noise_level_embedding(log_snr: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of the continuous noise level c = log σ = −λ/2, scaled so that the usual range
+    (log σ in about [−10, 10]) spreads over the frequencies like a step index 0…1000 would (Vaswani et al. 2017;
+    Ho et al. 2020 embed t the same way)."""
+    c = (-0.5 * log_snr.float()).reshape(-1, 1) * 50.0
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=c.device, dtype=torch.float32) / half)
+    args = c * freqs
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)

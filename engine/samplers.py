@@ -1,0 +1,266 @@
+"""Samplers: each a short generator over a model, a starting x_T, a noise-level sequence and a noise source.
+
+Every sampler has the signature ``sampler(net, x, levels, noise, **options)`` and yields a ``Step`` after each
+step; the last Step's ``x_t`` is the sample. ``levels`` is the descending list of (t, ᾱ_t) pairs to visit; the
+sampler ends at the clean level ᾱ = 1, where it applies the method's final denoise. ``net(x, ᾱ)`` returns ε̂ and
+counts network evaluations; ``noise(x)`` draws N(0, I) shaped like x from the run's seeded generator.
+
+States are VP-scaled (x_t = √ᾱ x_0 + √(1−ᾱ) ε) unless a sampler says otherwise; Step.x_t is always VP-scaled, so
+snapshots from every sampler are comparable. Conventions (names and options) follow diffusers where it has the
+same method; the structure follows k-diffusion's sampling.py (one function per method) and score_sde's
+sampling.py (predictor / corrector written against an SDE object, see sde.py).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from .sde import SDES
+
+
+@dataclass
+class Step:
+    """One sampling step.
+
+    ``t``, ``alpha_bar`` and ``sigma`` give the level the step started from, where the network was evaluated and
+    where ``x0_pred`` / ``eps_pred`` belong; ``x_t`` is the VP-scaled state after the step, at noise level
+    ``sigma_next`` (0 for the final sample). ``noise`` is the Gaussian noise drawn in this step (stacked on a new
+    first dimension when a step draws more than once), or None. ``nfe`` counts network evaluations so far.
+    """
+
+    i: int
+    t: int
+    alpha_bar: float
+    sigma: float
+    x_t: torch.Tensor
+    x0_pred: torch.Tensor
+    eps_pred: torch.Tensor
+    noise: torch.Tensor | None
+    nfe: int
+    sigma_next: float = 0.0
+
+
+Levels = list[tuple[int, float]]
+Net = Callable[[torch.Tensor, float], torch.Tensor]
+Noise = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _sigma(a: float) -> float:
+    return math.sqrt((1 - a) / a)
+
+
+def _pairs(levels: Levels):
+    """(i, t, ᾱ, ᾱ_next) over the levels, the last step going to the clean level ᾱ_next = 1."""
+    for i, (t, a) in enumerate(levels):
+        a_next = levels[i + 1][1] if i + 1 < len(levels) else 1.0
+        yield i, t, a, a_next
+
+
+def _x0(x: torch.Tensor, eps: torch.Tensor, a: float) -> torch.Tensor:
+    """x̂0 = (x_t − √(1−ᾱ) ε̂) / √ᾱ."""
+    return (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
+
+
+def ddpm(net: Net, x, levels: Levels, noise: Noise, *, variance: str = "fixed_small") -> Iterator[Step]:
+    """Ancestral sampling (Ho et al. 2020). With β = 1 − ᾱ/ᾱ' for the step from ᾱ to ᾱ':
+
+        x' = (x − β/√(1−ᾱ) ε̂) / √(1−β) + σ z,
+        σ² = β̃ = β (1−ᾱ')/(1−ᾱ)  ("fixed_small", the posterior variance)  or  σ² = β  ("fixed_large").
+    The last step (to ᾱ' = 1) adds no noise: its mean is x̂0.
+    """
+    if variance not in ("fixed_small", "fixed_large"):
+        raise ValueError(f"variance must be 'fixed_small' or 'fixed_large'; got {variance!r}")
+    for i, t, a, a_next in _pairs(levels):
+        eps = net(x, a)
+        x0 = _x0(x, eps, a)
+        beta = 1 - a / a_next
+        x = (x - beta / math.sqrt(1 - a) * eps) / math.sqrt(1 - beta)
+        z = None
+        if a_next < 1:
+            var = beta * (1 - a_next) / (1 - a) if variance == "fixed_small" else beta
+            z = noise(x)
+            x = x + math.sqrt(var) * z
+        yield Step(i, t, a, _sigma(a), x, x0, eps, z, net.nfe, _sigma(a_next))
+
+
+def ddim(net: Net, x, levels: Levels, noise: Noise, *, eta: float = 0.0) -> Iterator[Step]:
+    """DDIM (Song, Meng & Ermon 2020):
+
+        x' = √ᾱ' x̂0 + √(1 − ᾱ' − σ²) ε̂ + σ z,   σ = η √((1−ᾱ')/(1−ᾱ)) √(1 − ᾱ/ᾱ').
+    η = 0 is deterministic; η = 1 has DDPM's posterior variance.
+    """
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1]; got {eta!r}")
+    for i, t, a, a_next in _pairs(levels):
+        eps = net(x, a)
+        x0 = _x0(x, eps, a)
+        s = eta * math.sqrt((1 - a_next) / (1 - a) * (1 - a / a_next))
+        x = math.sqrt(a_next) * x0 + math.sqrt(max(1 - a_next - s * s, 0.0)) * eps
+        z = None
+        if s > 0:
+            z = noise(x)
+            x = x + s * z
+        yield Step(i, t, a, _sigma(a), x, x0, eps, z, net.nfe, _sigma(a_next))
+
+
+def langevin(net: Net, x, levels: Levels, noise: Noise, *, n_steps_each: int = 5, step_size: float = 0.5) -> Iterator[Step]:
+    """Annealed Langevin dynamics (Song & Ermon 2019), in the VE scaling x̃ = x_t/√ᾱ.
+
+    At each level σ_i (largest first), ``n_steps_each`` updates with α_i = step_size · σ_i²:
+        x̃ ← x̃ + (α_i / 2) s(x̃, σ_i) + √α_i z,    s = −ε̂/σ_i.
+    NCSN writes α_i = ε σ_i²/σ_L² with σ_L the smallest level; our ``step_size`` is ε/σ_L², so one value works for
+    every schedule (NCSN's ε = 2e−5 at σ_L = 0.01 is step_size = 0.2). The last level ends with the denoising
+    step x̃ ← x̃ + σ_L² s (Tweedie). After a level, Step.x_t is the state at that level's σ.
+    """
+    if not isinstance(n_steps_each, int) or isinstance(n_steps_each, bool) or not 1 <= n_steps_each <= 100:
+        raise ValueError(f"n_steps_each must be an integer from 1 to 100; got {n_steps_each!r}")
+    if not 0.0 < step_size <= 1.0:
+        raise ValueError(f"step_size must be in (0, 1]; got {step_size!r}")
+    xt = x / math.sqrt(levels[0][1])
+    for i, t, a, a_next in _pairs(levels):
+        sigma = _sigma(a)
+        alpha = step_size * sigma**2
+        draws = []
+        for _ in range(n_steps_each):
+            x_in = xt * math.sqrt(a)
+            eps = net(x_in, a)
+            x0 = _x0(x_in, eps, a)
+            z = noise(xt)
+            xt = xt - (alpha / 2) * eps / sigma + math.sqrt(alpha) * z
+            draws.append(z)
+        if a_next == 1:  # final denoise: x̃ + σ² s(x̃, σ) = x̂0 at the last level
+            x_in = xt * math.sqrt(a)
+            eps = net(x_in, a)
+            xt = x0 = _x0(x_in, eps, a)
+            sigma_state = 0.0
+        else:  # the state is a sample at level σ_i; it starts the next level as it is
+            sigma_state = sigma
+        yield Step(i, t, a, sigma, xt / math.sqrt(1 + sigma_state**2), x0, eps, torch.stack(draws), net.nfe, sigma_state)
+
+
+def _check_sde(sde: str):
+    if sde not in SDES:
+        raise ValueError(f"sde must be one of {', '.join(SDES)}; got {sde!r}")
+    return SDES[sde]
+
+
+def euler_maruyama(net: Net, x, levels: Levels, noise: Noise, *, sde: str = "vp") -> Iterator[Step]:
+    """Euler–Maruyama on the reverse-time SDE dx = [f − g² ∇log p] dτ + g dw̄ (Song et al. 2021):
+
+        x' = x − f dτ + g² dτ · s(x) + √(g² dτ) z,
+    with f dτ, g² dτ integrated over each interval of the schedule (sde.py). The last step is the final denoise
+    x̂0 (Tweedie), as score_sde's ``noise_removal``.
+    """
+    S = _check_sde(sde)
+    for i, t, a, a_next in _pairs(levels):
+        eps = net(x, a)
+        x0 = _x0(x, eps, a)
+        z = None
+        if a_next < 1:
+            state = S.to_state(x, a)
+            f, g2 = S.increments(state, a, a_next)
+            z = noise(x)
+            state = state - f + g2 * S.score(eps, a) + math.sqrt(g2) * z
+            x = S.from_state(state, a_next)
+        else:
+            x = x0
+        yield Step(i, t, a, _sigma(a), x, x0, eps, z, net.nfe, _sigma(a_next))
+
+
+def pc(net: Net, x, levels: Levels, noise: Noise, *, snr: float = 0.16, n_corrector: int = 1, sde: str = "vp") -> Iterator[Step]:
+    """Predictor–corrector (Song et al. 2021): at each level, ``n_corrector`` Langevin corrector updates
+
+        x ← x + δ s(x) + √(2δ) z,   δ = 2 α (snr ‖z‖ / ‖s‖)²   (α = 1 − β for VP, 1 for VE),
+    then the reverse-diffusion predictor x' = x − f + G² s(x) + G z with (f, G) = ``sde.discretize``.
+    As in score_sde, the norms are averaged over the batch (a per-sample ‖s‖ near a mode makes δ explode in low
+    dimensions), so the step size depends on the whole batch. The last level ends with the final denoise x̂0.
+    """
+    S = _check_sde(sde)
+    if not 0.0 < snr <= 1.0:
+        raise ValueError(f"snr must be in (0, 1]; got {snr!r}")
+    if not isinstance(n_corrector, int) or isinstance(n_corrector, bool) or not 0 <= n_corrector <= 20:
+        raise ValueError(f"n_corrector must be an integer from 0 to 20; got {n_corrector!r}")
+    for i, t, a, a_next in _pairs(levels):
+        state = S.to_state(x, a)
+        draws = []
+        for _ in range(n_corrector):
+            score = S.score(net(S.from_state(state, a), a), a)
+            z = noise(x)
+            ratio = snr * z.flatten(1).norm(dim=1).mean() / score.flatten(1).norm(dim=1).mean().clamp_min(1e-12)
+            delta = float(2 * S.corrector_alpha(a, a_next) * ratio**2)
+            state = state + delta * score + math.sqrt(2 * delta) * z
+            draws.append(z)
+        x = S.from_state(state, a)
+        eps = net(x, a)
+        x0 = _x0(x, eps, a)
+        if a_next < 1:
+            f, G = S.discretize(state, a, a_next)
+            z = noise(x)
+            state = state - f + G * G * S.score(eps, a) + G * z
+            draws.append(z)
+            x = S.from_state(state, a_next)
+        else:
+            x = x0
+        yield Step(i, t, a, _sigma(a), x, x0, eps, torch.stack(draws) if draws else None, net.nfe, _sigma(a_next))
+
+
+def ode(net: Net, x, levels: Levels, noise: Noise) -> Iterator[Step]:
+    """Probability-flow ODE with Heun's method (Karras et al. 2022, Alg. 1), in the VE scaling:
+
+        dx̃/dσ = ε̂(x̃, σ)   (= −σ ∇log p_σ(x̃); the same flow as the VP probability-flow ODE, rescaled),
+        x̃' = x̃ + (σ' − σ) d,  then, if σ' > 0,  x̃' = x̃ + (σ' − σ)(d + d')/2  with d' = ε̂(x̃', σ').
+    The last step to σ' = 0 is an Euler step, which lands on x̂0. Deterministic: uses no noise.
+    """
+    xt = x / math.sqrt(levels[0][1])
+    for i, t, a, a_next in _pairs(levels):
+        s, s_next = _sigma(a), _sigma(a_next)
+        eps = net(xt * math.sqrt(a), a)
+        x0 = xt - s * eps
+        x_euler = xt + (s_next - s) * eps
+        if s_next > 0:
+            eps_next = net(x_euler * math.sqrt(a_next), a_next)
+            xt = xt + (s_next - s) * 0.5 * (eps + eps_next)
+        else:
+            xt = x_euler
+        yield Step(i, t, a, s, xt * math.sqrt(a_next), x0, eps, None, net.nfe, s_next)
+
+
+def dpm_solver_pp(net: Net, x, levels: Levels, noise: Noise) -> Iterator[Step]:
+    """DPM-Solver++(2M) (Lu et al. 2022), multistep in λ = log(α/σ), α = √ᾱ, σ = √(1−ᾱ), on the data prediction D = x̂0:
+
+        x' = (σ'/σ) x − α' (e^{−h} − 1) D̃,   h = λ' − λ,
+        D̃ = D_i (first step, and the last step to ᾱ' = 1, as diffusers' ``lower_order_final``)
+        D̃ = (1 + 1/(2r)) D_i − 1/(2r) D_{i−1},  r = h_{i−1}/h_i   (second order).
+    Deterministic: uses no noise.
+    """
+    prev = None  # (D_{i-1}, h_{i-1})
+    for i, t, a, a_next in _pairs(levels):
+        eps = net(x, a)
+        x0 = _x0(x, eps, a)
+        if a_next < 1:
+            lam = 0.5 * math.log(a / (1 - a))
+            lam_next = 0.5 * math.log(a_next / (1 - a_next))
+            h = lam_next - lam
+            d = x0
+            if prev is not None:
+                r = prev[1] / h
+                d = (1 + 0.5 / r) * x0 - (0.5 / r) * prev[0]
+            x = math.sqrt((1 - a_next) / (1 - a)) * x + math.sqrt(a_next) * (-math.expm1(-h)) * d
+            prev = (x0, h)
+        else:
+            x = x0
+        yield Step(i, t, a, _sigma(a), x, x0, eps, None, net.nfe, _sigma(a_next))
+
+
+SAMPLERS = {
+    "ddpm": ddpm,
+    "ddim": ddim,
+    "langevin": langevin,
+    "euler-maruyama": euler_maruyama,
+    "pc": pc,
+    "ode": ode,
+    "dpm-solver++": dpm_solver_pp,
+}
