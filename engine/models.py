@@ -92,17 +92,19 @@ class GaussianModel:
     """
 
     def __init__(self, mean: torch.Tensor, cov: torch.Tensor):
-        self.mean = torch.as_tensor(mean, dtype=torch.float64)
+        self.mean = torch.as_tensor(mean, dtype=torch.float64).flatten()
         self.cov = torch.as_tensor(cov, dtype=torch.float64)
         self.data_shape = (int(self.mean.numel()),)
         self.card = {"name": "gaussian-oracle", "objective": "analytic"}
+        # Σ = Q diag(λ) Qᵀ, so (ᾱ Σ + (1−ᾱ) I)^{-1} = Q diag(1 / (ᾱ λ + 1 − ᾱ)) Qᵀ: elementwise per sample
+        self._evals, self._evecs = torch.linalg.eigh(self.cov)
 
     def eps(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-        d = self.data_shape[0]
-        a = alpha_bar.double().to(x_t.device).reshape(-1, 1, 1)
-        cov_t = a * self.cov.to(x_t.device) + (1 - a) * torch.eye(d, dtype=torch.float64, device=x_t.device)
-        r = x_t.double() - a[:, :, 0].sqrt() * self.mean.to(x_t.device)
-        out = torch.linalg.solve(cov_t, r.unsqueeze(-1)).squeeze(-1) * (1 - a[:, :, 0]).sqrt()
+        dev = x_t.device
+        a = alpha_bar.double().to(dev).reshape(-1, 1)
+        q = self._evecs.to(dev)
+        r = (x_t.double() - a.sqrt() * self.mean.to(dev)) @ q
+        out = (r / (a * self._evals.to(dev) + 1 - a)) @ q.T * (1 - a).sqrt()
         return out.to(x_t.dtype)
 
 

@@ -234,7 +234,9 @@ def dpm_solver_pp(net: Net, x, levels: Levels, noise: Noise) -> Iterator[Step]:
         x' = (σ'/σ) x − α' (e^{−h} − 1) D̃,   h = λ' − λ,
         D̃ = D_i (first step, and the last step to ᾱ' = 1, as diffusers' ``lower_order_final``)
         D̃ = (1 + 1/(2r)) D_i − 1/(2r) D_{i−1},  r = h_{i−1}/h_i   (second order).
-    Deterministic: uses no noise.
+    Deterministic: uses no noise. Prefer ``trailing`` or ``linspace`` spacing: ``leading`` ends on t = 0, and the
+    second-order step into it extrapolates x̂0 over a large jump in λ. With the same timesteps the samples equal
+    diffusers' ``DPMSolverMultistepScheduler`` (``final_sigmas_type="zero"``).
     """
     prev = None  # (D_{i-1}, h_{i-1})
     for i, t, a, a_next in _pairs(levels):
