@@ -1,5 +1,18 @@
-"""engine: DDPM and score-matching diffusion from scratch in PyTorch."""
-from .generate import generate, sample, sampler_options
+"""engine: DDPM and score-matching diffusion from scratch in PyTorch.
+
+    import engine
+    model = engine.load_model("mnist-ddpm")
+    for step in engine.generate(model, schedule="cosine", sampler="ddim", steps=50, seed=0, n=16):
+        ...  # step.x_t, step.x0_pred, step.t, step.sigma, step.nfe
+"""
+from .checkpoints import CheckpointError, list_models, load_model, model_card, save_model
+from .generate import generate, levels_for, sample, sampler_options
 from .models import EpsModel, GaussianModel, ScoreModel
 from .samplers import SAMPLERS, Step
-from .schedules import SCHEDULES, Schedule, get_schedule
+from .schedules import SCHEDULES, SPACINGS, Schedule, get_schedule
+
+__all__ = [
+    "CheckpointError", "EpsModel", "GaussianModel", "SAMPLERS", "SCHEDULES", "SPACINGS", "Schedule", "ScoreModel",
+    "Step", "generate", "get_schedule", "levels_for", "list_models", "load_model", "model_card", "sample",
+    "sampler_options", "save_model",
+]

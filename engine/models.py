@@ -12,6 +12,12 @@ Anything with ``eps(x_t, alpha_bar) -> Tensor`` (ε̂ for VP-scaled x_t, ``alpha
 trained by denoising score matching over VE noise levels (predicts s(x̃, σ)) and gives ε̂ by that link, so one
 sampler code path serves both. Both feed the network a continuous noise level — the log-SNR λ — never a step
 index, so one trained network serves every schedule and step count.
+
+Both parameterise the network output F as v (Salimans & Ho 2022; diffusers' ``prediction_type="v_prediction"``):
+  ε̂ = √(1−ᾱ) x_t + √ᾱ F,   so   x̂0 = √ᾱ x_t − √(1−ᾱ) F.
+A plain ε-network turns an ε̂ error δ into an x̂0 error δ/√ᾱ — 20,000 δ at the cosine schedule's last level
+(ᾱ ≈ 2.4e−9), which made DDIM diverge there; with this form x̂0 stays bounded, and at high SNR ε̂ ≈ F as before.
+The training losses are unchanged (ε-MSE, and DSM with λ(σ) = σ², which is the same quantity).
 """
 from __future__ import annotations
 
@@ -57,24 +63,30 @@ class DenoisingModel(nn.Module):
 
 
 class EpsModel(DenoisingModel):
-    """ε-prediction (DDPM objective): ε̂ = net(x_t, λ)."""
+    """DDPM objective: ε̂ = √(1−ᾱ) x_t + √ᾱ net(x_t, λ)."""
 
     def eps(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-        return self.net(x_t, log_snr_from_alpha_bar(alpha_bar.double()).to(x_t.dtype))
+        a = alpha_bar.double()
+        v = self.net(x_t, log_snr_from_alpha_bar(a).to(x_t.dtype))
+        a = _per_sample(a, x_t)
+        return (1 - a).sqrt() * x_t + a.sqrt() * v
 
 
 class ScoreModel(DenoisingModel):
-    """Score network trained by denoising score matching in the VE scaling.
+    """Score network trained by denoising score matching in the VE scaling x̃ = x_0 + σ ε:
 
-    s_θ(x̃, σ) = −net(x̃ / √(1+σ²), λ) / σ  (the input scaling keeps the network's input at unit variance, as in
-    EDM's c_in; dividing by σ is NCSNv2's "scale the output by 1/σ"). The DSM loss σ² ‖s_θ(x̃, σ) + ε/σ‖² then has
-    the same size at every σ. ε̂ for the protocol comes from the link ε = −σ s.
+    s_θ(x̃, σ) = −ε̂(x̃/√(1+σ²), ᾱ)/σ  with ᾱ = 1/(1+σ²) and ε̂ as above. Scaling the input to unit variance is EDM's
+    c_in; dividing by σ is NCSNv2's output scaling. The DSM loss σ² ‖s_θ(x̃, σ) + ε/σ‖² then has the same size at
+    every σ. ε̂ for the protocol comes from the link ε = −σ s.
     """
 
     def score_ve(self, x_tilde: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        s = _per_sample(sigma, x_tilde)
-        log_snr = (-2 * torch.log(sigma.double())).to(x_tilde.dtype)
-        return -self.net(x_tilde / torch.sqrt(1 + s**2), log_snr) / s
+        sig = sigma.double()
+        a = _per_sample(1 / (1 + sig**2), x_tilde)
+        x_t = x_tilde * a.sqrt()
+        v = self.net(x_t, (-2 * torch.log(sig)).to(x_tilde.dtype))
+        eps = (1 - a).sqrt() * x_t + a.sqrt() * v
+        return -eps / _per_sample(sig, x_tilde)
 
     def eps(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
         a = alpha_bar.double()

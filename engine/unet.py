@@ -93,17 +93,22 @@ class ResBlock(nn.Module):
         super().__init__()
         self.norm1 = GroupNormAct(c_in, groups, act_layer=nn.SiLU)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * c_out))
-        self.norm2 = GroupNorm(c_out, groups)
-        self.drop = nn.Dropout(dropout)
+        self.emb = nn.Linear(emb_dim, 2 * c_out)  # → (1 + s, b): the scale half's bias starts at 1
+        with torch.no_grad():
+            self.emb.bias[:c_out] += 1.0
+        self.norm2 = GroupNorm(c_out, groups, affine=False)  # the affine comes from the embedding
+        self.drop = nn.Dropout(dropout) if dropout > 0 else None
         self.conv2 = _zero(nn.Conv2d(c_out, c_out, 3, padding=1))
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else None
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """x: (N, c_in, H, W); e: SiLU(embedding), (N, emb_dim)."""
         h = self.conv1(self.norm1(x))
         scale, shift = self.emb(e)[:, :, None, None].chunk(2, dim=1)
-        h = F.silu(self.norm2(h) * (1 + scale) + shift)
-        return self.skip(x) + self.conv2(self.drop(h))
+        h = F.silu(torch.addcmul(shift, self.norm2(h), scale), inplace=True)
+        if self.drop is not None:
+            h = self.drop(h)
+        return self.conv2(h).add_(x if self.skip is None else self.skip(x))
 
 
 class AttnBlock(nn.Module):
@@ -183,7 +188,7 @@ class UNet(nn.Module):
         log_snr = torch.as_tensor(log_snr, device=x.device, dtype=torch.float32).reshape(-1)
         if log_snr.numel() == 1:
             log_snr = log_snr.expand(x.shape[0])
-        e = self.time_mlp(noise_level_embedding(log_snr, self.freq_dim).to(x.dtype))
+        e = F.silu(self.time_mlp(noise_level_embedding(log_snr, self.freq_dim).to(x.dtype)))
 
         h = self.conv_in(x)
         hs = [h]

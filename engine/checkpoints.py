@@ -1,0 +1,132 @@
+"""Checkpoints: ``NAME.safetensors`` (the EMA weights) beside ``NAME.json`` (the model card).
+
+The card records the architecture, objective, data, training and metrics, and the sha256 of the weights file.
+Loading goes through safetensors only (never pickle): the file's bytes are hashed, compared with the card, and
+only then parsed. A missing, truncated, corrupt or altered file raises ``CheckpointError`` naming the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from .mlp import MLPConfig, MLPDenoiser
+from .models import DenoisingModel, EpsModel, ScoreModel
+from .unet import UNet, UNetConfig
+
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+ARCHITECTURES = {"unet": (UNetConfig, UNet), "mlp": (MLPConfig, MLPDenoiser)}
+OBJECTIVES = {"ddpm": EpsModel, "dsm": ScoreModel}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and what is wrong with it."""
+
+
+def checkpoint_dir(directory: str | os.PathLike | None = None) -> Path:
+    """``directory``, else $ENGINE_CHECKPOINTS, else the repository's checkpoints/."""
+    return Path(directory or os.environ.get("ENGINE_CHECKPOINTS") or DEFAULT_DIR)
+
+
+def _check_name(name) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ValueError(
+            f"bad model name {name!r}: a name is 1-64 characters of a-z, 0-9, '-' and '_' (never a path)"
+        )
+    return name
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def list_models(directory=None) -> list[str]:
+    """Names of the models in the checkpoint directory (each with a card and a weights file), sorted."""
+    d = checkpoint_dir(directory)
+    if not d.is_dir():
+        return []
+    return sorted(
+        p.stem for p in d.glob("*.json") if NAME_PATTERN.match(p.stem) and (d / f"{p.stem}.safetensors").is_file()
+    )
+
+
+def model_card(name: str, directory=None) -> dict:
+    """The parsed card ``NAME.json``."""
+    path = checkpoint_dir(directory) / f"{_check_name(name)}.json"
+    if not path.is_file():
+        known = ", ".join(list_models(directory)) or "none"
+        raise CheckpointError(f"no model card {path}: unknown model {name!r} (models here: {known})")
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"model card {path} is not valid JSON: {err}") from None
+    for key in ("arch", "objective", "sha256", "data_shape"):
+        if key not in card:
+            raise CheckpointError(f"model card {path} has no '{key}' field")
+    return card
+
+
+def build_model(card: dict) -> DenoisingModel:
+    """An untrained model with the architecture and objective the card describes."""
+    arch = card["arch"]
+    if arch.get("type") not in ARCHITECTURES:
+        raise CheckpointError(f"unknown architecture {arch.get('type')!r}; known: {', '.join(ARCHITECTURES)}")
+    if card["objective"] not in OBJECTIVES:
+        raise CheckpointError(f"unknown objective {card['objective']!r}; known: {', '.join(OBJECTIVES)}")
+    config_cls, net_cls = ARCHITECTURES[arch["type"]]
+    net = net_cls(config_cls.from_dict(arch["config"]))
+    return OBJECTIVES[card["objective"]](net, tuple(card["data_shape"]), card)
+
+
+def save_model(model: DenoisingModel, name: str, directory=None, card: dict | None = None) -> Path:
+    """Write ``NAME.safetensors`` (the weights of ``model.net``) and ``NAME.json`` (card + sha256)."""
+    d = checkpoint_dir(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.net.state_dict().items()}
+    data = save_safetensors(tensors, metadata={"name": _check_name(name)})
+    full = dict(model.card)
+    full.update(card or {})
+    full.update(name=name, data_shape=list(model.data_shape), sha256=sha256_bytes(data), format="safetensors")
+    weights, card_path = d / f"{name}.safetensors", d / f"{name}.json"
+    # write to temporary names and rename, so a reader never sees a half-written checkpoint
+    tmp_w, tmp_c = weights.with_suffix(".safetensors.tmp"), card_path.with_suffix(".json.tmp")
+    tmp_w.write_bytes(data)
+    tmp_c.write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp_w, weights)
+    os.replace(tmp_c, card_path)
+    return weights
+
+
+def load_model(name: str, device: str | torch.device = "cpu", directory=None) -> DenoisingModel:
+    """Load a shipped model by name: checks the sha256 from its card, then loads the weights with safetensors."""
+    card = model_card(name, directory)
+    path = checkpoint_dir(directory) / f"{name}.safetensors"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"weights file {path} is missing (its card {name}.json is there)") from None
+    except OSError as err:
+        raise CheckpointError(f"cannot read weights file {path}: {err}") from None
+    digest = sha256_bytes(data)
+    if digest != card["sha256"]:
+        raise CheckpointError(
+            f"weights file {path} does not match its card: sha256 is {digest[:12]}…, the card says "
+            f"{str(card['sha256'])[:12]}… (the file is truncated, corrupt or was altered)"
+        )
+    try:
+        state = load_safetensors(data)
+    except Exception as err:  # safetensors raises its own error types for malformed headers
+        raise CheckpointError(f"weights file {path} is not a valid safetensors file: {err}") from None
+    model = build_model(card)
+    try:
+        model.net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"weights file {path} does not fit the architecture in its card: {err}") from None
+    return model.eval().requires_grad_(False).to(device)

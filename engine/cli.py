@@ -1,0 +1,116 @@
+"""``python -m engine {sample,train,info}``: the engine from the command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import checkpoints
+from .generate import generate, sampler_options
+from .samplers import SAMPLERS
+from .schedules import SCHEDULES, SPACINGS
+
+
+def _option(text: str) -> tuple[str, object]:
+    """``key=value`` with value parsed as JSON when it can be (numbers, true/false), else kept as a string."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"sampler option must look like key=value; got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def cmd_sample(args) -> int:
+    import torch
+    from torchvision.utils import save_image
+
+    model = checkpoints.load_model(args.model, device=args.device)
+    steps = generate(
+        model, schedule=args.schedule, sampler=args.sampler, steps=args.steps, seed=args.seed, n=args.n,
+        spacing=args.spacing, **dict(args.option),
+    )
+    last = None
+    for last in steps:
+        pass
+    x = last.x_t.float().cpu()
+    if len(model.data_shape) == 1:  # 2-D points: save as a scatter plot
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.scatter(x[:, 0], x[:, 1], s=2)
+        fig.savefig(args.out, dpi=100)
+        plt.close(fig)
+    else:
+        nrow = max(1, int(round(args.n**0.5)))
+        save_image((x.clamp(-1, 1) + 1) / 2, args.out, nrow=nrow)
+    print(f"wrote {args.out}: {args.n} samples, {last.nfe} network evaluations, {torch.get_num_threads()} threads")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig.from_file(args.config)
+    for key, value in args.set:
+        cfg = TrainConfig.from_dict({**cfg.__dict__, key: value})
+    result = train(cfg, steps=args.steps, quiet=args.quiet)
+    print(f"{cfg.name}: trained to step {result['step']} ({result['wall_time_s']:.0f} s)")
+    return 0
+
+
+def cmd_info(args) -> int:
+    if args.name:
+        print(json.dumps(checkpoints.model_card(args.name), indent=2))
+        return 0
+    print("models:", ", ".join(checkpoints.list_models()) or "none")
+    print("schedules:", ", ".join([*SCHEDULES, "custom"]))
+    print("spacings:", ", ".join(SPACINGS))
+    for name in SAMPLERS:
+        opts = ", ".join(f"{k}={v!r}" for k, v in sampler_options(name).items()) or "no options"
+        print(f"sampler {name}: {opts}")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("sample", help="sample from a shipped model and save a grid")
+    s.add_argument("--model", required=True)
+    s.add_argument("--schedule", default="linear")
+    s.add_argument("--sampler", default="ddim", choices=list(SAMPLERS))
+    s.add_argument("--steps", type=int, default=50)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n", type=int, default=16)
+    s.add_argument("--spacing", default="leading", choices=list(SPACINGS))
+    s.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE", help="sampler option, e.g. eta=0.5")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--out", default="samples.png")
+    s.set_defaults(func=cmd_sample)
+
+    t = sub.add_parser("train", help="train a model from a JSON config (resumes from its run directory)")
+    t.add_argument("--config", required=True)
+    t.add_argument("--steps", type=int, default=None, help="train until this step (default: the config's)")
+    t.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser("info", help="list models, schedules and samplers, or print a model card")
+    i.add_argument("name", nargs="?")
+    i.set_defaults(func=cmd_info)
+
+    args = p.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, checkpoints.CheckpointError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

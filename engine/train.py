@@ -1,0 +1,363 @@
+"""Training: ``python -m engine train --config engine/configs/NAME.json [--steps N]``.
+
+Objectives (x_0 from the data, ε ~ N(0, I)):
+  ddpm:  ᾱ drawn from the app's schedules (a schedule at random, then t uniform in 0…T−1), so every schedule the
+         app offers lies in the training range;  x_t = √ᾱ x_0 + √(1−ᾱ) ε;  loss = ‖ε_θ(x_t, λ) − ε‖²  (Ho et al. 2020).
+  dsm:   σ log-uniform in [sigma_min, sigma_max] (NCSN's geometric levels, made continuous);  x̃ = x_0 + σ ε;
+         loss = λ(σ) ‖s_θ(x̃, σ) + ε/σ‖² with λ(σ) = σ²  (Song & Ermon 2019; Vincent 2011).
+Both losses are averaged over dimensions and batch.
+
+AdamW with linear warm-up, gradient clipping, EMA weights (timm's ModelEmaV3), tqdm progress, sample grids while it
+trains, and resumable state (weights, optimiser, EMA, step, RNG states) saved with safetensors — no pickle. Under
+``torchrun`` it trains with DistributedDataParallel (nccl on GPU, gloo on CPU); each rank draws its own data.
+Every random draw comes from ``seed`` (offset by rank), so a run and its resumed twin give the same weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from timm.utils import ModelEmaV3
+from torch import nn
+from tqdm import tqdm
+
+from . import data as datasets
+from .checkpoints import build_model, save_model
+from .models import DenoisingModel
+from .schedules import SCHEDULES, get_schedule
+
+TRAIN_SCHEDULES = tuple(SCHEDULES)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    name: str
+    dataset: str  # mnist | fashion-mnist | digits8 | a 2-D toy (moons, swissroll, 8gaussians, checkerboard)
+    objective: str = "ddpm"  # ddpm | dsm
+    arch: str = "unet"  # unet | mlp
+    arch_config: dict = dataclasses.field(default_factory=dict)
+    steps: int = 10_000
+    batch_size: int = 64
+    lr: float = 2e-4
+    warmup_steps: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    sigma_min: float = 0.002  # dsm only
+    sigma_max: float = 100.0  # dsm only
+    seed: int = 0
+    log_every: int = 50
+    save_every: int = 1000
+    sample_every: int = 0  # 0: only at the end
+    run_dir: str = "runs"
+    export_dir: str | None = None  # where NAME.safetensors/.json go; None: the repository's checkpoints/
+    data_dir: str | None = None  # IDX directory for fashion-mnist
+    device: str = "auto"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "TrainConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+class Objective(nn.Module):
+    """The training loss as a module, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: DenoisingModel, kind: str):
+        super().__init__()
+        self.model, self.kind = model, kind
+
+    def forward(self, x0: torch.Tensor, level: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        shape = (-1,) + (1,) * (x0.dim() - 1)
+        if self.kind == "ddpm":  # level = ᾱ
+            a = level.to(x0.dtype).reshape(shape)
+            x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+            return (self.model.eps(x_t, level) - eps).pow(2).mean()
+        sigma = level.to(x0.dtype).reshape(shape)  # dsm: level = σ
+        score = self.model.score_ve(x0 + sigma * eps, level)
+        return (sigma**2 * (score + eps / sigma).pow(2)).mean()
+
+
+class NoiseLevels:
+    """Draws the training noise levels of an objective from a generator."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.kind = cfg.objective
+        if self.kind == "ddpm":
+            self.table = torch.cat([get_schedule(s).alphas_cumprod for s in TRAIN_SCHEDULES])
+        elif self.kind == "dsm":
+            if not 0 < cfg.sigma_min < cfg.sigma_max:
+                raise ValueError("dsm needs 0 < sigma_min < sigma_max")
+            self.log_lo, self.log_hi = math.log(cfg.sigma_min), math.log(cfg.sigma_max)
+        else:
+            raise ValueError(f"unknown objective {cfg.objective!r}; allowed: ddpm, dsm")
+
+    def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        if self.kind == "ddpm":
+            return self.table[torch.randint(len(self.table), (n,), generator=gen)]
+        u = torch.rand(n, generator=gen, dtype=torch.float64)
+        return torch.exp(self.log_lo + u * (self.log_hi - self.log_lo))
+
+
+class Data:
+    """Training batches: random rows of an image set, or fresh draws from a 2-D toy distribution."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.toy = cfg.dataset in datasets.TOYS
+        self.name = cfg.dataset
+        if self.toy:
+            self.images = None
+            self.shape = (2,)
+            self.size = None
+        else:
+            kwargs = {"directory": cfg.data_dir} if cfg.data_dir and cfg.dataset == "fashion-mnist" else {}
+            self.images, _ = datasets.load_dataset(cfg.dataset, "train", **kwargs)
+            self.shape = tuple(self.images.shape[1:])
+            self.size = len(self.images)
+
+    def batch(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        if self.toy:
+            return datasets.toy_sample(self.name, n, gen)
+        return self.images[torch.randint(self.size, (n,), generator=gen)]
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, list]:
+    sd = opt.state_dict()
+    tensors = {f"optim.{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
+    return tensors, sd["param_groups"]
+
+
+def _unflatten_optimizer(tensors: dict, groups: list) -> dict:
+    state: dict = {}
+    for key, v in tensors.items():
+        _, i, k = key.split(".", 2)
+        state.setdefault(int(i), {})[k] = v
+    return {"state": state, "param_groups": groups}
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.device = _device(cfg.device)
+        if self.distributed and not dist.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend)
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        if self.device.type == "cuda" and self.distributed:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        self.data = Data(cfg)
+        self.levels = NoiseLevels(cfg)
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        self.card = self._card()
+        self.model = build_model(self.card).to(self.device)
+        self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        objective = Objective(self.model, cfg.objective)
+        self.loss_fn = nn.parallel.DistributedDataParallel(objective) if self.distributed else objective
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)  # data, levels and noise
+        torch.manual_seed(cfg.seed * 1000 + self.rank + 1)  # dropout
+        self.step = 0
+        self.wall = 0.0
+        self.run_dir = Path(cfg.run_dir) / cfg.name
+        self.losses: list[float] = []
+
+    def _card(self) -> dict:
+        cfg = self.cfg
+        card = {
+            "name": cfg.name,
+            "arch": {"type": cfg.arch, "config": self._arch_config()},
+            "objective": cfg.objective,
+            "data_shape": list(self.data.shape),
+            "data": {"dataset": cfg.dataset, "split": "train", "n": self.data.size, "range": [-1, 1] if not self.data.toy else None},
+            "sha256": "",
+        }
+        if cfg.objective == "dsm":
+            card["noise_range"] = {"sigma_min": cfg.sigma_min, "sigma_max": cfg.sigma_max}
+        else:
+            card["noise_range"] = {"schedules": list(TRAIN_SCHEDULES)}
+        return card
+
+    def _arch_config(self) -> dict:
+        from .checkpoints import ARCHITECTURES
+
+        if self.cfg.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown arch {self.cfg.arch!r}; allowed: {', '.join(ARCHITECTURES)}")
+        config_cls = ARCHITECTURES[self.cfg.arch][0]
+        d = dict(self.cfg.arch_config)
+        if self.cfg.arch == "unet":
+            d.setdefault("in_channels", self.data.shape[0])
+            d.setdefault("image_size", self.data.shape[-1])
+        return config_cls.from_dict(d).to_dict()
+
+    # --- resumable state -------------------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / "state.safetensors"
+
+    def save_state(self) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update({f"ema.{k}": v for k, v in self.ema.module.state_dict().items()})
+        opt_tensors, groups = _flatten_optimizer(self.opt)
+        tensors.update(opt_tensors)
+        tensors["rng.data"] = self.gen.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        meta = {"step": self.step, "wall_time_s": self.wall, "param_groups": groups, "config": dataclasses.asdict(self.cfg)}
+        tmp = self.state_path.with_suffix(".tmp")
+        save_file(tensors, str(tmp))
+        (self.run_dir / "state.json.tmp").write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, self.state_path)
+        os.replace(self.run_dir / "state.json.tmp", self.run_dir / "state.json")
+
+    def load_state(self) -> bool:
+        if not self.state_path.is_file():
+            return False
+        meta = json.loads((self.run_dir / "state.json").read_text())
+        tensors = load_file(str(self.state_path))
+        pick = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+        self.model.load_state_dict(pick("model."))
+        self.ema.module.load_state_dict(pick("ema."))
+        self.opt.load_state_dict(_unflatten_optimizer(pick("optim."), meta["param_groups"]))
+        self.gen.set_state(tensors["rng.data"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step, self.wall = meta["step"], meta["wall_time_s"]
+        return True
+
+    # --- training --------------------------------------------------------------------------------------------
+    def train_step(self) -> float:
+        cfg = self.cfg
+        for group in self.opt.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup_steps))
+        x0 = self.data.batch(cfg.batch_size, self.gen)
+        level = self.levels.draw(cfg.batch_size, self.gen)
+        eps = torch.randn(x0.shape, generator=self.gen)
+        loss = self.loss_fn(x0.to(self.device), level.to(self.device), eps.to(self.device))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.step += 1
+        self.ema.update(self.model, step=self.step)
+        return float(loss.detach())
+
+    def run(self, steps: int | None = None, quiet: bool = False) -> dict:
+        """Train until ``steps`` (default: the config's) and export the EMA weights; returns a summary."""
+        cfg = self.cfg
+        total = cfg.steps if steps is None else steps
+        resumed = self.load_state()
+        bar = tqdm(total=total, initial=self.step, disable=quiet or self.rank != 0, desc=cfg.name, dynamic_ncols=True)
+        log = self.run_dir / "log.jsonl"
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        t_last = time.perf_counter()
+        while self.step < total:
+            loss = self.train_step()
+            self.losses.append(loss)
+            bar.update(1)
+            now = time.perf_counter()
+            self.wall += now - t_last
+            t_last = now
+            if self.rank == 0 and self.step % cfg.log_every == 0:
+                mean = sum(self.losses[-cfg.log_every:]) / len(self.losses[-cfg.log_every:])
+                bar.set_postfix(loss=f"{mean:.4f}")
+                with log.open("a") as f:
+                    f.write(json.dumps({"step": self.step, "loss": mean, "wall_time_s": round(self.wall, 2)}) + "\n")
+            if self.rank == 0 and (self.step % cfg.save_every == 0 or self.step == total):
+                self.save_state()
+                self.export()
+            if self.rank == 0 and cfg.sample_every and self.step % cfg.sample_every == 0:
+                self.sample_grid()
+        bar.close()
+        if self.rank == 0:
+            self.sample_grid()
+        if self.distributed:
+            self._write_rank_digest()
+        return {"step": self.step, "resumed": resumed, "losses": self.losses, "wall_time_s": self.wall}
+
+    def export(self) -> Path:
+        """Write the EMA weights and the model card to the checkpoint directory."""
+        cfg = self.cfg
+        hw = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+        recent = self.losses[-cfg.log_every:]
+        card = {
+            "training": {
+                "config": dataclasses.asdict(cfg),
+                "steps": self.step,
+                "wall_time_s": round(self.wall, 1),
+                "hardware": f"{hw} x{self.world}",
+                "torch": torch.__version__,
+                "final_loss": round(sum(recent) / len(recent), 5) if recent else None,
+            },
+            "date": datetime.date.today().isoformat(),
+            "metrics": {},
+        }
+        model = self.ema.module
+        model.card = dict(self.card)
+        return save_model(model, cfg.name, cfg.export_dir, card)
+
+    def sample_grid(self) -> Path | None:
+        """A grid of samples from the EMA model (64 images, or 2,000 points for a toy) under the run directory."""
+        from .generate import sample
+
+        model = self.ema.module.eval()
+        n = 2000 if self.data.toy else 64
+        x = sample(model, schedule="cosine", sampler="ddim", steps=50, seed=0, n=n, spacing="trailing").cpu()
+        path = self.run_dir / f"samples_{self.step:07d}.png"
+        if self.data.toy:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            fig, ax = plt.subplots(figsize=(4, 4))
+            ax.scatter(x[:, 0], x[:, 1], s=1)
+            ax.set(xlim=(-4, 4), ylim=(-4, 4), title=f"{self.cfg.name} step {self.step}")
+            fig.savefig(path, dpi=80)
+            plt.close(fig)
+        else:
+            from torchvision.utils import save_image
+
+            save_image((x.clamp(-1, 1) + 1) / 2, path, nrow=8)
+        return path
+
+    def _write_rank_digest(self) -> None:
+        """Each rank records a hash of its weights, so a run can check that all ranks ended identical."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for k, v in sorted(self.model.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / f"weights_rank{self.rank}.sha256").write_text(h.hexdigest() + "\n")
+        dist.barrier()
+
+
+def train(cfg: TrainConfig, steps: int | None = None, quiet: bool = False) -> dict:
+    return Trainer(cfg).run(steps, quiet=quiet)
