@@ -150,9 +150,10 @@ def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, list]:
 
 
 def _unflatten_optimizer(tensors: dict, groups: list) -> dict:
+    """The inverse of _flatten_optimizer; keys are "INDEX.NAME" (the "optim." prefix already removed)."""
     state: dict = {}
     for key, v in tensors.items():
-        _, i, k = key.split(".", 2)
+        i, k = key.split(".", 1)
         state.setdefault(int(i), {})[k] = v
     return {"state": state, "param_groups": groups}
 
