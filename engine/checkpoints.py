@@ -47,14 +47,23 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def list_models(directory=None) -> list[str]:
-    """Names of the models in the checkpoint directory (each with a card and a weights file), sorted."""
+def list_models(directory=None, kind: str = "denoiser") -> list[str]:
+    """Names of the models of ``kind`` ("denoiser" or "classifier") in the checkpoint directory, sorted."""
     d = checkpoint_dir(directory)
     if not d.is_dir():
         return []
     return sorted(
-        p.stem for p in d.glob("*.json") if NAME_PATTERN.match(p.stem) and (d / f"{p.stem}.safetensors").is_file()
+        p.stem
+        for p in d.glob("*.json")
+        if NAME_PATTERN.match(p.stem) and (d / f"{p.stem}.safetensors").is_file() and _kind(p) == kind
     )
+
+
+def _kind(card_path: Path) -> str | None:
+    try:
+        return json.loads(card_path.read_text()).get("kind", "denoiser")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return "denoiser"  # listed, so that loading it reports what is wrong
 
 
 def model_card(name: str, directory=None) -> dict:
@@ -104,8 +113,8 @@ def save_model(model: DenoisingModel, name: str, directory=None, card: dict | No
     return weights
 
 
-def load_model(name: str, device: str | torch.device = "cpu", directory=None) -> DenoisingModel:
-    """Load a shipped model by name: checks the sha256 from its card, then loads the weights with safetensors."""
+def load_weights(name: str, directory=None) -> tuple[dict, dict]:
+    """(card, tensors) of a checkpoint: the sha256 from the card is checked before safetensors parses the bytes."""
     card = model_card(name, directory)
     path = checkpoint_dir(directory) / f"{name}.safetensors"
     try:
@@ -121,12 +130,24 @@ def load_model(name: str, device: str | torch.device = "cpu", directory=None) ->
             f"{str(card['sha256'])[:12]}… (the file is truncated, corrupt or was altered)"
         )
     try:
-        state = load_safetensors(data)
+        return card, load_safetensors(data)
     except Exception as err:  # safetensors raises its own error types for malformed headers
         raise CheckpointError(f"weights file {path} is not a valid safetensors file: {err}") from None
-    model = build_model(card)
+
+
+def load_into(module: torch.nn.Module, state: dict, name: str, directory=None) -> None:
     try:
-        model.net.load_state_dict(state, strict=True)
+        module.load_state_dict(state, strict=True)
     except RuntimeError as err:
+        path = checkpoint_dir(directory) / f"{name}.safetensors"
         raise CheckpointError(f"weights file {path} does not fit the architecture in its card: {err}") from None
+
+
+def load_model(name: str, device: str | torch.device = "cpu", directory=None) -> DenoisingModel:
+    """Load a shipped denoising model by name (sha256 checked, safetensors only), in eval mode on ``device``."""
+    card, state = load_weights(name, directory)
+    if card.get("kind", "denoiser") != "denoiser":
+        raise CheckpointError(f"{name} is a {card['kind']}, not a denoising model")
+    model = build_model(card)
+    load_into(model.net, state, name, directory)
     return model.eval().requires_grad_(False).to(device)

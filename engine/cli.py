@@ -1,4 +1,4 @@
-"""``python -m engine {sample,train,info}``: the engine from the command line."""
+"""``python -m engine {sample,train,eval,info}``: the engine from the command line."""
 from __future__ import annotations
 
 import argparse
@@ -63,6 +63,23 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from . import evaluate
+    from .data import TOYS
+
+    model = checkpoints.load_model(args.model, device=args.device)
+    dataset = model.card.get("data", {}).get("dataset")
+    opts = dict(args.option)
+    common = dict(sampler=args.sampler, schedule=args.schedule, steps=args.steps, n=args.n, seed=args.seed, **opts)
+    if dataset in TOYS:
+        result = evaluate.evaluate_toy(model, dataset, **common)
+    else:
+        classifier = evaluate.load_classifier(args.classifier or f"{dataset}-classifier")
+        result = evaluate.evaluate_images(model, classifier, dataset, spacing=args.spacing, **common)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_info(args) -> int:
     if args.name:
         print(json.dumps(checkpoints.model_card(args.name), indent=2))
@@ -99,6 +116,19 @@ def main(argv=None) -> int:
     t.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="score a model's samples against held-out data (FD with real-vs-real baseline, ...)")
+    e.add_argument("--model", required=True)
+    e.add_argument("--schedule", default="linear")
+    e.add_argument("--sampler", default="ddim", choices=list(SAMPLERS))
+    e.add_argument("--steps", type=int, default=50)
+    e.add_argument("--spacing", default="leading", choices=list(SPACINGS))
+    e.add_argument("--n", type=int, default=500)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--classifier", default=None, help="default: DATASET-classifier")
+    e.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE")
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(func=cmd_eval)
 
     i = sub.add_parser("info", help="list models, schedules and samplers, or print a model card")
     i.add_argument("name", nargs="?")
