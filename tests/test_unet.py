@@ -11,14 +11,6 @@ from engine.unet import UNet, UNetConfig
 SMALL = dict(base_channels=8, num_groups=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster when another process holds the other core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def randomise_(model: torch.nn.Module, seed: int = 0) -> None:
     """Give every parameter (the zero-initialised ones included) small random values."""
