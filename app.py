@@ -1,0 +1,43 @@
+"""Launch the Diffusion Explorer app: ``python app.py [--host 127.0.0.1] [--port 7860] [--share]``.
+
+On Hugging Face Spaces this file is the ``app_file``; there the defaults apply (host/port from the environment).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from space import CSS, build_demo  # noqa: E402
+
+log = logging.getLogger("diffusion-explorer")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Diffusion Explorer web app")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    p.add_argument("--share", action="store_true", help="ask Gradio for a public *.gradio.live link")
+    p.add_argument("--checkpoints", default=None, help="checkpoint folder (default: $ENGINE_CHECKPOINTS or checkpoints/)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    demo = build_demo(args.checkpoints)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, prevent_thread_lock=True)
+    if args.share and not getattr(demo, "share_url", None):
+        log.warning("--share: no public link was made (no internet connection, or the share server refused); "
+                    "still serving locally at %s", demo.local_url)
+    elif args.share:
+        log.info("public link: %s", demo.share_url)
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""2-D score fields and particle trajectories for toy models (data_shape == (2,)).
+
+In the VE scaling the noised data is x̃ = x_0 + σ ε, with density p_σ = p_data ∗ N(0, σ² I). A model gives the
+score of p_σ through the ε-link (Song & Ermon 2019; Vincent 2011):
+
+    s_θ(x̃, σ) ≈ ∇_x̃ log p_σ(x̃) = −ε̂(x_t, ᾱ) / σ,   x_t = √ᾱ x̃,   ᾱ = 1 / (1 + σ²).
+
+``score_field`` evaluates that on a regular grid. ``noisy_density`` is the reference p_σ on the same grid, a
+Monte-Carlo estimate from toy samples: p_σ(x) ≈ (1/M) Σ_m N(x; x_0^(m), (σ² + h²) I), where h is a small smoothing
+bandwidth that keeps the σ → 0 picture readable. ``particles`` moves a cloud of points from x_T ~ N(0, I) with
+any sampler via ``engine.generate`` and returns the VP-scaled x_t after each step.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .data import TOYS, toy_sample
+from .generate import generate
+from .samplers import Step
+
+MIN_SIGMA, MAX_SIGMA = 1e-3, 1e3
+
+
+def _check_toy_model(model) -> None:
+    shape = getattr(model, "data_shape", None)
+    if tuple(shape or ()) != (2,):
+        raise ValueError(f"the score field needs a 2-D toy model (data_shape (2,)); this model has {shape}")
+
+
+def _check_sigma(sigma: float) -> float:
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not MIN_SIGMA <= sigma <= MAX_SIGMA:
+        raise ValueError(f"sigma must be a number from {MIN_SIGMA} to {MAX_SIGMA}; got {sigma!r}")
+    return float(sigma)
+
+
+def grid(lim: float = 3.0, n: int = 21) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coordinates ``xs`` (n,) and the points (n·n, 2) of a square grid on [−lim, lim]², row-major in y then x."""
+    if not (isinstance(n, int) and 2 <= n <= 200) or not 0 < lim <= 100:
+        raise ValueError(f"grid needs 2 ≤ n ≤ 200 and 0 < lim ≤ 100; got n={n!r}, lim={lim!r}")
+    xs = torch.linspace(-lim, lim, n)
+    yy, xx = torch.meshgrid(xs, xs, indexing="ij")
+    return xs, torch.stack([xx.flatten(), yy.flatten()], dim=1)
+
+
+@torch.inference_mode()
+def score_field(model, sigma: float, lim: float = 3.0, n: int = 21) -> dict:
+    """The model's VE score s(x̃, σ) = −ε̂(√ᾱ x̃, ᾱ)/σ, ᾱ = 1/(1+σ²), on an n×n grid over [−lim, lim]².
+
+    Returns ``{"xs": (n,), "points": (n·n, 2), "score": (n·n, 2), "sigma": σ, "alpha_bar": ᾱ}``; row k of
+    ``points`` / ``score`` is grid cell (k // n, k % n) = (y index, x index).
+    """
+    _check_toy_model(model)
+    sigma = _check_sigma(sigma)
+    xs, pts = grid(lim, n)
+    a = 1.0 / (1.0 + sigma**2)
+    alpha = torch.full((pts.shape[0],), a, dtype=torch.float64)
+    device = next(iter(model.parameters())).device if hasattr(model, "parameters") else torch.device("cpu")
+    eps = model.eps((pts * math.sqrt(a)).to(device), alpha.to(device)).float().cpu()
+    return {"xs": xs, "points": pts, "score": -eps / sigma, "sigma": sigma, "alpha_bar": a}
+
+
+def noisy_density(toy: str, sigma: float, lim: float = 3.0, n: int = 80, m: int = 2000, seed: int = 0,
+                  bandwidth: float = 0.05) -> dict:
+    """p_σ(x) ≈ (1/M) Σ_m N(x; x_0^(m), (σ² + h²) I) on an n×n grid, from M toy samples drawn with ``seed``.
+
+    Returns ``{"xs": (n,), "density": (n, n)}`` with density[i, j] at (x = xs[j], y = xs[i]).
+    """
+    if toy not in TOYS:
+        raise ValueError(f"unknown toy {toy!r}; allowed: {', '.join(TOYS)}")
+    sigma = _check_sigma(sigma)
+    x0 = toy_sample(toy, m, torch.Generator().manual_seed(seed)).double()
+    xs, pts = grid(lim, n)
+    var = sigma**2 + bandwidth**2
+    d2 = torch.cdist(pts.double(), x0).pow(2)
+    dens = torch.exp(-d2 / (2 * var)).mean(dim=1) / (2 * math.pi * var)
+    return {"xs": xs, "density": dens.reshape(n, n).float()}
+
+
+def particles(model, *, schedule: str, sampler: str, steps: int, seed: int, n: int = 500, spacing: str = "leading",
+              **options) -> list[Step]:
+    """Move ``n`` particles from x_T ~ N(0, I) with ``sampler``; returns every Step (``step.x_t`` is (n, 2))."""
+    _check_toy_model(model)
+    return list(generate(model, schedule=schedule, sampler=sampler, steps=steps, seed=seed, n=n, spacing=spacing,
+                         **options))
+
+
+def toy_of(model) -> str | None:
+    """The toy dataset a model was trained on, from its card (None if unknown)."""
+    name = (getattr(model, "card", {}) or {}).get("data", {}).get("dataset")
+    return name if name in TOYS else None

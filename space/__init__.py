@@ -1,0 +1,5 @@
+"""The Gradio interface of Diffusion Explorer. ``build_demo(checkpoint_dir=None)`` returns the Blocks app;
+all diffusion maths lives in ``engine``."""
+from .ui import CSS, build_demo
+
+__all__ = ["CSS", "build_demo"]

@@ -1,0 +1,67 @@
+"""The About tab's text: the maths behind the app, in our own words."""
+
+ABOUT = r"""
+## What a diffusion model does
+
+A diffusion model learns to undo a fixed, gradual corruption of data by Gaussian noise. Sampling starts from pure
+noise and removes a little of it at a time; every tab of this app shows one part of that story.
+
+### The forward process (Forward process tab)
+
+Pick a sequence $\beta_1,\dots,\beta_T$ (the **schedule**) and add noise step by step,
+$q(x_t\mid x_{t-1}) = \mathcal N(\sqrt{1-\beta_t}\,x_{t-1},\ \beta_t I)$. Products of Gaussians stay Gaussian, so any
+$x_t$ can be drawn straight from the clean image:
+
+$$q(x_t \mid x_0) = \mathcal N\big(\sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t)\,I\big),\qquad
+\bar\alpha_t=\prod_{s\le t}(1-\beta_s),\qquad x_t = \sqrt{\bar\alpha_t}\,x_0+\sqrt{1-\bar\alpha_t}\,\varepsilon .$$
+
+$\bar\alpha_t$ is the fraction of signal power left. Schedules differ in *how fast* it falls: the linear schedule
+destroys most of the image in the first third of the steps, the cosine schedule spreads the destruction evenly in
+log-SNR, $\lambda_t=\log\frac{\bar\alpha_t}{1-\bar\alpha_t}$, which is why it wastes fewer steps on pure noise.
+
+### The DDPM objective
+
+A network $\varepsilon_\theta(x_t, t)$ is trained to tell which noise was added:
+
+$$L(\theta)=\mathbb E_{x_0,\ t,\ \varepsilon}\ \big\|\varepsilon-\varepsilon_\theta(\sqrt{\bar\alpha_t}x_0+\sqrt{1-\bar\alpha_t}\,\varepsilon,\ t)\big\|^2 .$$
+
+Knowing $\hat\varepsilon$ gives a guess of the clean image (shown as $\hat x_0$ in the gallery),
+$\hat x_0 = (x_t-\sqrt{1-\bar\alpha_t}\,\hat\varepsilon)/\sqrt{\bar\alpha_t}$, and one reverse step of **DDPM**
+(ancestral sampling) moves to the posterior mean and adds fresh noise:
+
+$$x_{t-1}=\frac1{\sqrt{\alpha_t}}\Big(x_t-\frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\hat\varepsilon\Big)+\sigma_t z,\qquad
+\sigma_t^2=\tilde\beta_t=\beta_t\frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\ \text{(fixed small) or } \beta_t\ \text{(fixed large)}.$$
+
+### Score matching, and why it is the same thing
+
+Divide by $\sqrt{\bar\alpha_t}$: $\tilde x = x_t/\sqrt{\bar\alpha_t} = x_0+\sigma\varepsilon$ with
+$\sigma^2=(1-\bar\alpha_t)/\bar\alpha_t$. This *variance-exploding* (VE) view keeps the signal fixed and lets the noise
+grow. The **score** of the noised data density $p_\sigma = p_{\text{data}} * \mathcal N(0,\sigma^2 I)$ points towards
+more likely data, and denoising score matching learns it without knowing $p_\sigma$:
+
+$$\min_\theta\ \mathbb E\ \sigma^2\,\big\|s_\theta(x_0+\sigma\varepsilon,\sigma)+\varepsilon/\sigma\big\|^2 .$$
+
+The two parameterisations are one: $s_\theta(\tilde x,\sigma)=-\hat\varepsilon/\sigma$ (VE) and
+$\nabla_{x_t}\log p_t=-\hat\varepsilon/\sqrt{1-\bar\alpha_t}$ (VP). So every network here serves every sampler, and any
+schedule can be written either as $\bar\alpha_t$ (variance preserving, VP) or as $\sigma_t$ (variance exploding, VE)
+with $\bar\alpha = 1/(1+\sigma^2)$. The **Score field** tab draws $s_\theta$ as arrows on 2-D toy data: at large
+$\sigma$ they all point to the centre of the data; at small $\sigma$ they point to the nearest piece of it.
+
+### The samplers
+
+| sampler | what one step does |
+|---|---|
+| `ddpm` | ancestral step above: posterior mean plus fresh noise; needs many steps |
+| `ddim` | jumps to $\sqrt{\bar\alpha_{t'}}\hat x_0+\sqrt{1-\bar\alpha_{t'}-\sigma^2}\,\hat\varepsilon+\sigma z$, with $\sigma$ scaled by $\eta$; $\eta=0$ is deterministic and works with few steps |
+| `langevin` | annealed Langevin dynamics: at each noise level several steps $\tilde x\leftarrow\tilde x+\tfrac{\alpha}{2}s_\theta+\sqrt{\alpha}\,z$, $\alpha=\text{step size}\cdot\sigma^2$ |
+| `euler-maruyama` | one Euler–Maruyama step of the reverse-time SDE $dx=[f-g^2\nabla\log p_t]\,d\tau+g\,d\bar w$ |
+| `pc` | predictor–corrector: Langevin "corrector" moves at the current level (size set by the target `snr`), then a reverse-diffusion "predictor" step |
+| `ode` | the probability-flow ODE $d\tilde x/d\sigma=\hat\varepsilon$, solved with Heun's second-order method: deterministic, 2 evaluations per step |
+| `dpm-solver++` | second-order multistep solver in log-SNR on the $\hat x_0$ prediction; good images in 10–20 steps |
+
+The **Compare** tab runs several of these from the same starting noise $x_T$ and the same noise draws $z$, so
+differences between panels come from the method and the schedule, not from the luck of the draw. NFE counts network
+evaluations, the real cost of a sampler.
+
+**Spacing** picks which $t$ a short run visits ("leading", "trailing", "linspace", as diffusers defines them).
+"""

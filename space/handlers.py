@@ -1,0 +1,338 @@
+"""Event handlers: each turns UI values into engine calls and engine results into pictures. No diffusion maths.
+
+Handlers are methods of ``Handlers`` (one per app, bound to a ``ModelStore``); their parameter names are the
+keyword names of the API endpoints.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import gradio as gr
+import numpy as np
+
+import engine
+from engine import compare as engine_compare
+from engine import data as engine_data
+from engine import fields as engine_fields
+from engine import forward as engine_forward
+
+from . import imaging, plots
+from .models import ModelStore
+from .settings import (MAX_N, MAX_SEED, MAX_STEPS, OPTION_DEFAULTS, SAMPLERS, SCHEDULES, SPACINGS, as_float, as_int,
+                       base_url, choice, nfe_estimate, query_string, sampler_opts)
+
+N_SNAPSHOTS = 12  # x_t / x̂0 pairs in the gallery
+N_GIF_FRAMES = 60
+UPDATE_EVERY_S = 0.2  # at most this often a streamed update (5 per second)
+PLOT_FIRST_S, PLOT_EVERY_S = 0.4, 1.5  # the schedule plot: first after 0.4 s, then every 1.5 s
+FORWARD_DATASETS = ["mnist", "digits8", "fashion-mnist"]
+
+
+def _err(err: Exception) -> gr.Error:
+    return gr.Error(str(err).strip("'\""))
+
+
+def _caption(kind: str, step: engine.Step, total: int) -> str:
+    return f"{kind} · step {step.i + 1}/{total} · t={step.t} · σ={step.sigma:.3g} · NFE {step.nfe}"
+
+
+def _snapshot_indices(total: int, k: int = N_SNAPSHOTS) -> set[int]:
+    return set(np.linspace(0, total - 1, min(k, total)).round().astype(int).tolist())
+
+
+class Handlers:
+    def __init__(self, store: ModelStore, *, max_nfe: int = 20_000, time_budget_s: float = 300.0):
+        self.store = store
+        self.max_nfe = max_nfe
+        self.time_budget_s = time_budget_s
+
+    # ------------------------------------------------------------------------------------------ common ---
+
+    def _out_dir(self) -> str:
+        """A fresh folder for one result's downloads; folders older than an hour are removed."""
+        root = os.path.join(tempfile.gettempdir(), "diffusion-explorer")
+        os.makedirs(root, exist_ok=True)
+        cutoff = time.time() - 3600
+        for name in os.listdir(root):
+            path = os.path.join(root, name)
+            try:
+                if os.path.getmtime(path) < cutoff:
+                    shutil.rmtree(path, ignore_errors=True)
+            except OSError:
+                pass
+        return tempfile.mkdtemp(dir=root)
+
+    def _model(self, name, kind: str = "image"):
+        names = self.store.image_models() if kind == "image" else self.store.toy_models()
+        if not names:
+            what = "image" if kind == "image" else "2-D toy"
+            raise gr.Error(f"no {what} model is available in {self.store.directory}: train one "
+                           f"(python -m engine train --config engine/configs/...) or set ENGINE_CHECKPOINTS")
+        if name not in names:
+            raise gr.Error(f"unknown model {name!r}; models available here: {', '.join(names)}")
+        try:
+            return self.store.load(name)
+        except (ValueError, engine.CheckpointError) as err:
+            raise _err(err) from None
+
+    def _settings(self, model, schedule, sampler, steps, seed, n, spacing, opts_in: dict) -> dict:
+        s = {
+            "model": model,
+            "schedule": choice("schedule", schedule, SCHEDULES),
+            "sampler": choice("sampler", sampler, SAMPLERS),
+            "steps": as_int("steps", steps, 1, MAX_STEPS),
+            "seed": as_int("seed", seed, 0, MAX_SEED),
+            "n": as_int("n", n, 1, MAX_N),
+            "spacing": choice("spacing", spacing, SPACINGS),
+        }
+        s["options"] = sampler_opts(s["sampler"], opts_in)
+        est = nfe_estimate(s["sampler"], s["steps"], s["options"]) * s["n"]
+        if est > self.max_nfe:
+            raise gr.Error(f"this run needs about {est:,} network evaluations (steps × per-step evaluations × n); "
+                           f"the limit per request is {self.max_nfe:,}: use fewer steps, images or corrector steps")
+        return s
+
+    # ---------------------------------------------------------------------------------------- generate ---
+
+    def generate(self, model, schedule, sampler, steps, seed, n=1, spacing="leading", eta=0.0,
+                 variance="fixed_small", n_steps_each=5, step_size=0.5, snr=0.16, n_corrector=1,
+                 request: gr.Request = None):
+        """Stream a sampling run. Yields (image, gallery, gif, png, plot, status, link)."""
+        opts_in = dict(eta=eta, variance=variance, n_steps_each=n_steps_each, step_size=step_size, snr=snr,
+                       n_corrector=n_corrector)
+        s = self._settings(model, schedule, sampler, steps, seed, n, spacing, opts_in)
+        net = self._model(s["model"])
+        try:
+            run = engine.generate(net, schedule=s["schedule"], sampler=s["sampler"], steps=s["steps"],
+                                  seed=s["seed"], n=s["n"], spacing=s["spacing"], **s["options"])
+        except (ValueError, TypeError) as err:
+            raise _err(err) from None
+        visited = engine.get_schedule(s["schedule"]).timesteps(s["steps"], s["spacing"]).tolist()
+        total = s["steps"]
+        snaps = _snapshot_indices(total)
+        gif_at = _snapshot_indices(total, N_GIF_FRAMES)
+        gallery: list[tuple] = []
+        frames: list = []
+        tmp = self._out_dir()
+        t0 = last = time.perf_counter()
+        plot_due = t0 + PLOT_FIRST_S
+        step = None
+        label = f"{s['schedule']} · {s['sampler']}"
+        skip = gr.skip()
+        gallery_dirty = False
+        try:
+            for step in run:
+                now = time.perf_counter()
+                elapsed = now - t0
+                if step.i in snaps:  # saved once as files, so re-sending the gallery re-encodes nothing
+                    for kind, x in (("x_t", step.x_t), ("x̂0", step.x0_pred)):
+                        path = os.path.join(tmp, f"{'xt' if kind == 'x_t' else 'x0'}_{step.i:04d}.png")
+                        imaging.display(x, 160).save(path)
+                        gallery.append((path, _caption(kind, step, total)))
+                    gallery_dirty = True
+                if step.i in gif_at:
+                    frames.append(imaging.display(step.x_t))
+                if elapsed > self.time_budget_s and step.i + 1 < total:
+                    gr.Warning(f"stopped after {elapsed:.0f} s (time budget {self.time_budget_s:.0f} s per request)")
+                    break
+                if step.i + 1 < total and (step.i == 0 or now - last >= UPDATE_EVERY_S):
+                    # the first frame goes out at once; later ones at most every UPDATE_EVERY_S. The plot
+                    # (a slow matplotlib render) only every PLOT_EVERY_S.
+                    last = now
+                    status = (f"step {step.i + 1}/{total} · t={step.t} · σ={step.sigma:.3g} · NFE {step.nfe} · "
+                              f"{(step.i + 1) / max(elapsed, 1e-9):.1f} steps/s · {elapsed:.1f} s")
+                    plot = skip
+                    if now >= plot_due:
+                        plot_due = now + PLOT_EVERY_S
+                        plot = plots.schedule_figure([{"schedule": s["schedule"], "label": label,
+                                                       "visited": visited, "current": step.t}])
+                    yield (imaging.display(step.x_t), list(gallery) if gallery_dirty else skip, skip, skip,
+                           plot, status, skip)
+                    gallery_dirty = False
+        except ValueError as err:  # a sampler's own option check runs at its first step
+            raise _err(err) from None
+        if step is None:
+            raise gr.Error("the sampler produced no steps")
+        elapsed = time.perf_counter() - t0
+        final = imaging.grid(step.x_t)
+        if step.i not in gif_at:  # stopped early by the time budget
+            frames.append(imaging.display(step.x_t))
+        settings = {k: v for k, v in s.items() if k != "options"}
+        settings.update(s["options"])
+        settings["app"] = "diffusion-explorer"
+        settings["nfe"] = step.nfe
+        stem = f"{s['model']}_{s['schedule']}_{s['sampler']}_{s['steps']}_seed{s['seed']}"
+        png = imaging.png_with_settings(final, settings, tmp, stem)
+        gif = imaging.gif(frames, tmp, stem)
+        link = base_url(request) + query_string({"tab": "generate", **{k: v for k, v in settings.items()
+                                                                        if k not in ("app", "nfe")}})
+        status = (f"done: {step.i + 1}/{total} steps · NFE {step.nfe} · {(step.i + 1) / max(elapsed, 1e-9):.1f} "
+                  f"steps/s · {elapsed:.2f} s")
+        plot = plots.schedule_figure([{"schedule": s["schedule"], "label": label, "visited": visited,
+                                       "current": step.t}])
+        yield imaging.upscale(final), list(gallery), gif, png, plot, status, link
+
+    # ----------------------------------------------------------------------------------------- compare ---
+
+    def compare(self, model, seed, panels=3, n=1, **panel_values):
+        """Run up to 6 panels in lock-step from one seed. Yields (gallery, plot, table, status, trajectories,
+        scrub-slider update)."""
+        seed = as_int("seed", seed, 0, MAX_SEED)
+        count = as_int("panels", panels, 1, engine_compare.MAX_PANELS)
+        n = as_int("n", n, 1, 4)
+        specs = []
+        for k in range(1, count + 1):
+            sched = choice(f"schedule of panel {k}", panel_values.get(f"schedule_{k}"), SCHEDULES)
+            samp = choice(f"sampler of panel {k}", panel_values.get(f"sampler_{k}"), SAMPLERS)
+            steps = as_int(f"steps of panel {k}", panel_values.get(f"steps_{k}"), 1, MAX_STEPS)
+            spacing = "trailing" if samp == "dpm-solver++" else "leading"
+            specs.append(engine_compare.Panel(sched, samp, steps, spacing))
+        est = sum(nfe_estimate(p.sampler, p.steps, OPTION_DEFAULTS) for p in specs) * n
+        if est > self.max_nfe:
+            raise gr.Error(f"these panels need about {est:,} network evaluations; the limit per request is "
+                           f"{self.max_nfe:,}: use fewer steps or panels")
+        net = self._model(model)
+        try:
+            comp = engine_compare.compare(net, specs, seed=seed, n=n)
+        except ValueError as err:
+            raise _err(err) from None
+        traj: list[list[np.ndarray]] = [[] for _ in specs]
+        t0 = last = time.perf_counter()
+        skip = gr.skip()
+        latest = None
+        for latest in comp:
+            for k, st in enumerate(latest):
+                if not comp.done[k] and len(traj[k]) <= st.i:
+                    traj[k].append(np.asarray(imaging.grid(st.x_t)))
+            now = time.perf_counter()
+            if comp.rounds == 1 or now - last >= UPDATE_EVERY_S * 2:
+                last = now
+                yield (self._compare_gallery(latest, comp, specs), skip, skip,
+                       f"round {comp.rounds} · {now - t0:.1f} s", skip, skip)
+            if now - t0 > self.time_budget_s:
+                gr.Warning(f"stopped after {now - t0:.0f} s (time budget per request)")
+                break
+        if latest is None:
+            raise gr.Error("nothing ran")
+        rows = [[k + 1, p.label(), st.nfe, round(comp.elapsed[k], 3),
+                 round(100 * float((st.x_t.abs() > 1).float().mean()), 2)]
+                for k, (p, st) in enumerate(zip(specs, latest))]
+        plot = plots.schedule_figure([{"schedule": p.schedule, "label": f"{k + 1}: {p.label()}",
+                                       "visited": engine.get_schedule(p.schedule).timesteps(p.steps, p.spacing).tolist()}
+                                      for k, p in enumerate(specs)])
+        longest = max(len(t) for t in traj)
+        state = {"traj": traj, "labels": [p.label() for p in specs], "steps": [p.steps for p in specs]}
+        yield (self._compare_gallery(latest, comp, specs), plot, rows,
+               f"done: {comp.rounds} rounds · {time.perf_counter() - t0:.2f} s · same x_T and noise (seed {seed})",
+               state, gr.update(maximum=longest, value=longest, interactive=True))
+
+    @staticmethod
+    def _compare_gallery(steps, comp, specs):
+        out = []
+        for k, (st, p) in enumerate(zip(steps, specs)):
+            cap = (f"{k + 1}: {p.label()} · step {st.i + 1}/{p.steps} · NFE {st.nfe} · "
+                   f"{comp.elapsed[k]:.2f} s")
+            out.append((imaging.display(st.x_t, 192), cap))
+        return out
+
+    @staticmethod
+    def scrub(position, state):
+        """The panels at lock-step round ``position`` (a panel that had finished shows its last state)."""
+        if not state:
+            return gr.skip()
+        r = max(1, int(position or 1))
+        out = []
+        for k, (tr, label, steps) in enumerate(zip(state["traj"], state["labels"], state["steps"])):
+            i = min(r, len(tr)) - 1
+            out.append((imaging.upscale(imaging.Image.fromarray(np.asarray(tr[i])), 192),
+                        f"{k + 1}: {label} · step {i + 1}/{steps}"))
+        return out
+
+    # ----------------------------------------------------------------------------------------- forward ---
+
+    def forward(self, dataset="mnist", index=0, schedules=("linear", "cosine"), timesteps="0, 50, 100, 250, 500, 750, 999",
+                seed=0, upload=None):
+        """q(x_t | x_0) at the chosen t for each schedule. Returns (gallery, plot, x_0 image, x_0 description)."""
+        seed = as_int("seed", seed, 0, MAX_SEED)
+        if isinstance(schedules, str):
+            schedules = [schedules]
+        schedules = list(schedules or [])
+        if not schedules:
+            raise gr.Error("choose at least one schedule")
+        for sname in schedules:
+            choice("schedule", sname, SCHEDULES)
+        try:
+            ts = [int(float(t)) for t in str(timesteps).replace(";", ",").split(",") if t.strip()]
+        except ValueError:
+            raise gr.Error(f"t values must be integers separated by commas; got {timesteps!r}") from None
+        if not 1 <= len(ts) <= 12:
+            raise gr.Error(f"choose 1 to 12 values of t; got {len(ts)}")
+        dataset = choice("dataset", dataset, FORWARD_DATASETS)
+        try:
+            images, _ = engine_data.load_dataset(dataset, "test")
+        except (FileNotFoundError, ValueError) as err:
+            raise _err(err) from None
+        if upload is not None:
+            try:
+                x0 = engine_forward.image_to_tensor(upload, tuple(images.shape[1:]))
+            except ValueError as err:
+                raise _err(err) from None
+            source = "upload"
+        else:
+            index = as_int("index", index, 0, len(images) - 1)
+            x0 = images[index: index + 1]
+            source = f"{dataset} test #{index}"
+        gallery = []
+        for sname in schedules:
+            try:
+                xt = engine_forward.noise_images(x0, sname, ts, seed)  # (len(ts), 1, C, H, W)
+                stats = engine_forward.signal_stats(sname, ts)
+            except ValueError as err:
+                raise _err(err) from None
+            for st, img in zip(stats, xt):
+                gallery.append((imaging.display(img, 128),
+                                f"{sname} · t={st['t']} · ᾱ={st['alpha_bar']:.3g} · σ={st['sigma']:.3g}"))
+        plot = plots.forward_curves_figure(schedules, ts)
+        return gallery, plot, imaging.display(x0, 128), source
+
+    # ------------------------------------------------------------------------------------- score field ---
+
+    def score_field(self, model, sigma=0.5, sampler="ddim", schedule="cosine", steps=50, seed=0, particles=500):
+        """Score arrows at σ over p_σ, and particles moved by the sampler. Returns (plot, gallery, status)."""
+        sigma = as_float("sigma", sigma, engine_fields.MIN_SIGMA, 100.0)
+        steps = as_int("steps", steps, 1, MAX_STEPS)
+        seed = as_int("seed", seed, 0, MAX_SEED)
+        count = as_int("particles", particles, 1, 5000)
+        choice("sampler", sampler, SAMPLERS)
+        choice("schedule", schedule, SCHEDULES)
+        net = self._model(model, kind="toy")
+        t0 = time.perf_counter()
+        try:
+            field = engine_fields.score_field(net, sigma, lim=3.0, n=21)
+            toy = engine_fields.toy_of(net)
+            dens = engine_fields.noisy_density(toy, sigma, lim=3.0, n=80) if toy else None
+            spacing = "trailing" if sampler == "dpm-solver++" else "leading"
+            run = engine_fields.particles(net, schedule=schedule, sampler=sampler, steps=steps, seed=seed, n=count,
+                                          spacing=spacing)
+        except (ValueError, TypeError) as err:
+            raise _err(err) from None
+        final = run[-1].x_t.numpy()
+        fig = plots.score_field_figure(field, dens, f"{model}: score at σ = {sigma:.3g} (arrows), p_σ (shade), "
+                                                    f"{sampler} samples (dots)", points=final)
+        gallery = []
+        for i in sorted(_snapshot_indices(len(run), 8)):
+            st = run[i]
+            gallery.append((plots.particles_image(st.x_t.numpy(), title=f"step {i + 1} · σ={st.sigma_next:.3g}"),
+                            f"step {i + 1}/{len(run)} · t={st.t} · σ={st.sigma:.3g} → {st.sigma_next:.3g} · NFE {st.nfe}"))
+        status = f"{count} particles · {len(run)} steps · NFE {run[-1].nfe} · {time.perf_counter() - t0:.2f} s"
+        return fig, gallery, status
+
+
+def settings_json(path: str) -> str:
+    """Pretty JSON of the settings in a PNG written by the app (for the UI's 'read settings' helper)."""
+    return json.dumps(imaging.read_settings(path), indent=2)
+

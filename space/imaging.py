@@ -1,0 +1,76 @@
+"""Turning model tensors into pictures and files: grids, upscaling, GIFs and PNGs that carry their settings.
+
+No diffusion maths here: tensors in [−1, 1] (N, C, H, W) come from the engine and leave as PIL images.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+
+import numpy as np
+import torch
+from PIL import Image, PngImagePlugin
+
+PNG_KEY = "diffusion-explorer"
+DISPLAY_SIZE = 256  # the live image and gallery entries are upscaled (nearest) to about this many pixels
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) in [−1, 1] → (N, H, W, C) uint8 with p = round((x + 1)/2 · 255), clipped."""
+    x = x.detach().float().cpu().clamp(-1, 1)
+    return ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def grid(x: torch.Tensor, pad: int = 1) -> Image.Image:
+    """The batch laid out as a near-square grid (native resolution, ``pad`` px of mid-grey between tiles)."""
+    arr = to_uint8(x)
+    n, h, w, c = arr.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    out = np.full((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad, c), 128, dtype=np.uint8)
+    for k in range(n):
+        r, q = divmod(k, cols)
+        out[r * (h + pad): r * (h + pad) + h, q * (w + pad): q * (w + pad) + w] = arr[k]
+    return Image.fromarray(out[..., 0] if c == 1 else out, "L" if c == 1 else "RGB")
+
+
+def upscale(img: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image:
+    """Nearest-neighbour upscale by an integer factor so the longer side is about ``size`` (pixels stay crisp)."""
+    f = max(1, size // max(img.size))
+    return img.resize((img.width * f, img.height * f), Image.Resampling.NEAREST) if f > 1 else img
+
+
+def display(x: torch.Tensor, size: int = DISPLAY_SIZE) -> Image.Image:
+    return upscale(grid(x), size)
+
+
+def png_with_settings(img: Image.Image, settings: dict, directory: str | None = None, stem: str = "sample") -> str:
+    """Save ``img`` as PNG with every setting in its text chunks: one JSON chunk ``diffusion-explorer`` and one
+    chunk per key. Returns the path."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PNG_KEY, json.dumps(settings, sort_keys=True))
+    for k, v in settings.items():
+        info.add_text(str(k), json.dumps(v) if not isinstance(v, str) else v)
+    path = os.path.join(directory or tempfile.mkdtemp(prefix="dx-"), f"{stem}.png")
+    img.save(path, pnginfo=info)
+    return path
+
+
+def read_settings(path: str) -> dict:
+    """The settings dict stored by ``png_with_settings``."""
+    with Image.open(path) as im:
+        return json.loads(im.text[PNG_KEY])
+
+
+def gif(frames: list[Image.Image], directory: str | None = None, stem: str = "trajectory",
+        frame_ms: int = 80, last_ms: int = 1500) -> str:
+    """An animated GIF of ``frames`` (the last frame held longer); returns the path."""
+    if not frames:
+        raise ValueError("no frames")
+    frames = [f.convert("P", palette=Image.Palette.ADAPTIVE) if f.mode == "RGB" else f for f in frames]
+    durations = [frame_ms] * (len(frames) - 1) + [last_ms]
+    path = os.path.join(directory or tempfile.mkdtemp(prefix="dx-"), f"{stem}.gif")
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=False)
+    return path

@@ -1,0 +1,248 @@
+"""The Gradio Blocks app: ``build_demo(checkpoint_dir=None)``.
+
+Tabs: Generate (streamed sampling), Compare (lock-step panels), Forward process, Score field, About.
+API endpoints: ``generate``, ``compare``, ``forward``, ``score_field``, ``scrub``.
+"""
+from __future__ import annotations
+
+import random
+
+import gradio as gr
+
+from . import handlers as H
+from .about import ABOUT
+from .models import ModelStore
+from .settings import MAX_N, MAX_SEED, MAX_STEPS, OPTION_DEFAULTS, SAMPLERS, SCHEDULES, SPACINGS, VARIANCES, parse_query
+
+PANEL_DEFAULTS = [("cosine", "ddim", 50), ("linear", "ddim", 50), ("karras", "ode", 25),
+                  ("cosine", "dpm-solver++", 20), ("linear", "ddpm", 100), ("ve-geometric", "pc", 50)]
+DEFAULT_SETTINGS = {"schedule": "cosine", "sampler": "ddim", "steps": 50, "seed": 0, "n": 4, "spacing": "leading"}
+CSS = """
+#live-image img { image-rendering: pixelated; }
+.gallery-item img, .thumbnail-item img { image-rendering: pixelated; }
+"""
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
+
+
+def _pick(names: list[str], preferred: str | None = None) -> str | None:
+    if preferred in names:
+        return preferred
+    return names[0] if names else None
+
+
+def _no_models_text(store: ModelStore, image: list[str], toy: list[str]) -> str:
+    if image and toy:
+        return ""
+    parts = []
+    if not image:
+        parts.append("no image model")
+    if not toy:
+        parts.append("no 2-D toy model")
+    return (f"⚠️ {' and '.join(parts).capitalize()} in `{store.directory}`. Train one with "
+            f"`python -m engine train --config engine/configs/NAME.json` (or point `ENGINE_CHECKPOINTS` at a "
+            f"folder of checkpoints); tabs that need it will say so.")
+
+
+def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: float = 300.0) -> gr.Blocks:
+    """The app over the models in ``checkpoint_dir`` (default: $ENGINE_CHECKPOINTS or the repo's checkpoints/)."""
+    store = ModelStore(checkpoint_dir)
+    h = H.Handlers(store, max_nfe=max_nfe, time_budget_s=time_budget_s)
+    image_models, toy_models = store.image_models(), store.toy_models()
+    default_model = _pick(image_models, "mnist-ddpm")
+
+    with gr.Blocks(title="Diffusion Explorer", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown("# Diffusion Explorer\nDDPM and score-based diffusion from scratch: watch images emerge "
+                    "from noise, compare samplers and schedules from the same noise, see the forward process and "
+                    "the learned score.")
+        notice = gr.Markdown(_no_models_text(store, image_models, toy_models), visible=not (image_models and toy_models))
+        autorun = gr.State(False)
+        with gr.Tabs(selected="generate") as tabs:
+            # ----------------------------------------------------------------------------------- Generate ---
+            with gr.Tab("Generate", id="generate"):
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=300):
+                        g_model = gr.Dropdown(image_models, value=default_model, label="model", elem_id="g-model",
+                                              allow_custom_value=True)
+                        g_schedule = gr.Dropdown(SCHEDULES, value="cosine", label="schedule", elem_id="g-schedule")
+                        g_sampler = gr.Dropdown(SAMPLERS, value="ddim", label="sampler", elem_id="g-sampler")
+                        g_steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="steps", elem_id="g-steps")
+                        with gr.Row(equal_height=True):
+                            g_seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed",
+                                               elem_id="g-seed", scale=4)
+                            g_dice = gr.Button("random", scale=1, min_width=60, elem_id="g-dice")
+                        g_n = gr.Slider(1, MAX_N, value=4, step=1, label="images (n)", elem_id="g-n")
+                        with gr.Accordion("Advanced (sampler options)", open=False):
+                            g_spacing = gr.Radio(SPACINGS, value="leading", label="timestep spacing",
+                                                 info="dpm-solver++ works best with trailing")
+                            g_eta = gr.Slider(0, 1, value=OPTION_DEFAULTS["eta"], step=0.01, label="DDIM η",
+                                              info="0 = deterministic, 1 = DDPM-like noise")
+                            g_variance = gr.Radio(VARIANCES, value="fixed_small", label="DDPM variance")
+                            g_nse = gr.Slider(1, 100, value=OPTION_DEFAULTS["n_steps_each"], step=1,
+                                              label="Langevin steps per level")
+                            g_ss = gr.Slider(0.001, 1.0, value=OPTION_DEFAULTS["step_size"], step=0.001,
+                                             label="Langevin step size (α = size·σ²)")
+                            g_snr = gr.Slider(0.01, 1.0, value=OPTION_DEFAULTS["snr"], step=0.01,
+                                              label="PC corrector SNR")
+                            g_nc = gr.Slider(0, 20, value=OPTION_DEFAULTS["n_corrector"], step=1,
+                                             label="PC corrector steps")
+                        with gr.Row():
+                            g_run = gr.Button("Generate", variant="primary", elem_id="g-run")
+                            g_stop = gr.Button("Stop", variant="stop", elem_id="g-stop")
+                        g_status = gr.Textbox(label="status", interactive=False, elem_id="g-status")
+                        g_link = gr.Textbox(label="link to this result", interactive=False, buttons=["copy"],
+                                            elem_id="g-link")
+                    with gr.Column(scale=2):
+                        with gr.Row():
+                            g_image = gr.Image(label="x_t (live) → sample", format="png", type="pil",
+                                               interactive=False, height=300, elem_id="live-image")
+                            g_plot = gr.Plot(label="schedule: ᾱ_t and log-SNR, current step marked",
+                                             elem_id="g-plot")
+                        g_gallery = gr.Gallery(label="x_t snapshots and x̂0 (the model's current guess)", columns=6,
+                                               height=360, format="png", object_fit="contain", elem_id="g-gallery")
+                        with gr.Row():
+                            g_gif = gr.File(label="trajectory (GIF)", elem_id="g-gif")
+                            g_png = gr.File(label="image (PNG with settings)", elem_id="g-png")
+            # ------------------------------------------------------------------------------------ Compare ---
+            with gr.Tab("Compare", id="compare"):
+                gr.Markdown("Every panel starts from the **same x_T** and sees the **same noise draws** (one seed); "
+                            "they advance in lock-step, one step each per round.")
+                with gr.Row():
+                    c_model = gr.Dropdown(image_models, value=default_model, label="model", elem_id="c-model",
+                                          allow_custom_value=True)
+                    c_seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed", elem_id="c-seed")
+                    c_n = gr.Slider(1, 4, value=1, step=1, label="images per panel")
+                    c_panels = gr.Slider(1, 6, value=3, step=1, label="panels", elem_id="c-panels")
+                c_rows = []
+                c_fields: dict[str, gr.components.Component] = {}
+                for k, (sch, smp, stp) in enumerate(PANEL_DEFAULTS, 1):
+                    with gr.Row(visible=k <= 3) as row:
+                        c_fields[f"schedule_{k}"] = gr.Dropdown(SCHEDULES, value=sch, label=f"{k}: schedule")
+                        c_fields[f"sampler_{k}"] = gr.Dropdown(SAMPLERS, value=smp, label=f"{k}: sampler")
+                        c_fields[f"steps_{k}"] = gr.Slider(1, MAX_STEPS, value=stp, step=1, label=f"{k}: steps")
+                    c_rows.append(row)
+                with gr.Row():
+                    c_run = gr.Button("Compare", variant="primary", elem_id="c-run")
+                    c_stop = gr.Button("Stop", variant="stop")
+                c_status = gr.Textbox(label="status", interactive=False, elem_id="c-status")
+                c_gallery = gr.Gallery(label="panels", columns=3, height="auto", format="png", object_fit="contain",
+                                       elem_id="c-gallery")
+                c_scrub = gr.Slider(1, MAX_STEPS, value=1, step=1, label="scrub: lock-step round (all panels)",
+                                    interactive=False, elem_id="c-scrub")
+                with gr.Row():
+                    c_plot = gr.Plot(label="ᾱ_t (solid) and log-SNR (dashed) of every panel")
+                    c_table = gr.Dataframe(headers=["panel", "setting", "NFE", "time (s)", "pixels outside [−1, 1] (%)"],
+                                           interactive=False, label="per panel", elem_id="c-table")
+                c_state = gr.State(None)
+            # ---------------------------------------------------------------------------- Forward process ---
+            with gr.Tab("Forward process", id="forward"):
+                gr.Markdown("q(x_t | x_0) = N(√ᾱ_t x_0, (1−ᾱ_t) I): the same noise ε at every t, so each row shows "
+                            "how fast a schedule destroys the image.")
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=280):
+                        f_dataset = gr.Dropdown(H.FORWARD_DATASETS, value="mnist", label="dataset (sets the shape)")
+                        f_index = gr.Number(0, precision=0, minimum=0, label="image index (test split)")
+                        f_upload = gr.Image(label="…or upload an image (converted to the dataset's shape)",
+                                            type="pil", sources=["upload"], height=160)
+                        f_schedules = gr.CheckboxGroup(SCHEDULES, value=["linear", "cosine", "karras"],
+                                                       label="schedules")
+                        f_ts = gr.Textbox("0, 50, 100, 250, 500, 750, 999", label="t values (comma separated)")
+                        f_seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed")
+                        f_run = gr.Button("Show q(x_t | x_0)", variant="primary", elem_id="f-run")
+                        f_x0 = gr.Image(label="x_0", format="png", interactive=False, height=140)
+                        f_src = gr.Textbox(label="source", interactive=False, elem_id="f-src")
+                    with gr.Column(scale=2):
+                        f_gallery = gr.Gallery(label="x_t per schedule (rows) and t (columns)", columns=7, height=420,
+                                               format="png", object_fit="contain", elem_id="f-gallery")
+                        f_plot = gr.Plot(label="ᾱ_t and log-SNR with the chosen t")
+            # -------------------------------------------------------------------------------- Score field ---
+            with gr.Tab("Score field", id="field"):
+                gr.Markdown("The learned score s(x̃, σ) = −ε̂/σ of a 2-D toy model as arrows (length normalised, "
+                            "colour = log magnitude) over the noised data density p_σ, and particles moved from "
+                            "noise by a sampler.")
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=280):
+                        s_model = gr.Dropdown(toy_models, value=_pick(toy_models, "toy-moons"), label="toy model",
+                                              allow_custom_value=True)
+                        s_sigma = gr.Slider(0.01, 5.0, value=0.3, step=0.01, label="noise level σ")
+                        s_sampler = gr.Dropdown(SAMPLERS, value="ddim", label="sampler")
+                        s_schedule = gr.Dropdown(SCHEDULES, value="cosine", label="schedule")
+                        s_steps = gr.Slider(1, 200, value=50, step=1, label="steps")
+                        s_particles = gr.Slider(10, 2000, value=500, step=10, label="particles")
+                        s_seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed")
+                        s_run = gr.Button("Draw field and move particles", variant="primary", elem_id="s-run")
+                        s_status = gr.Textbox(label="status", interactive=False, elem_id="s-status")
+                    with gr.Column(scale=2):
+                        s_plot = gr.Plot(label="score field")
+                        s_gallery = gr.Gallery(label="particles during sampling", columns=4, height=300,
+                                               format="png", object_fit="contain", elem_id="s-gallery")
+            # -------------------------------------------------------------------------------------- About ---
+            with gr.Tab("About", id="about"):
+                gr.Markdown(ABOUT, latex_delimiters=LATEX)
+
+        # -------------------------------------------------------------------------------------- events ---
+        g_inputs = [g_model, g_schedule, g_sampler, g_steps, g_seed, g_n, g_spacing, g_eta, g_variance, g_nse,
+                    g_ss, g_snr, g_nc]
+        g_outputs = [g_image, g_gallery, g_gif, g_png, g_plot, g_status, g_link]
+        gen_event = g_run.click(h.generate, inputs=g_inputs, outputs=g_outputs, api_name="generate",
+                                show_progress_on=[g_status], concurrency_limit=2)
+        g_stop.click(None, cancels=[gen_event], api_visibility="private")
+        g_dice.click(lambda: random.randint(0, MAX_SEED), outputs=g_seed, api_visibility="private", queue=False)
+
+        def set_panels(count):
+            return [gr.update(visible=k < int(count)) for k in range(6)]
+
+        c_panels.change(set_panels, c_panels, c_rows, api_visibility="private", queue=False)
+        c_event = c_run.click(h.compare, inputs=[c_model, c_seed, c_panels, c_n], inputs_kwargs=c_fields,
+                              outputs=[c_gallery, c_plot, c_table, c_status, c_state, c_scrub], api_name="compare",
+                              show_progress_on=[c_status], concurrency_limit=2)
+        c_stop.click(None, cancels=[c_event], api_visibility="private")
+        c_scrub.change(h.scrub, [c_scrub, c_state], c_gallery, api_visibility="private", show_progress="hidden")
+        f_run.click(h.forward, inputs=[f_dataset, f_index, f_schedules, f_ts, f_seed, f_upload],
+                    outputs=[f_gallery, f_plot, f_x0, f_src], api_name="forward", show_progress_on=[f_src])
+        s_run.click(h.score_field, inputs=[s_model, s_sigma, s_sampler, s_schedule, s_steps, s_seed, s_particles],
+                    outputs=[s_plot, s_gallery, s_status], api_name="score_field", show_progress_on=[s_status])
+
+        # ------------------------------------------------------------------- deep links (query string) ---
+        restore_outputs = [tabs, notice, g_model, g_schedule, g_sampler, g_steps, g_seed, g_n, g_spacing, g_eta,
+                           g_variance, g_nse, g_ss, g_snr, g_nc, c_model, c_seed, c_panels, s_model, autorun,
+                           *c_fields.values(), *c_rows]
+
+        def restore(request: gr.Request):
+            q = parse_query(dict(request.query_params) if request is not None else {})
+            imgs, toys = store.image_models(), store.toy_models()
+            model = q.get("model")
+            g_m = _pick(imgs, model if model in imgs else default_model)
+            s_m = _pick(toys, model if model in toys else "toy-moons")
+            tab = q.get("tab", "generate")
+            txt = _no_models_text(store, imgs, toys)
+
+            def val(key, default):
+                return q.get(key, default)
+
+            out = [gr.Tabs(selected=tab), gr.update(value=txt, visible=bool(txt)),
+                   gr.update(choices=imgs, value=g_m), val("schedule", "cosine"), val("sampler", "ddim"),
+                   val("steps", 50), val("seed", 0), val("n", 4), val("spacing", "leading"),
+                   val("eta", OPTION_DEFAULTS["eta"]), val("variance", "fixed_small"),
+                   val("n_steps_each", OPTION_DEFAULTS["n_steps_each"]), val("step_size", OPTION_DEFAULTS["step_size"]),
+                   val("snr", OPTION_DEFAULTS["snr"]), val("n_corrector", OPTION_DEFAULTS["n_corrector"]),
+                   gr.update(choices=imgs, value=g_m), val("seed", 0), val("panels", 3),
+                   gr.update(choices=toys, value=s_m),
+                   tab == "generate" and "model" in q and g_m == model]
+            for k, (sch, smp, stp) in enumerate(PANEL_DEFAULTS, 1):
+                out += [val(f"schedule_{k}", sch), val(f"sampler_{k}", smp), val(f"steps_{k}", stp)]
+            count = val("panels", 3)
+            out += [gr.update(visible=k < count) for k in range(6)]
+            return out
+
+        def autogen(flag, *values, request: gr.Request = None):
+            """Runs Generate once when the page was opened from a result link."""
+            if not flag:
+                yield tuple(gr.skip() for _ in g_outputs)
+                return
+            yield from h.generate(*values, request=request)
+
+        demo.load(restore, outputs=restore_outputs, api_visibility="private", queue=False).then(
+            autogen, inputs=[autorun, *g_inputs], outputs=g_outputs, api_visibility="private",
+            show_progress_on=[g_status])
+    demo.queue(max_size=32, default_concurrency_limit=2)
+    return demo

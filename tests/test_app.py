@@ -1,0 +1,233 @@
+"""The Gradio app in-process: every endpoint through gradio_client, determinism by seed, clear errors, deep links.
+
+Runs on tiny fixture checkpoints trained for 2 steps in a temporary folder (never on checkpoints/)."""
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+from PIL import Image
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client  # noqa: E402
+
+from engine.train import TrainConfig, Trainer  # noqa: E402
+
+TINY_UNET = {"base_channels": 16, "channel_mults": [1, 2], "num_res_blocks": 1, "attention_resolutions": [4],
+             "num_groups": 4}
+
+
+def make_fixture_checkpoints(root) -> str:
+    """tiny-digits (U-Net on 8×8 digits) and tiny-moons (MLP on two moons), 2 training steps each."""
+    ck = os.path.join(root, "ck")
+    common = dict(steps=2, lr=1e-3, warmup_steps=1, log_every=1, save_every=2, run_dir=os.path.join(root, "runs"),
+                  export_dir=ck, device="cpu")
+    Trainer(TrainConfig(name="tiny-digits", dataset="digits8", arch="unet", arch_config=TINY_UNET, batch_size=8,
+                        **common)).run(quiet=True)
+    Trainer(TrainConfig(name="tiny-moons", dataset="moons", arch="mlp", arch_config={"hidden": 32, "depth": 2},
+                        batch_size=64, **common)).run(quiet=True)
+    return ck
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def fixture_checkpoints(tmp_path_factory):
+    return make_fixture_checkpoints(str(tmp_path_factory.mktemp("app-ck")))
+
+
+@pytest.fixture(scope="module")
+def app(fixture_checkpoints):
+    from space import CSS, build_demo
+
+    demo = build_demo(fixture_checkpoints, max_nfe=2000)
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=CSS)
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    yield demo, client, port
+    client.close() if hasattr(client, "close") else None
+    demo.close()
+
+
+GEN = dict(model="tiny-digits", schedule="cosine", sampler="ddim", steps=6, seed=3, n=2)
+
+
+def pixels(path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L")).copy()
+
+
+def test_api_lists_every_endpoint_with_named_parameters(app):
+    _, client, _ = app
+    info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert {"/generate", "/compare", "/forward", "/score_field"} <= set(info)
+    gen = [p["parameter_name"] for p in info["/generate"]["parameters"]]
+    assert gen[:5] == ["model", "schedule", "sampler", "steps", "seed"]
+    assert all(p["parameter_has_default"] for p in info["/generate"]["parameters"][5:])
+    comp = [p["parameter_name"] for p in info["/compare"]["parameters"]]
+    assert comp[:4] == ["model", "seed", "panels", "n"] and "steps_6" in comp
+
+
+def test_generate_outputs_and_png_settings(app):
+    _, client, port = app
+    image, gallery, gif, png, plot, status, link = client.predict(**GEN, api_name="/generate")
+    im = pixels(image)
+    assert im.shape[0] >= 8 * 2 and im.std() > 0  # a 2-image grid, upscaled
+    assert len(gallery) == 2 * 6  # x_t and x̂0 at every one of the 6 steps (≤ 12 snapshots)
+    caps = [g["caption"] for g in gallery]
+    assert caps[0].startswith("x_t · step 1/6 · t=") and "σ=" in caps[0] and "NFE 1" in caps[0]
+    assert caps[1].startswith("x̂0 · step 1/6") and caps[-1].startswith("x̂0 · step 6/6")
+    with Image.open(gif) as g:
+        assert g.format == "GIF" and g.n_frames >= 2
+    with Image.open(png) as p:
+        settings = json.loads(p.text["diffusion-explorer"])
+        assert p.size == (17, 8)  # native resolution: two 8×8 tiles and a 1-pixel gap
+    assert settings["model"] == "tiny-digits" and settings["steps"] == 6 and settings["seed"] == 3
+    assert settings["schedule"] == "cosine" and settings["sampler"] == "ddim" and settings["eta"] == 0.0
+    assert plot["type"] == "matplotlib"
+    assert status.startswith("done: 6/6 steps · NFE 6")
+    assert link.startswith(f"http://127.0.0.1:{port}/?tab=generate&model=tiny-digits&schedule=cosine")
+    assert "seed=3" in link and "steps=6" in link
+
+
+def test_generate_deterministic_by_seed(app):
+    _, client, _ = app
+    kw = dict(GEN, sampler="ddpm", steps=5)
+    a = pixels(client.predict(**kw, api_name="/generate")[0])
+    b = pixels(client.predict(**kw, api_name="/generate")[0])
+    c = pixels(client.predict(**dict(kw, seed=4), api_name="/generate")[0])
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_generate_streams_several_updates(app):
+    _, _, port = app
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+    job = client.submit(**dict(GEN, sampler="ddpm", steps=300, n=1), api_name="/generate")
+    final = job.result(timeout=120)
+    outs = job.outputs()
+    assert len(outs) >= 2, "the first frame comes before the end"
+    assert final[5].startswith("done: 300/300")
+    assert len(final[1]) == 2 * 12  # snapshots are capped
+
+
+@pytest.mark.parametrize("sampler,extra", [("langevin", {"n_steps_each": 2, "step_size": 0.1}),
+                                           ("pc", {"snr": 0.2, "n_corrector": 1}), ("ode", {}),
+                                           ("dpm-solver++", {"spacing": "trailing"}),
+                                           ("ddpm", {"variance": "fixed_large"}), ("euler-maruyama", {})])
+def test_generate_every_sampler(app, sampler, extra):
+    _, client, _ = app
+    out = client.predict(**dict(GEN, sampler=sampler, steps=3, n=1, **extra), api_name="/generate")
+    assert out[5].startswith("done: 3/3 steps")
+    with Image.open(out[3]) as p:
+        s = json.loads(p.text["diffusion-explorer"])
+    for k, v in extra.items():
+        assert s[k] == v
+
+
+@pytest.mark.parametrize("bad,message", [
+    (dict(model="nope"), "unknown model 'nope'; models available here: tiny-digits"),
+    (dict(model="tiny-moons"), "unknown model 'tiny-moons'"),  # a toy model cannot make images
+    (dict(schedule="bogus"), "bogus"),
+    (dict(steps=0), "minimum"),
+    (dict(steps=2.5), "steps"),
+    (dict(seed=-1), "minimum"),
+    (dict(sampler="langevin", steps=1000, n=16, n_steps_each=100), "network evaluations"),
+    (dict(sampler="dpm-solver++", spacing="sideways"), "sideways"),
+])
+def test_generate_invalid_settings_give_clear_errors(app, bad, message):
+    _, client, _ = app
+    with pytest.raises(Exception, match=message.replace("(", r"\(").replace(")", r"\)")):
+        client.predict(**dict(GEN, **bad), api_name="/generate")
+
+
+def test_compare_lock_step_same_noise(app):
+    _, client, _ = app
+    gallery, plot, table, status, scrub = client.predict(
+        model="tiny-digits", seed=5, panels=3, n=1,
+        schedule_1="linear", sampler_1="ddpm", steps_1=4,
+        schedule_2="linear", sampler_2="ddpm", steps_2=4,
+        schedule_3="karras", sampler_3="ode", steps_3=2, api_name="/compare")
+    assert len(gallery) == 3
+    assert gallery[0]["caption"].startswith("1: linear · ddpm · 4 steps · step 4/4 · NFE 4")
+    assert gallery[2]["caption"].startswith("3: karras · ode · 2 steps · step 2/2 · NFE 3")
+    # two panels with the same settings see the same x_T and noise: identical images
+    assert np.array_equal(pixels(gallery[0]["image"]), pixels(gallery[1]["image"]))
+    rows = table["data"]
+    assert [r[0] for r in rows] == [1, 2, 3] and [r[2] for r in rows] == [4, 4, 3]
+    assert status.startswith("done: 4 rounds") and scrub["maximum"] == 4
+    assert plot["type"] == "matplotlib"
+    # same seed again → same images; the panels' defaults fill the rest
+    again = client.predict(model="tiny-digits", seed=5, panels=3, n=1, schedule_1="linear", sampler_1="ddpm",
+                           steps_1=4, schedule_2="linear", sampler_2="ddpm", steps_2=4, schedule_3="karras",
+                           sampler_3="ode", steps_3=2, api_name="/compare")
+    assert np.array_equal(pixels(gallery[2]["image"]), pixels(again[0][2]["image"]))
+
+
+def test_compare_errors(app):
+    _, client, _ = app
+    with pytest.raises(Exception, match="network evaluations"):
+        client.predict(model="tiny-digits", seed=0, panels=6, n=4, steps_1=1000, steps_2=1000, api_name="/compare")
+    with pytest.raises(Exception, match="unknown model 'zzz'"):
+        client.predict(model="zzz", seed=0, panels=1, api_name="/compare")
+
+
+def test_forward_endpoint(app, tmp_path):
+    _, client, _ = app
+    gallery, plot, x0, source = client.predict(dataset="digits8", index=3, schedules=["linear", "cosine"],
+                                               timesteps="0, 500, 999", seed=0, api_name="/forward")
+    assert len(gallery) == 6 and source == "digits8 test #3"
+    assert gallery[0]["caption"].startswith("linear · t=0 · ᾱ=") and gallery[5]["caption"].startswith("cosine · t=999")
+    # an upload of any mode/size is converted to the dataset's shape
+    up = tmp_path / "up.png"
+    Image.new("RGBA", (300, 120), (10, 200, 30, 128)).save(up)
+    out = client.predict(dataset="digits8", index=0, schedules=["karras"], timesteps="10", seed=1,
+                         upload=gradio_client.handle_file(str(up)), api_name="/forward")
+    assert out[3] == "upload" and len(out[0]) == 1
+    with pytest.raises(Exception, match="t must be an integer from 0 to 999"):
+        client.predict(dataset="digits8", index=0, schedules=["linear"], timesteps="5, 1000", seed=0,
+                       api_name="/forward")
+    with pytest.raises(Exception, match="integers separated by commas"):
+        client.predict(dataset="digits8", index=0, schedules=["linear"], timesteps="a, b", seed=0, api_name="/forward")
+    with pytest.raises(Exception, match="at least one schedule"):
+        client.predict(dataset="digits8", index=0, schedules=[], timesteps="5", seed=0, api_name="/forward")
+
+
+def test_score_field_endpoint(app):
+    _, client, _ = app
+    plot, gallery, status = client.predict(model="tiny-moons", sigma=0.5, sampler="ddim", schedule="cosine", steps=6,
+                                           seed=0, particles=100, api_name="/score_field")
+    assert plot["type"] == "matplotlib" and len(gallery) == 6
+    assert status.startswith("100 particles · 6 steps · NFE 6")
+    with pytest.raises(Exception, match="unknown model 'tiny-digits'; models available here: tiny-moons"):
+        client.predict(model="tiny-digits", sigma=0.5, api_name="/score_field")
+
+
+def test_app_starts_without_any_model(tmp_path):
+    from space import build_demo
+
+    demo = build_demo(str(tmp_path / "empty"))
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        with pytest.raises(Exception, match="no image model is available"):
+            client.predict(model="x", schedule="cosine", sampler="ddim", steps=2, seed=0, api_name="/generate")
+        with pytest.raises(Exception, match="no 2-D toy model is available"):
+            client.predict(model="x", sigma=0.5, api_name="/score_field")
+    finally:
+        demo.close()
+
+
+def test_parse_query_keeps_only_valid_values():
+    from space.settings import parse_query
+
+    q = parse_query({"tab": "compare", "model": "m", "schedule": "karras", "sampler": "nope", "steps": "20",
+                     "seed": "-3", "eta": "0.5", "panels": "4", "steps_2": "7", "sampler_3": "ode", "n": "1.5"})
+    assert q == {"tab": "compare", "model": "m", "schedule": "karras", "steps": 20, "eta": 0.5, "panels": 4,
+                 "steps_2": 7, "sampler_3": "ode"}

@@ -1,0 +1,162 @@
+"""The app in a real browser: Debian's chromium driven by Playwright for Python (never `playwright install`).
+
+Loads the page (no request may leave loopback, no page errors), runs Generate (image and gallery appear), runs
+Compare with 3 panels, and opens a deep link (settings restored, the result regenerated). Screenshots go to
+artifacts/screenshots/ and their paths are printed.
+"""
+import os
+import re
+import socket
+from urllib.parse import urlparse
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); browser tests skipped",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+
+from tests.test_app import make_fixture_checkpoints  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHOTS = os.path.join(ROOT, "artifacts", "screenshots")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from space import CSS, build_demo
+
+    ck = make_fixture_checkpoints(str(tmp_path_factory.mktemp("browser-ck")))
+    demo = build_demo(ck)
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=CSS)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(60_000)
+    pg.outside, pg.errors = [], []
+
+    def on_request(req):
+        u = urlparse(req.url)
+        if u.scheme in ("data", "blob", "about"):
+            return
+        if u.hostname not in LOOPBACK:
+            pg.outside.append(req.url)
+
+    pg.on("request", on_request)
+    pg.on("pageerror", lambda err: pg.errors.append(str(err)))
+    pg.route(re.compile(r"^https?://(?!127\.0\.0\.1|localhost).*"), lambda route: route.abort())
+    yield pg
+    ctx.close()
+
+
+def shot(pg, name: str) -> str:
+    os.makedirs(SHOTS, exist_ok=True)
+    path = os.path.join(SHOTS, name)
+    pg.screenshot(path=path, full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
+def value_of(pg, selector: str) -> str:
+    return pg.locator(selector).first.input_value()
+
+
+def wait_done(pg, selector: str, prefix: str = "done", timeout: float = 90_000):
+    pg.wait_for_function(
+        "([sel, prefix]) => { const e = document.querySelector(sel); return e && e.value.startsWith(prefix); }",
+        arg=[selector, prefix], timeout=timeout)
+
+
+def test_generate_compare_and_deep_link(server, page):
+    page.goto(server, wait_until="domcontentloaded")
+    page.wait_for_selector("#g-run")
+    assert value_of(page, "#g-model input") == "tiny-digits"
+    shot(page, "01-loaded.png")
+
+    # Generate: the live image and the gallery appear, then "done"
+    page.locator("#g-steps input[type=number]").fill("12")
+    page.locator("#g-steps input[type=number]").press("Enter")
+    page.click("#g-run")
+    page.wait_for_selector("#live-image img", timeout=60_000)
+    wait_done(page, "#g-status textarea")
+    page.wait_for_selector("#g-gallery img", timeout=30_000)
+    assert page.locator("#g-gallery img").count() >= 2
+    link = value_of(page, "#g-link textarea")
+    assert "?tab=generate&model=tiny-digits" in link and "steps=12" in link
+    assert page.locator("#g-png a, #g-png .file-preview").count() >= 1
+    shot(page, "02-generate.png")
+
+    # Compare with 3 panels
+    page.get_by_role("tab", name="Compare").click()
+    page.wait_for_selector("#c-run")
+    assert value_of(page, "#c-panels input[type=number]") == "3"
+    page.click("#c-run")
+    wait_done(page, "#c-status textarea")
+    page.wait_for_selector("#c-gallery img", timeout=30_000)
+    assert page.locator("#c-gallery img").count() >= 3
+    assert "3 rounds" not in value_of(page, "#c-status textarea")  # 100-step panels ran longer than 3 rounds
+    shot(page, "03-compare.png")
+
+    assert page.outside == [], f"requests left loopback: {page.outside[:5]}"
+    assert page.errors == [], f"page errors: {page.errors[:5]}"
+
+
+def test_deep_link_restores_settings(server, page):
+    url = server + "?tab=generate&model=tiny-digits&schedule=karras&sampler=ode&steps=7&seed=42&n=1&spacing=trailing"
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_function("() => { const e = document.querySelector('#g-schedule input'); "
+                           "return e && e.value === 'karras'; }", timeout=30_000)
+    assert value_of(page, "#g-sampler input") == "ode"
+    assert value_of(page, "#g-steps input[type=number]") == "7"
+    assert value_of(page, "#g-seed input") == "42"
+    # opening a result link regenerates the result
+    wait_done(page, "#g-status textarea", "done: 7/7 steps")
+    page.wait_for_selector("#live-image img")
+    shot(page, "04-deep-link.png")
+
+    page.goto(server + "?tab=compare&panels=4&steps_4=9", wait_until="domcontentloaded")
+    page.wait_for_selector("#c-run", state="visible", timeout=30_000)
+    page.wait_for_function("() => { const e = document.querySelector('#c-panels input[type=number]'); "
+                           "return e && e.value === '4'; }", timeout=30_000)
+    shot(page, "05-deep-link-compare.png")
+
+    page.get_by_role("tab", name="Forward process").click()
+    page.click("#f-run")
+    wait_done(page, "#f-src textarea", "mnist test #0")
+    page.wait_for_selector("#f-gallery img", timeout=30_000)
+    shot(page, "06-forward.png")
+    page.get_by_role("tab", name="Score field").click()
+    page.click("#s-run")
+    wait_done(page, "#s-status textarea", "500 particles")
+    page.wait_for_selector("#s-gallery img", timeout=30_000)
+    shot(page, "07-score-field.png")
+
+    page.get_by_role("tab", name="About").click()
+    page.wait_for_selector(".katex", timeout=30_000)
+    shot(page, "08-about.png")
+    assert page.outside == [], f"requests left loopback: {page.outside[:5]}"
+    assert page.errors == [], f"page errors: {page.errors[:5]}"
