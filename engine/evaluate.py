@@ -95,6 +95,14 @@ def load_classifier(name: str, directory=None) -> Classifier:
     return net.eval().requires_grad_(False)
 
 
+def top_class(classifier: Classifier, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(label, probability) of the classifier's top class for each image: a quick quality figure for one sample."""
+    with torch.no_grad():
+        probs = classifier(images.float().cpu().clamp(-1, 1)).softmax(1)
+    p, label = probs.max(1)
+    return label, p
+
+
 def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
     """‖μ1 − μ2‖² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^{1/2}) of Gaussians fitted to two feature sets."""
     mu1, mu2 = f1.mean(0), f2.mean(0)

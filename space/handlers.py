@@ -17,6 +17,7 @@ import numpy as np
 import engine
 from engine import compare as engine_compare
 from engine import data as engine_data
+from engine import evaluate
 from engine import fields as engine_fields
 from engine import forward as engine_forward
 
@@ -38,6 +39,14 @@ def _err(err: Exception) -> gr.Error:
 
 def _caption(kind: str, step: engine.Step, total: int) -> str:
     return f"{kind} · step {step.i + 1}/{total} · t={step.t} · σ={step.sigma:.3g} · NFE {step.nfe}"
+
+
+def _quality(classifier, images) -> str:
+    """The evaluator's classifier on a panel's images: predicted digits and mean top-class probability."""
+    if classifier is None:
+        return "no classifier for this model"
+    label, p = evaluate.top_class(classifier, images)
+    return f"{' '.join(map(str, label.tolist()))} ({float(p.mean()):.2f})"
 
 
 def _snapshot_indices(total: int, k: int = N_SNAPSHOTS) -> set[int]:
@@ -218,8 +227,8 @@ class Handlers:
                 break
         if latest is None:
             raise gr.Error("nothing ran")
-        rows = [[k + 1, p.label(), st.nfe, round(comp.elapsed[k], 3),
-                 round(100 * float((st.x_t.abs() > 1).float().mean()), 2)]
+        clf = self.store.classifier_for(model)
+        rows = [[k + 1, p.label(), st.nfe, round(comp.elapsed[k], 3), _quality(clf, st.x_t)]
                 for k, (p, st) in enumerate(zip(specs, latest))]
         plot = plots.schedule_figure([{"schedule": p.schedule, "label": f"{k + 1}: {p.label()}",
                                        "visited": engine.get_schedule(p.schedule).timesteps(p.steps, p.spacing).tolist()}

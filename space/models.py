@@ -7,6 +7,7 @@ from pathlib import Path
 
 import engine
 from engine.checkpoints import checkpoint_dir
+from engine.evaluate import load_classifier
 
 
 class ModelStore:
@@ -17,6 +18,7 @@ class ModelStore:
         self.max_loaded = max_loaded
         self._cache: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+        self._classifiers: dict = {}
 
     def names(self) -> list[str]:
         return engine.list_models(self.directory)
@@ -35,6 +37,17 @@ class ModelStore:
 
     def toy_models(self) -> list[str]:
         return [m for m in self.names() if self._shape(m) == (2,)]
+
+    def classifier_for(self, name: str):
+        """The evaluator's classifier for the model's dataset (``DATASET-classifier``), or None if none is shipped."""
+        dataset = self.card(name).get("data", {}).get("dataset")
+        clf_name = f"{dataset}-classifier"
+        if clf_name not in engine.list_models(self.directory, kind="classifier"):
+            return None
+        with self._lock:
+            if clf_name not in self._classifiers:
+                self._classifiers[clf_name] = load_classifier(clf_name, self.directory)
+            return self._classifiers[clf_name]
 
     def load(self, name: str):
         """The model, loaded once per version of its weights file (the key includes the file's mtime)."""

@@ -130,7 +130,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                                     interactive=False, elem_id="c-scrub")
                 with gr.Row():
                     c_plot = gr.Plot(label="ᾱ_t (solid) and log-SNR (dashed) of every panel")
-                    c_table = gr.Dataframe(headers=["panel", "setting", "NFE", "time (s)", "pixels outside [−1, 1] (%)"],
+                    c_table = gr.Dataframe(headers=["panel", "setting", "NFE", "time (s)", "classifier: label (confidence)"],
                                            interactive=False, label="per panel", elem_id="c-table")
                 c_state = gr.State(None)
             # ---------------------------------------------------------------------------- Forward process ---

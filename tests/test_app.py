@@ -3,6 +3,7 @@
 Runs on tiny fixture checkpoints trained for 2 steps in a temporary folder (never on checkpoints/)."""
 import json
 import os
+import re
 import socket
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
 
+from engine.evaluate import train_classifier
 from engine.train import TrainConfig, Trainer  # noqa: E402
 
 TINY_UNET = {"base_channels": 16, "channel_mults": [1, 2], "num_res_blocks": 1, "attention_resolutions": [4],
@@ -27,6 +29,7 @@ def make_fixture_checkpoints(root) -> str:
                         **common)).run(quiet=True)
     Trainer(TrainConfig(name="tiny-moons", dataset="moons", arch="mlp", arch_config={"hidden": 32, "depth": 2},
                         batch_size=64, **common)).run(quiet=True)
+    train_classifier("digits8", epochs=1, directory=ck)  # the Compare tab's quality figure
     return ck
 
 
@@ -160,6 +163,8 @@ def test_compare_lock_step_same_noise(app):
     assert np.array_equal(pixels(gallery[0]["image"]), pixels(gallery[1]["image"]))
     rows = table["data"]
     assert [r[0] for r in rows] == [1, 2, 3] and [r[2] for r in rows] == [4, 4, 3]
+    # the evaluator's classifier labels each panel's image: "digit (confidence)"
+    assert all(re.fullmatch(r"\d \((0|1)\.\d\d\)", r[4]) for r in rows), [r[4] for r in rows]
     assert status.startswith("done: 4 rounds") and scrub["maximum"] == 4
     assert plot["type"] == "matplotlib"
     # same seed again → same images; the panels' defaults fill the rest
