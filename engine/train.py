@@ -5,6 +5,8 @@ Objectives (x_0 from the data, ε ~ N(0, I)):
          app offers lies in the training range;  x_t = √ᾱ x_0 + √(1−ᾱ) ε;  loss = ‖ε_θ(x_t, λ) − ε‖²  (Ho et al. 2020).
   dsm:   σ log-uniform in [sigma_min, sigma_max] (NCSN's geometric levels, made continuous);  x̃ = x_0 + σ ε;
          loss = λ(σ) ‖s_θ(x̃, σ) + ε/σ‖² with λ(σ) = σ²  (Song & Ermon 2019; Vincent 2011).
+         [0.002, 200] covers every offered schedule but cosine's last 4 levels (σ up to 2e4); there the
+         v-parameterisation (models.py) weights the network's output by √ᾱ < 0.005, so ε̂ ≈ x_t, which is right.
 Both losses are averaged over dimensions and batch.
 
 AdamW with linear warm-up, gradient clipping, EMA weights (timm's ModelEmaV3), tqdm progress, sample grids while it
@@ -53,7 +55,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     sigma_min: float = 0.002  # dsm only
-    sigma_max: float = 100.0  # dsm only
+    sigma_max: float = 200.0  # dsm only
     seed: int = 0
     log_every: int = 50
     save_every: int = 1000
