@@ -88,7 +88,10 @@ def cmd_info(args) -> int:
     print("schedules:", ", ".join([*SCHEDULES, "custom"]))
     print("spacings:", ", ".join(SPACINGS))
     for name in SAMPLERS:
-        opts = ", ".join(f"{k}={v!r}" for k, v in sampler_options(name).items()) or "no options"
+        defaults = sampler_options(name)
+        if "sde" in defaults:
+            defaults["sde"] = "the schedule's kind (vp or ve)"  # what generate() uses when sde is not given
+        opts = ", ".join(f"{k}={v!r}" for k, v in defaults.items()) or "no options"
         print(f"sampler {name}: {opts}")
     return 0
 

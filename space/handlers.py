@@ -330,8 +330,8 @@ class Handlers:
         except (ValueError, TypeError) as err:
             raise _err(err) from None
         final = run[-1].x_t.numpy()
-        fig = plots.score_field_figure(field, dens, f"{model}: score at σ = {sigma:.3g} (arrows), p_σ (shade), "
-                                                    f"{sampler} samples (dots)", points=final)
+        fig = plots.score_field_figure(field, dens, f"{model}: score at σ = {sigma:.3g} (arrows),\n"
+                                                    f"p_σ (shade), {sampler} samples (dots)", points=final)
         gallery = []
         for i in sorted(_snapshot_indices(len(run), 8)):
             st = run[i]
