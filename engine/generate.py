@@ -8,13 +8,12 @@ comparison of schedules and samplers fair.
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Iterator
 
 import torch
 
 from .models import check_model
-from .samplers import SAMPLERS, Step
+from .samplers import SAMPLERS, Step, check_option
 from .schedules import SPACINGS, Schedule, get_schedule
 
 MAX_SEED = 2**32 - 1
@@ -65,15 +64,7 @@ def _check_options(sampler: str, options: dict, schedule: Schedule) -> dict:
     if "sde" in allowed and "sde" not in opts:
         opts["sde"] = schedule.kind
     for k, v in opts.items():
-        default = allowed[k]
-        if isinstance(default, float):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"option {k} of sampler {sampler!r} must be a finite number; got {v!r}")
-            opts[k] = float(v)
-        elif isinstance(default, int) and (isinstance(v, bool) or not isinstance(v, int)):
-            raise ValueError(f"option {k} of sampler {sampler!r} must be an integer; got {v!r}")
-        elif isinstance(default, str) and not isinstance(v, str):
-            raise ValueError(f"option {k} of sampler {sampler!r} must be a string; got {v!r}")
+        opts[k] = check_option(k, v)
     return opts
 
 

@@ -71,8 +71,6 @@ def ddpm(net: Net, x, levels: Levels, noise: Noise, *, variance: str = "fixed_sm
         σ² = β̃ = β (1−ᾱ')/(1−ᾱ)  ("fixed_small", the posterior variance)  or  σ² = β  ("fixed_large").
     The last step (to ᾱ' = 1) adds no noise: its mean is x̂0.
     """
-    if variance not in ("fixed_small", "fixed_large"):
-        raise ValueError(f"variance must be 'fixed_small' or 'fixed_large'; got {variance!r}")
     for i, t, a, a_next in _pairs(levels):
         eps = net(x, a)
         x0 = _x0(x, eps, a)
@@ -92,8 +90,6 @@ def ddim(net: Net, x, levels: Levels, noise: Noise, *, eta: float = 0.0) -> Iter
         x' = √ᾱ' x̂0 + √(1 − ᾱ' − σ²) ε̂ + σ z,   σ = η √((1−ᾱ')/(1−ᾱ)) √(1 − ᾱ/ᾱ').
     η = 0 is deterministic; η = 1 has DDPM's posterior variance.
     """
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be in [0, 1]; got {eta!r}")
     for i, t, a, a_next in _pairs(levels):
         eps = net(x, a)
         x0 = _x0(x, eps, a)
@@ -115,10 +111,6 @@ def langevin(net: Net, x, levels: Levels, noise: Noise, *, n_steps_each: int = 5
     every schedule (NCSN's ε = 2e−5 at σ_L = 0.01 is step_size = 0.2). The last level ends with the denoising
     step x̃ ← x̃ + σ_L² s (Tweedie). After a level, Step.x_t is the state at that level's σ.
     """
-    if not isinstance(n_steps_each, int) or isinstance(n_steps_each, bool) or not 1 <= n_steps_each <= 100:
-        raise ValueError(f"n_steps_each must be an integer from 1 to 100; got {n_steps_each!r}")
-    if not 0.0 < step_size <= 1.0:
-        raise ValueError(f"step_size must be in (0, 1]; got {step_size!r}")
     xt = x / math.sqrt(levels[0][1])
     for i, t, a, a_next in _pairs(levels):
         sigma = _sigma(a)
@@ -141,12 +133,6 @@ def langevin(net: Net, x, levels: Levels, noise: Noise, *, n_steps_each: int = 5
         yield Step(i, t, a, sigma, xt / math.sqrt(1 + sigma_state**2), x0, eps, torch.stack(draws), net.nfe, sigma_state)
 
 
-def _check_sde(sde: str):
-    if sde not in SDES:
-        raise ValueError(f"sde must be one of {', '.join(SDES)}; got {sde!r}")
-    return SDES[sde]
-
-
 def euler_maruyama(net: Net, x, levels: Levels, noise: Noise, *, sde: str = "vp") -> Iterator[Step]:
     """Euler–Maruyama on the reverse-time SDE dx = [f − g² ∇log p] dτ + g dw̄ (Song et al. 2021):
 
@@ -154,7 +140,7 @@ def euler_maruyama(net: Net, x, levels: Levels, noise: Noise, *, sde: str = "vp"
     with f dτ, g² dτ integrated over each interval of the schedule (sde.py). The last step is the final denoise
     x̂0 (Tweedie), as score_sde's ``noise_removal``.
     """
-    S = _check_sde(sde)
+    S = SDES[sde]
     for i, t, a, a_next in _pairs(levels):
         eps = net(x, a)
         x0 = _x0(x, eps, a)
@@ -178,11 +164,7 @@ def pc(net: Net, x, levels: Levels, noise: Noise, *, snr: float = 0.16, n_correc
     As in score_sde, the norms are averaged over the batch (a per-sample ‖s‖ near a mode makes δ explode in low
     dimensions), so the step size depends on the whole batch. The last level ends with the final denoise x̂0.
     """
-    S = _check_sde(sde)
-    if not 0.0 < snr <= 1.0:
-        raise ValueError(f"snr must be in (0, 1]; got {snr!r}")
-    if not isinstance(n_corrector, int) or isinstance(n_corrector, bool) or not 0 <= n_corrector <= 20:
-        raise ValueError(f"n_corrector must be an integer from 0 to 20; got {n_corrector!r}")
+    S = SDES[sde]
     for i, t, a, a_next in _pairs(levels):
         state = S.to_state(x, a)
         draws = []
@@ -266,3 +248,47 @@ SAMPLERS = {
     "ode": ode,
     "dpm-solver++": dpm_solver_pp,
 }
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric option: lo ≤ v ≤ hi (lo < v when lo_open), an integer when ``integer``."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    integer: bool = False
+
+    def describe(self) -> str:
+        if self.integer:
+            return f"an integer from {self.lo} to {self.hi}"
+        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
+
+    def check(self, name: str, v) -> float | int:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (self.integer and not isinstance(v, int)):
+            raise ValueError(f"{name} must be {self.describe()}; got {v!r}")
+        if not (math.isfinite(v) and (self.lo < v if self.lo_open else self.lo <= v) and v <= self.hi):
+            raise ValueError(f"{name} must be {self.describe()}; got {v!r}")
+        return v if self.integer else float(v)
+
+
+# What each sampler option accepts (a Range, or a tuple of choices); generate() checks them before a run.
+OPTION_VALUES = {
+    "variance": ("fixed_small", "fixed_large"),
+    "eta": Range(0.0, 1.0),
+    "n_steps_each": Range(1, 100, integer=True),
+    "step_size": Range(0.0, 1.0, lo_open=True),
+    "snr": Range(0.0, 1.0, lo_open=True),
+    "n_corrector": Range(0, 20, integer=True),
+    "sde": tuple(SDES),
+}
+
+
+def check_option(name: str, value):
+    """The option's value if allowed, else ValueError saying what is allowed."""
+    allowed = OPTION_VALUES[name]
+    if isinstance(allowed, Range):
+        return allowed.check(name, value)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    return value

@@ -134,10 +134,15 @@ def test_ddim_eta_one_equals_ddpm_posterior_variance():
         (dict(n=0), "n must be an integer"),
         (dict(spacing="middle"), "unknown spacing 'middle'"),
         (dict(eta=0.5, sampler="ddpm"), "sampler 'ddpm' has no option eta; its options: variance"),
-        (dict(eta=float("nan")), "option eta of sampler 'ddim' must be a finite number"),
+        (dict(eta=float("nan")), r"eta must be in \[0, 1\]; got nan"),
+        (dict(eta="0.5"), r"eta must be in \[0, 1\]; got '0.5'"),
+        (dict(eta=1.5), r"eta must be in \[0, 1\]"),
+        (dict(sampler="pc", snr=0.0), r"snr must be in \(0, 1\]"),
+        (dict(sampler="pc", sde="xx"), "sde must be one of vp, ve"),
+        (dict(sampler="langevin", n_steps_each=2.0), "n_steps_each must be an integer from 1 to 100"),
     ],
 )
-def test_bad_arguments_fail_before_running(kwargs, message):
+def test_bad_arguments_fail_when_generate_is_called(kwargs, message):
     args = dict(schedule="linear", sampler="ddim", steps=10, seed=0)
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
