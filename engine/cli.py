@@ -24,7 +24,8 @@ def _option(text: str) -> tuple[str, object]:
 
 def cmd_sample(args) -> int:
     import torch
-    from torchvision.utils import save_image
+
+    from .pictures import save_samples
 
     model = checkpoints.load_model(args.model, device=args.device)
     steps = generate(
@@ -34,20 +35,7 @@ def cmd_sample(args) -> int:
     last = None
     for last in steps:
         pass
-    x = last.x_t.float().cpu()
-    if len(model.data_shape) == 1:  # 2-D points: save as a scatter plot
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(4, 4))
-        ax.scatter(x[:, 0], x[:, 1], s=2)
-        fig.savefig(args.out, dpi=100)
-        plt.close(fig)
-    else:
-        nrow = max(1, int(round(args.n**0.5)))
-        save_image((x.clamp(-1, 1) + 1) / 2, args.out, nrow=nrow)
+    save_samples(last.x_t, args.out)
     print(f"wrote {args.out}: {args.n} samples, {last.nfe} network evaluations, {torch.get_num_threads()} threads")
     return 0
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -33,8 +34,10 @@ from torch import nn
 from tqdm import tqdm
 
 from . import data as datasets
-from .checkpoints import build_model, save_model
+from .checkpoints import ARCHITECTURES, build_model, save_model
+from .generate import sample
 from .models import DenoisingModel
+from .pictures import save_samples
 from .schedules import SCHEDULES, get_schedule
 
 TRAIN_SCHEDULES = tuple(SCHEDULES)
@@ -205,8 +208,6 @@ class Trainer:
         return card
 
     def _arch_config(self) -> dict:
-        from .checkpoints import ARCHITECTURES
-
         if self.cfg.arch not in ARCHITECTURES:
             raise ValueError(f"unknown arch {self.cfg.arch!r}; allowed: {', '.join(ARCHITECTURES)}")
         config_cls = ARCHITECTURES[self.cfg.arch][0]
@@ -324,35 +325,16 @@ class Trainer:
         model.card = dict(self.card)
         return save_model(model, cfg.name, cfg.export_dir, card)
 
-    def sample_grid(self) -> Path | None:
+    def sample_grid(self) -> Path:
         """A grid of samples from the EMA model (64 images, or 2,000 points for a toy) under the run directory."""
-        from .generate import sample
-
-        model = self.ema.module.eval()
         n = 2000 if self.data.toy else 64
-        x = sample(model, schedule="cosine", sampler="ddim", steps=50, seed=0, n=n, spacing="trailing").cpu()
+        x = sample(self.ema.module.eval(), schedule="cosine", sampler="ddim", steps=50, seed=0, n=n, spacing="trailing")
         path = self.run_dir / f"samples_{self.step:07d}.png"
-        if self.data.toy:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            fig, ax = plt.subplots(figsize=(4, 4))
-            ax.scatter(x[:, 0], x[:, 1], s=1)
-            ax.set(xlim=(-4, 4), ylim=(-4, 4), title=f"{self.cfg.name} step {self.step}")
-            fig.savefig(path, dpi=80)
-            plt.close(fig)
-        else:
-            from torchvision.utils import save_image
-
-            save_image((x.clamp(-1, 1) + 1) / 2, path, nrow=8)
+        save_samples(x, path, title=f"{self.cfg.name} step {self.step}")
         return path
 
     def _write_rank_digest(self) -> None:
         """Each rank records a hash of its weights, so a run can check that all ranks ended identical."""
-        import hashlib
-
         h = hashlib.sha256()
         for k, v in sorted(self.model.state_dict().items()):
             h.update(k.encode())
