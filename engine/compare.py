@@ -6,17 +6,31 @@ k-th noise draw is the same tensor: differences between panels come from the sch
 sampler's update rule and the number of steps, not from luck. (Panels whose samplers draw a different number of
 times per step see the same stream consumed at different rates.)
 
-The runs advance in lock-step: each round moves every unfinished panel by one step, in panel order, and yields
-the list of the panels' latest ``Step``; a panel that finished keeps its last Step, and the iteration ends when
-all have finished. Wall time spent inside each panel is kept in ``Comparison.elapsed``.
+The runs advance in lock-step: each round moves every unfinished panel by one step and yields the list of the
+panels' latest ``Step``; a panel that finished keeps its last Step, and the iteration ends when all have finished.
+
+Batching. The panels' network evaluations are batched: one call ``model.eps(cat(x_1..x_k), cat(ᾱ_1..ᾱ_k))``
+serves every panel that needs ε̂ at that moment, whatever its schedule or ᾱ (the models take a per-sample ᾱ).
+Each panel's sampler runs in its own thread, unchanged, against a stand-in model whose ``eps`` hands (x, ᾱ) to
+this coordinator and waits. The coordinator resumes the panels one at a time, each until it either asks for ε̂ or
+yields its Step; when every resumed panel has done one or the other, the pending requests go to the network as
+one batch, and the requesters are resumed again. A panel whose step needs two evaluations (ode's Heun step,
+pc's corrector, Langevin's inner steps) simply takes part in more batches; a panel that finished drops out. Only
+one thread runs at a time, so the batches — and therefore the samples — depend on the settings alone, never on
+timing. Per-panel wall time (``Comparison.elapsed``) is the panel's own sampler arithmetic plus its share of each
+batched network call (shared in proportion to batch rows).
 """
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from .generate import generate
+import torch
+
+from .generate import generate, model_device
 from .samplers import Step
 
 MAX_PANELS = 6
@@ -37,45 +51,161 @@ class Panel:
         return f"{self.schedule} · {self.sampler} · {self.steps} steps" + (f" ({opts})" if opts else "")
 
 
+class _Stop(Exception):
+    """Raised inside a panel's thread when the comparison is closed; ends that thread's run."""
+
+
+_GO, _STOP = "go", "stop"
+
+
+class _PanelChannel:
+    """The two one-way queues between a panel's thread and the coordinator."""
+
+    def __init__(self):
+        self.to_panel: queue.SimpleQueue = queue.SimpleQueue()
+        self.to_coordinator: queue.SimpleQueue = queue.SimpleQueue()
+
+    def ask(self, message: tuple):
+        """Panel side: send ``message``, wait for the reply (raises _Stop when the comparison was closed)."""
+        self.to_coordinator.put(message)
+        reply = self.to_panel.get()
+        if isinstance(reply, str) and reply == _STOP:
+            raise _Stop
+        return reply
+
+    def resume(self, reply) -> tuple:
+        """Coordinator side: let the panel go on with ``reply`` and wait for its next message."""
+        self.to_panel.put(reply)
+        return self.to_coordinator.get()
+
+
+class _RemoteModel:
+    """The model as a panel's sampler sees it: ``eps`` is answered by the coordinator's batched call."""
+
+    def __init__(self, model, channel: _PanelChannel):
+        self.data_shape = model.data_shape
+        self._channel = channel
+
+    def eps(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+        return self._channel.ask(("eps", x_t, alpha_bar))
+
+
+def _panel_thread(run: Iterator[Step], channel: _PanelChannel) -> None:
+    """Body of a panel's thread: wait to be resumed, run one step, report it, repeat; then report the end."""
+    try:
+        if channel.to_panel.get() == _STOP:
+            return
+        for step in run:
+            channel.ask(("step", step))
+        channel.to_coordinator.put(("done",))
+    except _Stop:
+        pass
+    except BaseException as err:  # reported to the coordinator, which raises it in the caller's thread
+        channel.to_coordinator.put(("error", err))
+    finally:
+        run.close()
+
+
 class Comparison:
     """Iterate to run the panels in lock-step; each item is the list of the panels' latest Steps.
 
     Attributes: ``panels``, ``steps`` (the latest Step of each panel, None before its first), ``done`` (per
-    panel), ``elapsed`` (seconds spent in each panel), ``rounds`` (rounds so far).
-    All arguments are checked when the Comparison is made (ValueError naming the panel).
+    panel), ``elapsed`` (seconds attributed to each panel), ``rounds`` (rounds so far), ``batches`` (network
+    calls made) and ``batch_rows`` (rows sent through the network in all).
+    All arguments are checked when the Comparison is made (ValueError naming the panel). ``close()`` (also run
+    when the iteration ends or is abandoned) stops the panels' threads.
     """
 
     def __init__(self, model, panels: list[Panel | dict], *, seed: int, n: int = 1, device=None):
         if not 1 <= len(panels) <= MAX_PANELS:
             raise ValueError(f"compare needs 1 to {MAX_PANELS} panels; got {len(panels)}")
         self.panels = [p if isinstance(p, Panel) else Panel(**p) for p in panels]
+        self.model = model
+        device = torch.device(device) if device is not None else model_device(model)
+        self._channels = [_PanelChannel() for _ in self.panels]
         self._runs: list[Iterator[Step]] = []
-        for k, p in enumerate(self.panels, 1):
+        for k, (p, ch) in enumerate(zip(self.panels, self._channels), 1):
             try:
-                self._runs.append(generate(model, schedule=p.schedule, sampler=p.sampler, steps=p.steps, seed=seed,
-                                           n=n, spacing=p.spacing, device=device, **p.options))
+                self._runs.append(generate(_RemoteModel(model, ch), schedule=p.schedule, sampler=p.sampler,
+                                           steps=p.steps, seed=seed, n=n, spacing=p.spacing, device=device,
+                                           **p.options))
             except ValueError as err:
                 raise ValueError(f"panel {k}: {err}") from None
+        self._threads: list[threading.Thread] = []
         self.steps: list[Step | None] = [None] * len(self.panels)
         self.done = [False] * len(self.panels)
         self.elapsed = [0.0] * len(self.panels)
         self.rounds = 0
+        self.batches = 0
+        self.batch_rows = 0
+
+    def _resume(self, k: int, reply) -> tuple:
+        t0 = time.perf_counter()
+        message = self._channels[k].resume(reply)
+        self.elapsed[k] += time.perf_counter() - t0
+        return message
+
+    def _network(self, requests: dict[int, tuple]) -> dict[int, torch.Tensor]:
+        """One batched ε̂ call for every pending request; its time is shared among the panels by rows."""
+        ks = list(requests)
+        xs = [requests[k][1] for k in ks]
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            if len(ks) == 1:
+                outs = [self.model.eps(xs[0], requests[ks[0]][2])]
+            else:
+                eps = self.model.eps(torch.cat(xs), torch.cat([requests[k][2] for k in ks]))
+                outs = list(torch.split(eps, [x.shape[0] for x in xs]))
+        dt = time.perf_counter() - t0
+        rows = sum(x.shape[0] for x in xs)
+        self.batches += 1
+        self.batch_rows += rows
+        for k, x in zip(ks, xs):
+            self.elapsed[k] += dt * x.shape[0] / rows
+        return dict(zip(ks, outs))
+
+    def _round(self) -> None:
+        """Advance every unfinished panel by one step."""
+        pending = {k: self._resume(k, _GO) for k in range(len(self.panels)) if not self.done[k]}
+        while pending:
+            for k, message in list(pending.items()):
+                if message[0] == "step":
+                    self.steps[k] = message[1]
+                    del pending[k]
+                elif message[0] == "done":
+                    self.done[k] = True
+                    del pending[k]
+                elif message[0] == "error":
+                    self.done[k] = True
+                    raise message[1]
+            if pending:
+                answers = self._network(pending)
+                pending = {k: self._resume(k, answers[k]) for k in pending}
 
     def __iter__(self) -> Iterator[list[Step]]:
-        while not all(self.done):
-            for k, run in enumerate(self._runs):
-                if self.done[k]:
-                    continue
-                t0 = time.perf_counter()
-                try:
-                    self.steps[k] = next(run)
-                except StopIteration:
-                    self.done[k] = True
-                self.elapsed[k] += time.perf_counter() - t0
-            if all(self.done):
-                break
-            self.rounds += 1
-            yield list(self.steps)
+        if not self._threads:
+            self._threads = [threading.Thread(target=_panel_thread, args=(run, ch), daemon=True,
+                                              name=f"compare-panel-{k + 1}")
+                             for k, (run, ch) in enumerate(zip(self._runs, self._channels))]
+            for th in self._threads:
+                th.start()
+        try:
+            while not all(self.done):
+                self._round()
+                if all(self.done):
+                    break
+                self.rounds += 1
+                yield list(self.steps)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop every panel thread still waiting (idempotent)."""
+        for ch, th in zip(self._channels, self._threads):
+            if th.is_alive():
+                ch.to_panel.put(_STOP)
+        for th in self._threads:
+            th.join(timeout=5)
 
 
 def compare(model, panels: list[Panel | dict], *, seed: int, n: int = 1, device=None) -> Comparison:

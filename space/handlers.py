@@ -187,9 +187,9 @@ class Handlers:
 
     # ----------------------------------------------------------------------------------------- compare ---
 
-    def compare(self, model, seed, panels=3, n=1, **panel_values):
+    def compare(self, model, seed, panels=3, n=1, request: gr.Request = None, **panel_values):
         """Run up to 6 panels in lock-step from one seed. Yields (gallery, plot, table, status, trajectories,
-        scrub-slider update)."""
+        scrub-slider update, link)."""
         seed = as_int("seed", seed, 0, MAX_SEED)
         count = as_int("panels", panels, 1, engine_compare.MAX_PANELS)
         n = as_int("n", n, 1, 4)
@@ -213,18 +213,21 @@ class Handlers:
         t0 = last = time.perf_counter()
         skip = gr.skip()
         latest = None
-        for latest in comp:
-            for k, st in enumerate(latest):
-                if not comp.done[k] and len(traj[k]) <= st.i:
-                    traj[k].append(np.asarray(imaging.grid(st.x_t)))
-            now = time.perf_counter()
-            if comp.rounds == 1 or now - last >= UPDATE_EVERY_S * 2:
-                last = now
-                yield (self._compare_gallery(latest, comp, specs), skip, skip,
-                       f"round {comp.rounds} · {now - t0:.1f} s", skip, skip)
-            if now - t0 > self.time_budget_s:
-                gr.Warning(f"stopped after {now - t0:.0f} s (time budget per request)")
-                break
+        try:
+            for latest in comp:
+                for k, st in enumerate(latest):
+                    if not comp.done[k] and len(traj[k]) <= st.i:
+                        traj[k].append(np.asarray(imaging.grid(st.x_t)))
+                now = time.perf_counter()
+                if comp.rounds == 1 or now - last >= UPDATE_EVERY_S * 2:
+                    last = now
+                    yield (self._compare_gallery(latest, comp, specs), skip, skip,
+                           f"round {comp.rounds} · {now - t0:.1f} s", skip, skip, skip)
+                if now - t0 > self.time_budget_s:
+                    gr.Warning(f"stopped after {now - t0:.0f} s (time budget per request)")
+                    break
+        finally:  # also when the request is cancelled: the panels' threads end here
+            comp.close()
         if latest is None:
             raise gr.Error("nothing ran")
         clf = self.store.classifier_for(model)
@@ -235,9 +238,13 @@ class Handlers:
                                       for k, p in enumerate(specs)])
         longest = max(len(t) for t in traj)
         state = {"traj": traj, "labels": [p.label() for p in specs], "steps": [p.steps for p in specs]}
-        yield (self._compare_gallery(latest, comp, specs), plot, rows,
-               f"done: {comp.rounds} rounds · {time.perf_counter() - t0:.2f} s · same x_T and noise (seed {seed})",
-               state, gr.update(maximum=longest, value=longest, interactive=True))
+        query = {"tab": "compare", "model": model, "seed": seed, "n": n, "panels": count}
+        for k, p in enumerate(specs, 1):
+            query.update({f"schedule_{k}": p.schedule, f"sampler_{k}": p.sampler, f"steps_{k}": p.steps})
+        status = (f"done: {comp.rounds} rounds · {comp.batches} batched network calls · "
+                  f"{time.perf_counter() - t0:.2f} s · same x_T and noise (seed {seed})")
+        yield (self._compare_gallery(latest, comp, specs), plot, rows, status, state,
+               gr.update(maximum=longest, value=longest, interactive=True), base_url(request) + query_string(query))
 
     @staticmethod
     def _compare_gallery(steps, comp, specs):

@@ -110,7 +110,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                     c_model = gr.Dropdown(image_models, value=default_model, label="model", elem_id="c-model",
                                           allow_custom_value=True)
                     c_seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed", elem_id="c-seed")
-                    c_n = gr.Slider(1, 4, value=1, step=1, label="images per panel")
+                    c_n = gr.Slider(1, 4, value=1, step=1, label="images per panel", elem_id="c-n")
                     c_panels = gr.Slider(1, 6, value=3, step=1, label="panels", elem_id="c-panels")
                 c_rows = []
                 c_fields: dict[str, gr.components.Component] = {}
@@ -124,6 +124,8 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                     c_run = gr.Button("Compare", variant="primary", elem_id="c-run")
                     c_stop = gr.Button("Stop", variant="stop")
                 c_status = gr.Textbox(label="status", interactive=False, elem_id="c-status")
+                c_link = gr.Textbox(label="link to this result", interactive=False, buttons=["copy"],
+                                    elem_id="c-link")
                 c_gallery = gr.Gallery(label="panels", columns=3, height="auto", format="png", object_fit="contain",
                                        elem_id="c-gallery")
                 c_scrub = gr.Slider(1, MAX_STEPS, value=1, step=1, label="scrub: lock-step round (all panels)",
@@ -193,7 +195,8 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
 
         c_panels.change(set_panels, c_panels, c_rows, api_visibility="private", queue=False)
         c_event = c_run.click(h.compare, inputs=[c_model, c_seed, c_panels, c_n], inputs_kwargs=c_fields,
-                              outputs=[c_gallery, c_plot, c_table, c_status, c_state, c_scrub], api_name="compare",
+                              outputs=[c_gallery, c_plot, c_table, c_status, c_state, c_scrub, c_link],
+                              api_name="compare",
                               show_progress_on=[c_status], concurrency_limit=2)
         c_stop.click(None, cancels=[c_event], api_visibility="private")
         c_scrub.change(h.scrub, [c_scrub, c_state], c_gallery, api_visibility="private", show_progress="hidden")
@@ -204,7 +207,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
 
         # ------------------------------------------------------------------- deep links (query string) ---
         restore_outputs = [tabs, notice, g_model, g_schedule, g_sampler, g_steps, g_seed, g_n, g_spacing, g_eta,
-                           g_variance, g_nse, g_ss, g_snr, g_nc, c_model, c_seed, c_panels, s_model, autorun,
+                           g_variance, g_nse, g_ss, g_snr, g_nc, c_model, c_seed, c_n, c_panels, s_model, autorun,
                            *c_fields.values(), *c_rows]
 
         def restore(request: gr.Request):
@@ -225,24 +228,36 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                    val("eta", OPTION_DEFAULTS["eta"]), val("variance", "fixed_small"),
                    val("n_steps_each", OPTION_DEFAULTS["n_steps_each"]), val("step_size", OPTION_DEFAULTS["step_size"]),
                    val("snr", OPTION_DEFAULTS["snr"]), val("n_corrector", OPTION_DEFAULTS["n_corrector"]),
-                   gr.update(choices=imgs, value=g_m), val("seed", 0), val("panels", 3),
+                   gr.update(choices=imgs, value=g_m), val("seed", 0), min(val("n", 1), 4), val("panels", 3),
                    gr.update(choices=toys, value=s_m),
-                   tab == "generate" and "model" in q and g_m == model]
+                   tab if tab in ("generate", "compare") and "model" in q and g_m == model else False]
             for k, (sch, smp, stp) in enumerate(PANEL_DEFAULTS, 1):
                 out += [val(f"schedule_{k}", sch), val(f"sampler_{k}", smp), val(f"steps_{k}", stp)]
             count = val("panels", 3)
             out += [gr.update(visible=k < count) for k in range(6)]
             return out
 
-        def autogen(flag, *values, request: gr.Request = None):
-            """Runs Generate once when the page was opened from a result link."""
-            if not flag:
+        def autogen(request: gr.Request, tab, *values):
+            """Runs Generate once when the page was opened from a Generate result link. (``request`` comes first:
+            Gradio fills in only positional gr.Request parameters.)"""
+            if tab != "generate":
                 yield tuple(gr.skip() for _ in g_outputs)
                 return
             yield from h.generate(*values, request=request)
 
-        demo.load(restore, outputs=restore_outputs, api_visibility="private", queue=False).then(
-            autogen, inputs=[autorun, *g_inputs], outputs=g_outputs, api_visibility="private",
-            show_progress_on=[g_status])
+        c_outputs = [c_gallery, c_plot, c_table, c_status, c_state, c_scrub, c_link]
+
+        def autocompare(request: gr.Request, tab, model, seed, panels, n, *values):
+            """Runs Compare once when the page was opened from a Compare result link."""
+            if tab != "compare":
+                yield tuple(gr.skip() for _ in c_outputs)
+                return
+            yield from h.compare(model, seed, panels, n, request=request, **dict(zip(c_fields, values)))
+
+        loaded = demo.load(restore, outputs=restore_outputs, api_visibility="private", queue=False)
+        loaded.then(autogen, inputs=[autorun, *g_inputs], outputs=g_outputs, api_visibility="private",
+                    show_progress_on=[g_status])
+        loaded.then(autocompare, inputs=[autorun, c_model, c_seed, c_panels, c_n, *c_fields.values()],
+                    outputs=c_outputs, api_visibility="private", show_progress_on=[c_status])
     demo.queue(max_size=32, default_concurrency_limit=2)
     return demo

@@ -151,7 +151,7 @@ def test_generate_invalid_settings_give_clear_errors(app, bad, message):
 
 def test_compare_lock_step_same_noise(app):
     _, client, _ = app
-    gallery, plot, table, status, scrub = client.predict(
+    gallery, plot, table, status, scrub, link = client.predict(
         model="tiny-digits", seed=5, panels=3, n=1,
         schedule_1="linear", sampler_1="ddpm", steps_1=4,
         schedule_2="linear", sampler_2="ddpm", steps_2=4,
@@ -167,6 +167,8 @@ def test_compare_lock_step_same_noise(app):
     assert all(re.fullmatch(r"\d \((0|1)\.\d\d\)", r[4]) for r in rows), [r[4] for r in rows]
     assert status.startswith("done: 4 rounds") and scrub["maximum"] == 4
     assert plot["type"] == "matplotlib"
+    assert "?tab=compare&model=tiny-digits&seed=5&n=1&panels=3&schedule_1=linear&sampler_1=ddpm&steps_1=4" in link
+    assert link.endswith("schedule_3=karras&sampler_3=ode&steps_3=2")
     # same seed again → same images; the panels' defaults fill the rest
     again = client.predict(model="tiny-digits", seed=5, panels=3, n=1, schedule_1="linear", sampler_1="ddpm",
                            steps_1=4, schedule_2="linear", sampler_2="ddpm", steps_2=4, schedule_3="karras",

@@ -111,8 +111,19 @@ def test_generate_compare_and_deep_link(server, page):
     wait_done(page, "#c-status textarea")
     page.wait_for_selector("#c-gallery img", timeout=30_000)
     assert page.locator("#c-gallery img").count() >= 3
-    assert "3 rounds" not in value_of(page, "#c-status textarea")  # 100-step panels ran longer than 3 rounds
+    status = value_of(page, "#c-status textarea")
+    assert "3 rounds" not in status  # 100-step panels ran longer than 3 rounds
     shot(page, "03-compare.png")
+    c_link = value_of(page, "#c-link textarea")
+    assert "?tab=compare&model=tiny-digits" in c_link and "panels=3" in c_link
+
+    # the Compare link restores the panels and runs them again: the same rounds
+    page.goto(c_link, wait_until="domcontentloaded")
+    wait_done(page, "#c-status textarea", status.split(" · ")[0])
+    assert value_of(page, "#c-link textarea") == c_link  # the page opened from the link links to itself
+    page.wait_for_selector("#c-gallery img", timeout=30_000)
+    assert page.locator("#c-gallery img").count() >= 3
+    shot(page, "03b-compare-from-link.png")
 
     assert page.outside == [], f"requests left loopback: {page.outside[:5]}"
     assert page.errors == [], f"page errors: {page.errors[:5]}"
@@ -129,6 +140,7 @@ def test_deep_link_restores_settings(server, page):
     # opening a result link regenerates the result
     wait_done(page, "#g-status textarea", "done: 7/7 steps")
     page.wait_for_selector("#live-image img")
+    assert value_of(page, "#g-link textarea").startswith(server + "?tab=generate&model=tiny-digits")
     shot(page, "04-deep-link.png")
 
     page.goto(server + "?tab=compare&panels=4&steps_4=9", wait_until="domcontentloaded")

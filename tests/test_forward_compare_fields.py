@@ -104,6 +104,63 @@ def test_compare_same_seed_same_start_and_noise():
     assert all(e >= 0 for e in comp.elapsed)
 
 
+class _RecordingModel:
+    """Wraps a model and records the batch size of every eps call."""
+
+    def __init__(self, model):
+        self.model, self.data_shape, self.calls = model, model.data_shape, []
+
+    def eps(self, x, a):
+        self.calls.append(x.shape[0])
+        return self.model.eps(x, a)
+
+
+def test_compare_batches_network_calls_and_matches_alone():
+    """Panels with 1, 2 and 2 evaluations per step and different step counts share batched network calls,
+    and each panel's samples equal its stand-alone run (real U-Net: batching changes nothing beyond float noise)."""
+    net = engine.load_model("mnist-ddpm")
+    model = _RecordingModel(net)
+    panels = [C.Panel("cosine", "ddim", 4), C.Panel("karras", "ode", 3), C.Panel("linear", "pc", 2),
+              C.Panel("cosine", "dpm-solver++", 5, spacing="trailing")]
+    comp = C.compare(model, panels, seed=3, n=2)
+    final = list(comp)[-1]
+    nfe = sum(st.nfe for st in final)
+    assert comp.batch_rows == 2 * nfe == sum(model.calls)
+    assert comp.batches == len(model.calls) < nfe
+    assert max(model.calls) == 2 * len(panels)  # the first round sends every panel in one call
+    for p, st in zip(panels, final):
+        alone = engine.sample(net, schedule=p.schedule, sampler=p.sampler, steps=p.steps, seed=3, n=2,
+                              spacing=p.spacing)
+        assert torch.allclose(st.x_t, alone, atol=1e-4), p.label()
+
+
+def test_compare_abandoned_midway_stops_its_threads():
+    import threading
+    comp = C.compare(gaussian2d(), [C.Panel("linear", "ddpm", 50), C.Panel("cosine", "langevin", 50)], seed=0)
+    for _ in zip(range(3), comp):
+        pass
+    comp.close()
+    assert not any(t.name.startswith("compare-panel") and t.is_alive() for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("where", ["network", "sampler"])
+def test_compare_error_reaches_caller_and_stops_threads(where):
+    import threading
+
+    class Broken(_RecordingModel):
+        def eps(self, x, a):
+            if len(self.calls) == 2:
+                if where == "network":
+                    raise RuntimeError("network failed")
+                return torch.zeros(x.shape[0], 3)  # the panel's own arithmetic fails on this shape
+            return super().eps(x, a)
+
+    comp = C.compare(Broken(gaussian2d()), [C.Panel("linear", "ddim", 5), C.Panel("cosine", "ddim", 5)], seed=0)
+    with pytest.raises(RuntimeError, match="network failed" if where == "network" else "size"):
+        list(comp)
+    assert not any(t.name.startswith("compare-panel") and t.is_alive() for t in threading.enumerate())
+
+
 def test_compare_errors():
     model = gaussian2d()
     with pytest.raises(ValueError, match="1 to 6 panels"):
