@@ -1,4 +1,4 @@
-"""``python -m engine {sample,train,eval,info}``: the engine from the command line."""
+"""``python -m engine {sample,train,eval,report,info}``: the engine from the command line."""
 from __future__ import annotations
 
 import argparse
@@ -68,6 +68,29 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from . import report
+
+    models = report.DEFAULT_MODELS if args.models is None else [m.strip() for m in args.models.split(",") if m.strip()]
+    grid = report.QUICK if args.quick else report.FULL
+    n = grid.n if args.n is None else args.n
+    command = report.command_line(models, n, args.seed, args.out, args.device, args.quick)
+    result = report.run_report(models, grid=grid, n=n, seed=args.seed, out=args.out, device=args.device, command=command)
+    for name, why in result["skipped"].items():
+        print(f"not evaluated: {name}: {why}", file=sys.stderr)
+    print(f"wrote {result['page']} and {len(result['figures'])} figures: {result['computed']} cells computed, "
+          f"{result['reused']} reused from {result['cache']}")
+    return 0
+
+
+def cmd_train_classifier(args) -> int:
+    from . import evaluate
+
+    result = evaluate.train_classifier(args.dataset, epochs=args.epochs, seed=args.seed)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
 def cmd_info(args) -> int:
     if args.name:
         print(json.dumps(checkpoints.model_card(args.name), indent=2))
@@ -108,6 +131,12 @@ def main(argv=None) -> int:
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 
+    c = sub.add_parser("train-classifier", help="train the evaluator's classifier for a dataset (DATASET-classifier)")
+    c.add_argument("--dataset", required=True, choices=["mnist", "fashion-mnist", "digits8"])
+    c.add_argument("--epochs", type=int, default=8)
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=cmd_train_classifier)
+
     e = sub.add_parser("eval", help="score a model's samples against held-out data (FD with real-vs-real baseline, ...)")
     e.add_argument("--model", required=True)
     e.add_argument("--schedule", default="linear")
@@ -120,6 +149,15 @@ def main(argv=None) -> int:
     e.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE")
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("report", help="evaluate the sampler × schedule × steps grid; write RESULTS.md and its figures")
+    r.add_argument("--models", default=None, help="comma-separated model names (default mnist-ddpm,mnist-ncsn,fashion-ddpm)")
+    r.add_argument("--n", type=int, default=None, help="samples per cell (default 500; 64 with --quick)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", default="docs", help="writes OUT/RESULTS.md and OUT/results/ (figures, cells.json)")
+    r.add_argument("--device", default="auto", help="auto: CUDA when available, else the CPU")
+    r.add_argument("--quick", action="store_true", help="a tiny grid (5 and 10 steps, linear and cosine) for a smoke test")
+    r.set_defaults(func=cmd_report)
 
     i = sub.add_parser("info", help="list models, schedules and samplers, or print a model card")
     i.add_argument("name", nargs="?")

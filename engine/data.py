@@ -146,12 +146,14 @@ def load_digits8(split: str = "train", seed: int = 0) -> tuple[torch.Tensor, tor
     return _shuffle_split(images, labels, split, seed, n_test=180)
 
 
-def load_dataset(name: str, split: str = "train", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dispatch on ``name`` in DATASETS. ``seed`` picks the mnist/digits8 split; fashion-mnist has a fixed split."""
+def load_dataset(name: str, split: str = "train", seed: int = 0,
+                 directory: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dispatch on ``name`` in DATASETS. ``seed`` picks the mnist/digits8 split; fashion-mnist has a fixed split
+    and is read from ``directory`` (default FASHION_MNIST_DIR)."""
     if name == "mnist":
         return load_mnist(split, seed)
     if name == "fashion-mnist":
-        return load_fashion_mnist(split)
+        return load_fashion_mnist(split, directory or FASHION_MNIST_DIR)
     if name == "digits8":
         return load_digits8(split, seed)
     raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")

@@ -44,3 +44,11 @@ def test_bad_input_is_a_clear_error(ckpt_dir, tmp_path, monkeypatch, capsys):
     assert "never a path" in capsys.readouterr().err
     assert main(["sample", "--model", "tiny-moons", "--option", "eta=2", "--out", str(tmp_path / "x.png")]) == 2
     assert "eta must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_train_classifier_makes_the_evaluators_classifier(tmp_path, monkeypatch, capsys):
+    from engine import checkpoints
+    monkeypatch.setenv("ENGINE_CHECKPOINTS", str(tmp_path))
+    assert main(["train-classifier", "--dataset", "digits8", "--epochs", "1"]) == 0
+    assert '"held_out_accuracy"' in capsys.readouterr().out
+    assert checkpoints.list_models(tmp_path, kind="classifier") == ["digits8-classifier"]

@@ -118,6 +118,9 @@ def test_fashion_mnist_from_directory(tmp_path, fake_images):
     write_split(tmp_path, "t10k", images, labels, compress=True)
     x, y = data.load_fashion_mnist("test", directory=str(tmp_path))
     assert x.shape == (7, 1, 5, 6) and y.tolist() == labels.tolist()
+    # the training config's data_dir reaches the loader through load_dataset
+    x2, _ = data.load_dataset("fashion-mnist", "test", directory=str(tmp_path))
+    assert torch.equal(x, x2)
 
 
 # ----------------------------------------------------------------------------------------- digits8, dispatch ---

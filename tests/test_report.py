@@ -1,0 +1,171 @@
+"""The results page: the grid is what the page promises, the cell cache resumes and notices new weights, the page
+lists every cell and the quality-bar verdicts, and the figures are written."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import engine
+from engine import evaluate, report
+from engine.checkpoints import build_model, load_model, save_model
+from engine.cli import main
+
+TINY_UNET = {"type": "unet", "config": {"in_channels": 1, "image_size": 8, "base_channels": 8, "channel_mults": [1, 2],
+                                        "num_res_blocks": 1, "attention_resolutions": [], "num_groups": 4}}
+TINY = report.Grid(steps=(2, 3), schedules={"ddpm": ("linear", "karras"), "dsm": ("ve-geometric",)}, n=20)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """Untrained tiny U-Nets on the 8×8 digits (one per objective) and an untrained digits classifier."""
+    d = tmp_path_factory.mktemp("report") / "ck"
+    torch.manual_seed(0)
+    for name, objective in (("tiny-eps", "ddpm"), ("tiny-score", "dsm")):
+        card = {"arch": TINY_UNET, "objective": objective, "data_shape": [1, 8, 8],
+                "data": {"dataset": "digits8", "split": "train"}, "training": {"steps": 0}}
+        save_model(build_model(card), name, d, card)
+    evaluate.train_classifier("digits8", epochs=0, directory=d)  # untrained: its features still measure FD
+    return d
+
+
+def test_full_grid_is_what_the_page_promises():
+    eps = report.plan_cells("m", "ddpm", report.FULL)
+    score = report.plan_cells("m", "dsm", report.FULL)
+    for plan, samplers, long_run in ((eps, {"ddpm", "ddim", "dpm-solver++", "ode"}, {"ddpm", "ddim"}),
+                                     (score, {"langevin", "euler-maruyama", "pc", "ode"}, {"euler-maruyama"})):
+        assert len(set(plan)) == len(plan)
+        assert {c.sampler for c in plan} == samplers
+        assert {"linear", "cosine", "sigmoid", "constant", "karras"} <= {c.schedule for c in plan} <= set(engine.SCHEDULES)
+        assert {c.sampler for c in plan if c.steps == 1000} == long_run
+        for c in plan:
+            assert c.steps in (10, 20, 50, 100, 1000)
+            assert c.spacing == ("trailing" if c.sampler == "dpm-solver++" else "leading")
+    assert len(eps) == 5 * (4 * 4 + 2) and len(score) == 6 * (4 * 4 + 1)
+    assert "ve-geometric" in {c.schedule for c in score}
+    # every bar is judged on cells the full grid runs
+    objective = {"mnist-ddpm": "ddpm", "fashion-ddpm": "ddpm", "mnist-ncsn": "dsm"}
+    for bar in report.BARS:
+        plan = {(c.sampler, c.steps) for c in report.plan_cells(bar.model, objective[bar.model], report.FULL)}
+        assert all((bar.sampler, s) in plan for s in bar.steps)
+        assert any(sampler == bar.sampler for sampler, _ in plan)
+        assert bar.reference is None or bar.reference in plan
+    text = "\n".join(report._grid_lines(report.FULL))
+    assert "1000 only for ddpm, ddim, euler-maruyama" in text and "dpm-solver++: trailing" in text
+
+
+def _record(cell: report.Cell, fd: float, nn_ratio: float = 1.0) -> dict:
+    nfe = {"ode": 2 * cell.steps - 1}.get(cell.sampler, cell.steps)
+    return {"model": cell.model, "sampler": cell.sampler, "schedule": cell.schedule, "steps": cell.steps,
+            "spacing": cell.spacing, "options": cell.options, "n": 500, "nfe": nfe, "fd": fd, "fd_baseline": 1.0,
+            "fd_ratio": fd, "confident": 0.9, "coverage_min_class": 0.08, "nn_ratio": nn_ratio,
+            "seconds": 0.01 * nfe, "device": "cpu (test)"}
+
+
+def test_bar_verdicts_follow_the_numbers():
+    cells = report.plan_cells("mnist-ddpm", "ddpm", report.FULL)
+    records = []
+    for c in cells:
+        fd = 5.0
+        if (c.sampler, c.steps) == ("ddim", 50):
+            fd = 1.5 if c.schedule == "cosine" else 2.5  # passes on cosine only
+        if (c.sampler, c.steps) == ("ddpm", 1000):
+            fd = 1.2  # FD passes, memorisation fails below
+        if c.sampler == "dpm-solver++" and c.steps == 20:
+            fd = 1.7 if c.schedule == "linear" else 1.9  # 1.7 / 1.2 = 1.42 ≤ 1.5 on linear; 1.58 elsewhere
+        records.append(_record(c, fd, nn_ratio=0.5 if (c.sampler, c.steps) == ("ddpm", 1000) else 1.0))
+    verdicts = {(b.model, b.sampler): report.judge_bar(b, records if b.model == "mnist-ddpm" else [], 500)
+                for b in report.BARS}
+    ddim = verdicts["mnist-ddpm", "ddim"]
+    assert ddim["verdict"] == "pass" and ddim["passing"] == ["cosine"] and ddim["shown"]["schedule"] == "cosine"
+    ddpm = verdicts["mnist-ddpm", "ddpm"]
+    assert ddpm["verdict"] == "fail" and [ok for *_, ok in ddpm["figures"]] == [True, True, True, False]
+    dpm = verdicts["mnist-ddpm", "dpm-solver++"]
+    assert dpm["verdict"] == "pass" and dpm["passing"] == ["linear"] and dpm["figures"][0][1] == pytest.approx(1.7 / 1.2)
+    assert verdicts["mnist-ncsn", "pc"]["verdict"] == "not run"
+    assert report.judge_bar(report.BARS[0], records, 499)["verdict"] == "not judged (n < 500)"
+
+    page = report.render_page(command="python -m engine report", grid=report.FULL, n=500, seed=0,
+                              results={"mnist-ddpm": records}, setups={}, skipped={}, samples={"mnist-ddpm": records[0]},
+                              models=[])
+    bar_rows = [line for line in page.splitlines() if line.startswith("| mnist-") or line.startswith("| fashion-")]
+    assert len(bar_rows) == len(report.BARS)
+    assert "| cosine | ddim · cosine · 50 steps |" in bar_rows[0] and bar_rows[0].endswith("**pass** |")
+    assert "NN ratio 0.50 ✗" in bar_rows[1] and bar_rows[1].endswith("**fail** |")
+    assert all(row.endswith("**not run** |") for row in bar_rows[3:])
+    assert "Verdicts: 2 pass, 1 fail, 3 not run." in page
+    assert "Lowest FD: 1.2 (1.20× the real-vs-real baseline) with ddpm · " in page
+    assert "Fewest NFE within 1.5× the baseline: 50 (ddim · cosine · 50 steps, 1.50×)." in page
+    assert "Fewest NFE within 2× the baseline: 20 (dpm-solver++ · linear · 20 steps, 1.70×)." in page
+
+
+def _cells(out) -> dict:
+    return json.loads((out / "results" / "cells.json").read_text())["cells"]
+
+
+def test_report_resumes_reuses_and_recomputes_after_new_weights(ckpt, tmp_path, monkeypatch):
+    out = tmp_path / "docs"
+    plans = {m: report.plan_cells(m, o, TINY) for m, o in (("tiny-eps", "ddpm"), ("tiny-score", "dsm"))}
+    total = sum(map(len, plans.values()))
+    models = ["tiny-eps", "tiny-score", "absent"]
+
+    real, calls = evaluate.evaluate_images, []
+
+    def interrupted(*args, **kwargs):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate_images", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        report.run_report(models, grid=TINY, out=out, device="cpu", directory=ckpt)
+    assert len(_cells(out)) == 5 and not (out / "RESULTS.md").exists()
+
+    monkeypatch.setattr(evaluate, "evaluate_images", real)
+    first = report.run_report(models, grid=TINY, out=out, device="cpu", directory=ckpt, command="python -m engine report X")
+    assert (first["computed"], first["reused"]) == (total - 5, 5)
+    assert list(first["skipped"]) == ["absent"]
+    page = (out / "RESULTS.md").read_text()
+    assert "Generated by `python -m engine report X`" in page and "n = 20 samples per cell" in page
+    assert "**absent**: not evaluated — no checkpoint absent" in page
+    for plan in plans.values():
+        for c in plan:  # every cell has its row in the full table
+            assert f"| {c.sampler} | {c.schedule} | {c.steps} | {c.spacing} |" in page
+    assert "not judged" not in page and page.count("**not run**") == len(report.BARS)  # no bar model here
+    names = {p.name for p in first["figures"]}
+    assert names == {"schedules.png", "fd_vs_nfe_tiny-eps.png", "fd_vs_nfe_tiny-score.png",
+                     "samples_tiny-eps.png", "samples_tiny-score.png"}
+    for p in first["figures"]:
+        assert Image.open(p).size[0] >= 60 and f"results/{p.name}" in page
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("a fresh cell was recomputed")
+
+    monkeypatch.setattr(evaluate, "evaluate_images", no_evaluation)
+    again = report.run_report(models, grid=TINY, out=out, device="cpu", directory=ckpt)
+    assert (again["computed"], again["reused"]) == (0, total)
+
+    # new weights for one model: only its cells are stale
+    model = load_model("tiny-eps", directory=ckpt)
+    with torch.no_grad():
+        next(model.net.parameters()).add_(0.01)
+    save_model(model, "tiny-eps", ckpt)
+    monkeypatch.setattr(evaluate, "evaluate_images", real)
+    retrained = report.run_report(models, grid=TINY, out=out, device="cpu", directory=ckpt)
+    assert (retrained["computed"], retrained["reused"]) == (len(plans["tiny-eps"]), len(plans["tiny-score"]))
+    sha = engine.model_card("tiny-eps", ckpt)["sha256"]
+    assert {r["sha256"] for r in _cells(out).values() if r["model"] == "tiny-eps"} == {sha}
+
+
+def test_report_command(ckpt, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ENGINE_CHECKPOINTS", str(ckpt))
+    out = tmp_path / "quick"
+    assert main(["report", "--quick", "--models", "tiny-score", "--n", "10", "--out", str(out), "--device", "cpu"]) == 0
+    assert f"{len(report.plan_cells('tiny-score', 'dsm', report.QUICK))} cells computed" in capsys.readouterr().out
+    page = (out / "RESULTS.md").read_text()
+    assert (f"`python -m engine report --models tiny-score --n 10 --seed 0 --out {out} --device cpu --quick`"
+            in page)
+    assert "| langevin | cosine | 10 | leading | 51 |" in page  # n_steps_each = 5 per level, then the final denoise
+    assert main(["report", "--models", "tiny-score", "--n", "500", "--out", str(out), "--device", "cpu"]) == 2
+    assert "n must be at most 180" in capsys.readouterr().err
