@@ -4,7 +4,8 @@ For n generated images and n held-out real images (features f = the classifier's
   FD        Fréchet distance between Gaussians fitted to the features:
             ‖μ_g − μ_r‖² + Tr(Σ_g + Σ_r − 2 (Σ_g Σ_r)^{1/2})   (Heusel et al. 2017, on our features instead of Inception)
   baseline  the same FD between n training images and the n held-out images: what "as good as real" reads at this n
-  confident share of samples whose top class probability exceeds 0.9
+  confident share of samples whose top class probability exceeds 0.9, with the same share for the n held-out real
+            images (``confident_heldout``) as its baseline
   coverage  the smallest class's share of the predicted labels (1/10 when perfectly balanced)
   memorisation  median distance from each sample to its nearest training image, against the same for held-out
             real images (a ratio well below 1 means samples copy the training set)
@@ -141,6 +142,7 @@ def evaluate_images(model, classifier: Classifier, dataset: str, *, sampler: str
     with torch.no_grad():
         f_fake, f_real, f_ref = (classifier.features(v).numpy().astype(np.float64) for v in (fake, real, ref))
         probs = classifier.head(torch.from_numpy(f_fake).float()).softmax(1)
+        probs_real = classifier.head(torch.from_numpy(f_real).float()).softmax(1)
     labels = probs.argmax(1)
     shares = torch.bincount(labels, minlength=probs.shape[1]).float() / n
     return {
@@ -148,6 +150,7 @@ def evaluate_images(model, classifier: Classifier, dataset: str, *, sampler: str
         "fd": frechet_distance(f_fake, f_real),
         "fd_baseline": frechet_distance(f_ref, f_real),
         "confident": float((probs.max(1).values > 0.9).float().mean()),
+        "confident_heldout": float((probs_real.max(1).values > 0.9).float().mean()),
         "coverage_min_class": float(shares.min()),
         "nn_distance_samples": _median_nn_distance(fake, train_x),
         "nn_distance_heldout": _median_nn_distance(real, train_x),

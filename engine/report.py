@@ -533,12 +533,17 @@ def _budget_table(records: list[dict]) -> list[str]:
     return out
 
 
+def _real(r: dict) -> str:
+    """The held-out real images' confident share (the classifier's own ceiling), when the record has it."""
+    return f" (real {_pct(r['confident_heldout'])})" if r.get("confident_heldout") is not None else ""
+
+
 def _detail_table(records: list[dict]) -> list[str]:
     out = ["| sampler | schedule | steps | spacing | NFE | FD | baseline | FD / baseline | confident | smallest class "
            "| NN ratio | seconds |", "|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in records:
         out.append(f"| {r['sampler']} | {r['schedule']} | {r['steps']} | {r['spacing']} | {r['nfe']} | {_num(r['fd'])} "
-                   f"| {_num(r['fd_baseline'])} | {r['fd_ratio']:.2f} | {_pct(r['confident'])} "
+                   f"| {_num(r['fd_baseline'])} | {r['fd_ratio']:.2f} | {_pct(r['confident'])}{_real(r)} "
                    f"| {_pct(r['coverage_min_class'])} | {r['nn_ratio']:.2f} | {_secs(r['seconds'])} |")
     return out
 

@@ -60,6 +60,7 @@ def test_image_evaluation_reports_every_figure(tiny_digits):
     # an untrained model is far from the data; real-vs-real is close
     assert r["fd"] > 2 * r["fd_baseline"] > 0
     assert 0 <= r["confident"] <= 1 and 0 <= r["coverage_min_class"] <= 0.1
+    assert r["confident_heldout"] > r["confident"]  # real digits convince the classifier more than noise does
     assert r["nn_distance_heldout"] > 0 and r["nn_distance_samples"] > 0
     with pytest.raises(ValueError, match="n must be at most 180"):
         evaluate.evaluate_images(model, clf, "digits8", sampler="ddim", schedule="cosine", steps=5, n=1000)
