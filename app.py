@@ -25,7 +25,10 @@ def main(argv=None) -> None:
     p.add_argument("--share", action="store_true", help="ask Gradio for a public *.gradio.live link")
     p.add_argument("--checkpoints", default=None, help="checkpoint folder (default: $ENGINE_CHECKPOINTS or checkpoints/)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # the app's log to stderr with a time stamp: refused requests (INFO), damaged checkpoints and failed requests
+    # (ERROR, with the traceback and the reference the client was given); other libraries' warnings only
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    log.setLevel(logging.INFO)
     demo = build_demo(args.checkpoints)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, prevent_thread_lock=True)
     if args.share and not getattr(demo, "share_url", None):

@@ -66,10 +66,13 @@ def signal_stats(schedule: str | Schedule, ts) -> list[dict]:
 def image_to_tensor(image, data_shape: tuple[int, ...], max_pixels: int = MAX_UPLOAD_PIXELS) -> torch.Tensor:
     """Convert a PIL image (any size, any mode) to a (1, C, H, W) tensor in [−1, 1] for a model's ``data_shape``.
 
-    Palette/alpha/16-bit/CMYK images are first flattened to RGB (alpha composited on white), then converted to
+    Every Pillow mode is accepted: 16- and 32-bit integer grey ("I;16*", "I") is scaled from 0…65535 to 0…255
+    (p // 257; "I" values outside 0…65535 are clipped), float grey ("F") is clipped to 0…255, premultiplied alpha
+    ("La", "RGBa") is un-premultiplied, alpha (also a palette's transparency) is composited on white, and
+    everything else (1-bit, palette, CMYK, YCbCr, LAB, HSV…) is converted to RGB by Pillow. The result goes to
     grey ("L") for C = 1; the image is centre-cropped to the target aspect ratio and resized with a Lanczos filter.
     Pixels p ∈ {0…255} map to x = 2p/255 − 1, like the datasets. Images with more than ``max_pixels`` pixels are
-    refused with ValueError.
+    refused with ValueError, as is a mode Pillow cannot convert.
     """
     from PIL import Image, ImageOps
 
@@ -83,11 +86,21 @@ def image_to_tensor(image, data_shape: tuple[int, ...], max_pixels: int = MAX_UP
     if image.width < 1 or image.height < 1:
         raise ValueError("image is empty")
     img = image
+    if img.mode.startswith("I"):  # "I;16", "I;16B", "I;16L", "I;16N", "I": 16 (or 32) bits per pixel
+        wide = np.asarray(img, dtype=np.int64)
+        img = Image.fromarray((np.clip(wide, 0, 65535) // 257).astype(np.uint8), "L")
+    elif img.mode == "F":
+        img = Image.fromarray(np.clip(np.nan_to_num(np.asarray(img, dtype=np.float32)), 0, 255).astype(np.uint8), "L")
+    elif img.mode in ("La", "RGBa"):
+        img = img.convert("LA" if img.mode == "La" else "RGBA")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)
-    img = img.convert("RGB")
+    try:
+        img = img.convert("RGB")
+    except ValueError as err:  # a mode Pillow has no conversion for
+        raise ValueError(f"images in colour mode {image.mode} are not supported ({err})") from None
     if c == 1:
         img = img.convert("L")
     img = ImageOps.fit(img, (w, h), method=Image.Resampling.LANCZOS)

@@ -6,6 +6,7 @@ keyword names of the API endpoints.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ from engine import fields as engine_fields
 from engine import forward as engine_forward
 
 from . import imaging, plots
+from .guard import shown
 from .models import ModelStore
 from .settings import (MAX_N, MAX_SEED, MAX_STEPS, OPTION_DEFAULTS, SAMPLERS, SCHEDULES, SPACINGS, as_float, as_int,
                        base_url, choice, nfe_estimate, query_string, sampler_opts)
@@ -31,6 +33,13 @@ N_GIF_FRAMES = 60
 UPDATE_EVERY_S = 0.2  # at most this often a streamed update (5 per second)
 PLOT_FIRST_S, PLOT_EVERY_S = 0.4, 1.5  # the schedule plot: first after 0.4 s, then every 1.5 s
 FORWARD_DATASETS = ["mnist", "digits8", "fashion-mnist"]
+MAX_TIMESTEPS = 12  # t values in one Forward-process request
+FIELD_SIGMA = (0.01, 5.0)  # the Score-field tab's ranges (its sliders use them too)
+FIELD_MAX_STEPS = 200
+FIELD_PARTICLES = (10, 2000)
+RESULTS_MAX_AGE_S = 3600  # result folders (PNG, GIF) older than this are removed when a new one is made
+
+log = logging.getLogger("diffusion-explorer")
 
 
 def _err(err: Exception) -> gr.Error:
@@ -62,10 +71,10 @@ class Handlers:
     # ------------------------------------------------------------------------------------------ common ---
 
     def _out_dir(self) -> str:
-        """A fresh folder for one result's downloads; folders older than an hour are removed."""
+        """A fresh folder for one result's downloads; folders older than RESULTS_MAX_AGE_S are removed."""
         root = os.path.join(tempfile.gettempdir(), "diffusion-explorer")
         os.makedirs(root, exist_ok=True)
-        cutoff = time.time() - 3600
+        cutoff = time.time() - RESULTS_MAX_AGE_S
         for name in os.listdir(root):
             path = os.path.join(root, name)
             try:
@@ -76,17 +85,21 @@ class Handlers:
         return tempfile.mkdtemp(dir=root)
 
     def _model(self, name, kind: str = "image"):
+        """The loaded model called ``name`` — a name from the list of intact models, never a path — or gr.Error.
+        Messages name no server path (the log has the details)."""
         names = self.store.image_models() if kind == "image" else self.store.toy_models()
         if not names:
             what = "image" if kind == "image" else "2-D toy"
-            raise gr.Error(f"no {what} model is available in {self.store.directory}: train one "
+            raise gr.Error(f"no {what} model is available on this server: train one "
                            f"(python -m engine train --config engine/configs/...) or set ENGINE_CHECKPOINTS")
-        if name not in names:
-            raise gr.Error(f"unknown model {name!r}; models available here: {', '.join(names)}")
+        if not isinstance(name, str) or name not in names:
+            raise gr.Error(f"unknown model {shown(name)}; models available here: {', '.join(names)}")
         try:
             return self.store.load(name)
-        except (ValueError, engine.CheckpointError) as err:
-            raise _err(err) from None
+        except (ValueError, engine.CheckpointError) as err:  # its files changed and no longer check out
+            log.error("model %s could not be loaded: %s", name, err)
+            raise gr.Error(f"model {name} cannot be loaded now: its checkpoint changed or is damaged; "
+                           f"try another model") from None
 
     def _settings(self, model, schedule, sampler, steps, seed, n, spacing, opts_in: dict) -> dict:
         s = {
@@ -146,7 +159,7 @@ class Handlers:
                 if step.i in gif_at:
                     frames.append(imaging.display(step.x_t))
                 if elapsed > self.time_budget_s and step.i + 1 < total:
-                    gr.Warning(f"stopped after {elapsed:.0f} s (time budget {self.time_budget_s:.0f} s per request)")
+                    gr.Warning(f"stopped after {elapsed:.1f} s (time budget {self.time_budget_s:g} s per request)")
                     break
                 if step.i + 1 < total and (step.i == 0 or now - last >= UPDATE_EVERY_S):
                     # the first frame goes out at once; later ones at most every UPDATE_EVERY_S. The plot
@@ -168,7 +181,8 @@ class Handlers:
             raise gr.Error("the sampler produced no steps")
         elapsed = time.perf_counter() - t0
         final = imaging.grid(step.x_t)
-        if step.i not in gif_at:  # stopped early by the time budget
+        stopped = step.i + 1 < total  # by the time budget
+        if step.i not in gif_at:
             frames.append(imaging.display(step.x_t))
         settings = {k: v for k, v in s.items() if k != "options"}
         settings.update(s["options"])
@@ -179,7 +193,8 @@ class Handlers:
         gif = imaging.gif(frames, tmp, stem)
         link = base_url(request) + query_string({"tab": "generate", **{k: v for k, v in settings.items()
                                                                         if k not in ("app", "nfe")}})
-        status = (f"done: {step.i + 1}/{total} steps · NFE {step.nfe} · {(step.i + 1) / max(elapsed, 1e-9):.1f} "
+        head = f"stopped by the time budget ({self.time_budget_s:g} s per request)" if stopped else "done"
+        status = (f"{head}: {step.i + 1}/{total} steps · NFE {step.nfe} · {(step.i + 1) / max(elapsed, 1e-9):.1f} "
                   f"steps/s · {elapsed:.2f} s")
         plot = plots.schedule_figure([{"schedule": s["schedule"], "label": label, "visited": visited,
                                        "current": step.t}])
@@ -272,7 +287,10 @@ class Handlers:
 
     def forward(self, dataset="mnist", index=0, schedules=("linear", "cosine"), timesteps="0, 50, 100, 250, 500, 750, 999",
                 seed=0, upload=None):
-        """q(x_t | x_0) at the chosen t for each schedule. Returns (gallery, plot, x_0 image, x_0 description)."""
+        """q(x_t | x_0) at the chosen t for each schedule. Returns (gallery, plot, x_0 image, x_0 description).
+
+        ``upload`` is the path of an uploaded image file (or None: the dataset's image ``index``); it is decoded
+        by ``imaging.open_upload``, within the app's byte and pixel caps."""
         seed = as_int("seed", seed, 0, MAX_SEED)
         if isinstance(schedules, str):
             schedules = [schedules]
@@ -281,20 +299,22 @@ class Handlers:
             raise gr.Error("choose at least one schedule")
         for sname in schedules:
             choice("schedule", sname, SCHEDULES)
+        parts = [t.strip() for t in str(timesteps).replace(";", ",").split(",") if t.strip()]
+        if not 1 <= len(parts) <= MAX_TIMESTEPS:
+            raise gr.Error(f"choose 1 to {MAX_TIMESTEPS} values of t; got {len(parts)}")
         try:
-            ts = [int(float(t)) for t in str(timesteps).replace(";", ",").split(",") if t.strip()]
+            ts = [int(t) for t in parts]  # whole numbers only: "1.5", "1e400" and 5000-digit strings are refused
         except ValueError:
-            raise gr.Error(f"t values must be integers separated by commas; got {timesteps!r}") from None
-        if not 1 <= len(ts) <= 12:
-            raise gr.Error(f"choose 1 to 12 values of t; got {len(ts)}")
+            raise gr.Error(f"t values must be integers separated by commas; got {shown(timesteps)}") from None
         dataset = choice("dataset", dataset, FORWARD_DATASETS)
         try:
             images, _ = engine_data.load_dataset(dataset, "test")
         except (FileNotFoundError, ValueError) as err:
-            raise _err(err) from None
+            log.error("dataset %s could not be loaded: %s", dataset, err)
+            raise gr.Error(f"the dataset {dataset} is not installed on this server; choose another") from None
         if upload is not None:
             try:
-                x0 = engine_forward.image_to_tensor(upload, tuple(images.shape[1:]))
+                x0 = engine_forward.image_to_tensor(imaging.open_upload(upload), tuple(images.shape[1:]))
             except ValueError as err:
                 raise _err(err) from None
             source = "upload"
@@ -319,10 +339,10 @@ class Handlers:
 
     def score_field(self, model, sigma=0.5, sampler="ddim", schedule="cosine", steps=50, seed=0, particles=500):
         """Score arrows at σ over p_σ, and particles moved by the sampler. Returns (plot, gallery, status)."""
-        sigma = as_float("sigma", sigma, engine_fields.MIN_SIGMA, 100.0)
-        steps = as_int("steps", steps, 1, MAX_STEPS)
+        sigma = as_float("sigma", sigma, *FIELD_SIGMA)
+        steps = as_int("steps", steps, 1, FIELD_MAX_STEPS)
         seed = as_int("seed", seed, 0, MAX_SEED)
-        count = as_int("particles", particles, 1, 5000)
+        count = as_int("particles", particles, *FIELD_PARTICLES)
         choice("sampler", sampler, SAMPLERS)
         choice("schedule", schedule, SCHEDULES)
         net = self._model(model, kind="toy")

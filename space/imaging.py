@@ -8,13 +8,20 @@ import json
 import math
 import os
 import tempfile
+import warnings
 
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageOps, PngImagePlugin
+
+from engine.forward import MAX_UPLOAD_PIXELS
 
 PNG_KEY = "diffusion-explorer"
 DISPLAY_SIZE = 256  # the live image and gallery entries are upscaled (nearest) to about this many pixels
+MAX_UPLOAD_BYTES = 10 * 2**20  # an uploaded file larger than this is refused unread
+# formats decoded by Pillow itself; the others it can open (EPS through Ghostscript, for one) are refused
+UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+_READABLE = f"an image in one of the formats {', '.join(UPLOAD_FORMATS)}"
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -74,3 +81,41 @@ def gif(frames: list[Image.Image], directory: str | None = None, stem: str = "tr
     path = os.path.join(directory or tempfile.mkdtemp(prefix="dx-"), f"{stem}.gif")
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=False)
     return path
+
+
+def check_upload(path: str | os.PathLike, max_bytes: int = MAX_UPLOAD_BYTES,
+                 max_pixels: int = MAX_UPLOAD_PIXELS) -> Image.Image:
+    """The uploaded file opened lazily (its header read, no pixel decoded), or ValueError saying why not.
+
+    Checked in this order, each before the work the next needs: the file's size (at most ``max_bytes``), its
+    format (one of ``UPLOAD_FORMATS``, recognised from the content, not the name), and the pixel count its header
+    declares (at most ``max_pixels``; a decompression bomb is refused here, before decoding).
+    """
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise ValueError(f"the upload is {size / 2**20:.1f} MiB; at most {max_bytes / 2**20:.0f} MiB are accepted")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path, formats=UPLOAD_FORMATS)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ValueError(f"the upload declares too many pixels; at most {max_pixels:,} are accepted") from None
+        except Exception:  # Pillow's decoders raise many types for hostile bytes; all mean "not readable"
+            raise ValueError(f"the upload is not {_READABLE}") from None
+    if image.width * image.height > max_pixels:
+        image.close()
+        raise ValueError(f"the upload is {image.width}×{image.height} pixels; at most {max_pixels:,} are accepted")
+    return image
+
+
+def open_upload(path: str | os.PathLike, max_bytes: int = MAX_UPLOAD_BYTES,
+                max_pixels: int = MAX_UPLOAD_PIXELS) -> Image.Image:
+    """An uploaded file as a decoded PIL image (first frame, EXIF orientation applied), or ValueError saying why
+    not: ``check_upload``'s checks, then the decoding itself (a truncated or corrupt file ends here)."""
+    image = check_upload(path, max_bytes, max_pixels)
+    try:
+        with image:
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except Exception:
+        raise ValueError(f"the upload could not be decoded: the file is damaged or truncated ({_READABLE})") from None

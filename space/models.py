@@ -1,13 +1,24 @@
-"""Which checkpoints the app offers, and a small cache of loaded models (reloaded when a file changes)."""
+"""Which checkpoints the app offers, and a small cache of loaded models.
+
+Every checkpoint in the folder is verified before it is offered — its card parses, the weights' sha256 matches the
+card, safetensors parses them and they fit the card's architecture — at start-up and again whenever one of its two
+files changes (a new export replaces them). A damaged one (tampered, truncated, missing its weights or its card) is
+logged with the reason and left out; the intact ones are served.
+"""
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
 import engine
-from engine.checkpoints import checkpoint_dir
+from engine.checkpoints import NAME_PATTERN, checkpoint_dir
 from engine.evaluate import load_classifier
+
+log = logging.getLogger("diffusion-explorer")
+# what loading a damaged checkpoint raises: engine's CheckpointError, or a card with missing or mistyped fields
+LOAD_ERRORS = (engine.CheckpointError, ValueError, KeyError, TypeError, OSError)
 
 
 class ModelStore:
@@ -16,12 +27,84 @@ class ModelStore:
     def __init__(self, directory=None, max_loaded: int = 4):
         self.directory = Path(checkpoint_dir(directory))
         self.max_loaded = max_loaded
-        self._cache: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: OrderedDict = OrderedDict()  # (name, files' signature) → loaded model, least recent first
+        self._lock = threading.RLock()
         self._classifiers: dict = {}
+        self._checked: dict[str, tuple] = {}  # name → (files' signature, kind, problem or None)
+        self.verify()
+
+    # ------------------------------------------------------------------------------------ verification ---
+
+    def _files(self, name: str) -> tuple[Path, Path]:
+        return self.directory / f"{name}.json", self.directory / f"{name}.safetensors"
+
+    def _signature(self, name: str) -> tuple:
+        """(mtime, size) of the card and the weights; None for a missing file. A new export changes it."""
+        out = []
+        for path in self._files(name):
+            try:
+                st = path.stat()
+                out.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def _check(self, name: str) -> tuple[str | None, str | None]:
+        """(kind, problem) of one checkpoint: loads it fully once per version of its files."""
+        sig = self._signature(name)
+        known = self._checked.get(name)
+        if known and known[0] == sig:
+            return known[1], known[2]
+        card, weights = self._files(name)
+        kind, problem, model = None, None, None
+        if not card.is_file():
+            problem = f"weights file {weights.name} has no model card {card.name}"
+        elif not weights.is_file():
+            problem = f"model card {card.name} has no weights file {weights.name}"
+        else:
+            try:
+                kind = engine.model_card(name, self.directory).get("kind", "denoiser")
+                if kind == "classifier":
+                    load_classifier(name, self.directory)
+                elif kind == "denoiser":
+                    model = engine.load_model(name, directory=self.directory)
+                else:
+                    problem = f"unknown kind {kind!r} in its card"
+            except LOAD_ERRORS as err:
+                problem = str(err)
+        if problem:
+            log.error("checkpoint %s in %s is not offered: %s", name, self.directory, problem)
+        elif model is not None:
+            self._remember((name, sig), model)
+        self._checked[name] = (sig, kind, problem)
+        return kind, problem
+
+    def verify(self) -> dict[str, str]:
+        """Check every checkpoint in the folder (only those whose files changed since the last check are loaded
+        again); returns the damaged ones, {name: problem}."""
+        if not self.directory.is_dir():
+            return {}
+        stems = {p.stem for p in self.directory.glob("*.json")} | {p.stem for p in self.directory.glob("*.safetensors")}
+        names = sorted(s for s in stems if NAME_PATTERN.match(s))
+        with self._lock:
+            for gone in set(self._checked) - set(names):
+                del self._checked[gone]
+            return {name: problem for name in names for _, problem in [self._check(name)] if problem}
+
+    def skipped(self) -> list[str]:
+        """Names of the checkpoints left out as damaged (the reasons are in the log)."""
+        return sorted(self.verify())
+
+    def _names(self, kind: str) -> list[str]:
+        with self._lock:
+            self.verify()
+            return sorted(n for n, (_, k, problem) in self._checked.items() if k == kind and problem is None)
 
     def names(self) -> list[str]:
-        return engine.list_models(self.directory)
+        """The intact denoising models."""
+        return self._names("denoiser")
+
+    # ---------------------------------------------------------------------------------------- offering ---
 
     def card(self, name: str) -> dict:
         return engine.model_card(name, self.directory)
@@ -39,31 +122,43 @@ class ModelStore:
         return [m for m in self.names() if self._shape(m) == (2,)]
 
     def classifier_for(self, name: str):
-        """The evaluator's classifier for the model's dataset (``DATASET-classifier``), or None if none is shipped."""
+        """The evaluator's classifier for the model's dataset (``DATASET-classifier``), or None if none is shipped
+        intact (a damaged one is logged when it is found, and its figure is left out)."""
         dataset = self.card(name).get("data", {}).get("dataset")
         clf_name = f"{dataset}-classifier"
-        if clf_name not in engine.list_models(self.directory, kind="classifier"):
+        if clf_name not in self._names("classifier"):
             return None
         with self._lock:
-            if clf_name not in self._classifiers:
-                self._classifiers[clf_name] = load_classifier(clf_name, self.directory)
-            return self._classifiers[clf_name]
+            key = (clf_name, self._checked[clf_name][0])
+            if key not in self._classifiers:
+                try:
+                    classifier = load_classifier(clf_name, self.directory)
+                except LOAD_ERRORS as err:  # replaced since it was verified
+                    log.error("classifier %s could not be loaded: %s", clf_name, err)
+                    return None
+                for old in [k for k in self._classifiers if k[0] == clf_name]:
+                    del self._classifiers[old]
+                self._classifiers[key] = classifier
+            return self._classifiers[key]
+
+    def _remember(self, key: tuple, model) -> None:
+        for k in [k for k in self._cache if k[0] == key[0]]:
+            del self._cache[k]
+        self._cache[key] = model
+        while len(self._cache) > self.max_loaded:
+            self._cache.popitem(last=False)
 
     def load(self, name: str):
-        """The model, loaded once per version of its weights file (the key includes the file's mtime)."""
-        if name not in self.names():
-            known = ", ".join(self.names()) or "none"
-            raise ValueError(f"unknown model {name!r}; models available: {known}")
-        path = self.directory / f"{name}.safetensors"
-        key = (name, path.stat().st_mtime_ns)
+        """The model, loaded once per version of its files; ValueError for a name that is not an intact model,
+        ``engine.CheckpointError`` if its files were damaged after they were verified."""
         with self._lock:
+            if name not in self.names():
+                known = ", ".join(self.names()) or "none"
+                raise ValueError(f"unknown model {name!r}; models available: {known}")
+            key = (name, self._checked[name][0])
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
             model = engine.load_model(name, directory=self.directory)
-            for k in [k for k in self._cache if k[0] == name]:
-                del self._cache[k]
-            self._cache[key] = model
-            while len(self._cache) > self.max_loaded:
-                self._cache.popitem(last=False)
+            self._remember(key, model)
             return model

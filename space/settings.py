@@ -7,6 +7,9 @@ from urllib.parse import urlencode
 import gradio as gr
 
 import engine
+from engine.samplers import OPTION_VALUES, Range, check_option
+
+from .guard import shown
 
 SCHEDULES = list(engine.SCHEDULES)
 SAMPLERS = list(engine.SAMPLERS)
@@ -17,7 +20,6 @@ TABS = ["generate", "compare", "forward", "field", "about"]
 # every option the UI offers, with its default (the engine's defaults)
 OPTION_DEFAULTS = {"eta": 0.0, "variance": "fixed_small", "n_steps_each": 5, "step_size": 0.5, "snr": 0.16,
                    "n_corrector": 1}
-INT_OPTIONS = {"n_steps_each", "n_corrector"}
 MAX_STEPS = 1000
 MAX_N = 16
 MAX_SEED = 2**32 - 1
@@ -34,46 +36,60 @@ def nfe_estimate(sampler: str, steps: int, opts: dict) -> int:
 
 
 def as_int(name: str, value, lo: int, hi: int) -> int:
-    """A UI number (int or integral float) as int in [lo, hi], or gr.Error."""
-    if isinstance(value, str):
+    """A UI number (an int, an integral float or such a string) as int in [lo, hi], or gr.Error."""
+    def refuse():
+        return gr.Error(f"{name} must be an integer from {lo} to {hi}; got {shown(value)}")
+
+    v = value
+    if isinstance(v, str):
         try:
-            value = float(value)
+            v = float(v)
         except ValueError:
-            raise gr.Error(f"{name} must be an integer from {lo} to {hi}; got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value != int(value) or not lo <= int(value) <= hi:
-        raise gr.Error(f"{name} must be an integer from {lo} to {hi}; got {value!r}")
-    return int(value)
+            raise refuse() from None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise refuse()
+    if isinstance(v, float) and not (math.isfinite(v) and v.is_integer()):
+        raise refuse()
+    if not lo <= v <= hi:  # compared before int(): a huge float or int is refused, never converted
+        raise refuse()
+    return int(v)
 
 
 def as_float(name: str, value, lo: float, hi: float) -> float:
+    """A UI number as float in [lo, hi], or gr.Error (NaN, ±inf and out-of-range values included)."""
     try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a number from {lo} to {hi}; got {value!r}") from None
+        v = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        v = math.nan
     if not math.isfinite(v) or not lo <= v <= hi:
-        raise gr.Error(f"{name} must be a number from {lo} to {hi}; got {value!r}")
+        raise gr.Error(f"{name} must be a number from {lo:g} to {hi:g}; got {shown(value)}")
     return v
 
 
 def choice(name: str, value, allowed: list[str]) -> str:
-    if value not in allowed:
-        raise gr.Error(f"unknown {name} {value!r}; allowed: {', '.join(allowed) or 'none'}")
+    """``value`` if it is one of ``allowed`` (compared as given: a model name is never taken as a path), else
+    gr.Error listing what is allowed."""
+    if not isinstance(value, str) or value not in allowed:
+        raise gr.Error(f"unknown {name} {shown(value)}; allowed: {', '.join(allowed) or 'none'}")
     return value
 
 
 def sampler_opts(sampler: str, values: dict) -> dict:
-    """The options ``sampler`` takes, taken from the UI ``values`` (others ignored; 'sde' left to the engine)."""
+    """The options ``sampler`` takes, taken from the UI ``values`` (others ignored; 'sde' left to the engine), each
+    checked against the range the engine allows (``engine.samplers.OPTION_VALUES``)."""
     allowed = engine.sampler_options(sampler)
     out = {}
     for k in allowed:
         if k in values and k in OPTION_DEFAULTS:
-            v = values[k]
-            if k in INT_OPTIONS:
-                v = as_int(k, v, 0, 100)
-            elif isinstance(OPTION_DEFAULTS[k], float):
-                v = as_float(k, v, -1e9, 1e9)
-            out[k] = v
+            spec, v = OPTION_VALUES[k], values[k]
+            if isinstance(spec, Range):
+                v = as_int(k, v, spec.lo, spec.hi) if spec.integer else as_float(k, v, spec.lo, spec.hi)
+            else:
+                v = choice(k, v, list(spec))
+            try:
+                out[k] = check_option(k, v)
+            except ValueError as err:  # an open bound: step_size and snr must be > 0
+                raise gr.Error(str(err)) from None
     return out
 
 

@@ -5,15 +5,18 @@ API endpoints: ``generate``, ``compare``, ``forward``, ``score_field``, ``scrub`
 """
 from __future__ import annotations
 
+import logging
 import random
 
 import gradio as gr
 
 from . import handlers as H
 from .about import ABOUT
+from .guard import GuardedBlocks
 from .models import ModelStore
 from .settings import MAX_N, MAX_SEED, MAX_STEPS, OPTION_DEFAULTS, SAMPLERS, SCHEDULES, SPACINGS, VARIANCES, parse_query
 
+log = logging.getLogger("diffusion-explorer")
 PANEL_DEFAULTS = [("cosine", "ddim", 50), ("linear", "ddim", 50), ("karras", "ode", 25),
                   ("cosine", "dpm-solver++", 20), ("linear", "ddpm", 100), ("ve-geometric", "pc", 50)]
 DEFAULT_SETTINGS = {"schedule": "cosine", "sampler": "ddim", "steps": 50, "seed": 0, "n": 4, "spacing": "leading"}
@@ -22,6 +25,12 @@ CSS = """
 .gallery-item img, .thumbnail-item img { image-rendering: pixelated; }
 """
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
+# Limits of the public app (README "Limits", docs/RELIABILITY.md). Sampling is CPU-bound: two at a time per kind of
+# sampling request; up to QUEUE_SIZE requests wait, and a request beyond that is answered "Queue is full" at once.
+QUEUE_SIZE = 32
+WORKERS = 2
+# Gradio's copies of results (the live frames, galleries, downloads): checked every 10 minutes, removed after an hour
+DELETE_CACHE = (600, 3600)
 
 
 def _pick(names: list[str], preferred: str | None = None) -> str | None:
@@ -31,16 +40,23 @@ def _pick(names: list[str], preferred: str | None = None) -> str | None:
 
 
 def _no_models_text(store: ModelStore, image: list[str], toy: list[str]) -> str:
-    if image and toy:
-        return ""
+    """The page's notice: missing kinds of model and checkpoints skipped as damaged ("" when all is well). It names
+    no server path; the log has the folder and each skipped checkpoint's reason."""
+    lines = []
+    skipped = store.skipped()
+    if skipped:
+        lines.append(f"⚠️ Skipped damaged checkpoints (they failed their sha256 or safetensors check, or a file is "
+                     f"missing; the server log says why): {', '.join(skipped)}.")
     parts = []
     if not image:
         parts.append("no image model")
     if not toy:
         parts.append("no 2-D toy model")
-    return (f"⚠️ {' and '.join(parts).capitalize()} in `{store.directory}`. Train one with "
-            f"`python -m engine train --config engine/configs/NAME.json` (or point `ENGINE_CHECKPOINTS` at a "
-            f"folder of checkpoints); tabs that need it will say so.")
+    if parts:
+        lines.append(f"⚠️ {' and '.join(parts).capitalize()} in the checkpoint folder. Train one with "
+                     f"`python -m engine train --config engine/configs/NAME.json` (or point `ENGINE_CHECKPOINTS` at a "
+                     f"folder of checkpoints); tabs that need it will say so.")
+    return "\n\n".join(lines)
 
 
 def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: float = 300.0) -> gr.Blocks:
@@ -49,12 +65,15 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
     h = H.Handlers(store, max_nfe=max_nfe, time_budget_s=time_budget_s)
     image_models, toy_models = store.image_models(), store.toy_models()
     default_model = _pick(image_models, "mnist-ddpm")
+    log.info("models in %s: %s; skipped as damaged: %s", store.directory, ", ".join(image_models + toy_models) or "none",
+             ", ".join(store.skipped()) or "none")
 
-    with gr.Blocks(title="Diffusion Explorer", delete_cache=(3600, 3600)) as demo:
+    with GuardedBlocks(title="Diffusion Explorer", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown("# Diffusion Explorer\nDDPM and score-based diffusion from scratch: watch images emerge "
                     "from noise, compare samplers and schedules from the same noise, see the forward process and "
                     "the learned score.")
-        notice = gr.Markdown(_no_models_text(store, image_models, toy_models), visible=not (image_models and toy_models))
+        notice_text = _no_models_text(store, image_models, toy_models)
+        notice = gr.Markdown(notice_text, visible=bool(notice_text))
         autorun = gr.State(False)
         with gr.Tabs(selected="generate") as tabs:
             # ----------------------------------------------------------------------------------- Generate ---
@@ -134,7 +153,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                     c_plot = gr.Plot(label="ᾱ_t (solid) and log-SNR (dashed) of every panel")
                     c_table = gr.Dataframe(headers=["panel", "setting", "NFE", "time (s)", "classifier: label (confidence)"],
                                            interactive=False, label="per panel", elem_id="c-table")
-                c_state = gr.State(None)
+                c_state = gr.State(None, time_to_live=3600)  # the trajectories behind the scrub slider
             # ---------------------------------------------------------------------------- Forward process ---
             with gr.Tab("Forward process", id="forward"):
                 gr.Markdown("q(x_t | x_0) = N(√ᾱ_t x_0, (1−ᾱ_t) I): the same noise ε at every t, so each row shows "
@@ -144,7 +163,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                         f_dataset = gr.Dropdown(H.FORWARD_DATASETS, value="mnist", label="dataset (sets the shape)")
                         f_index = gr.Number(0, precision=0, minimum=0, label="image index (test split)")
                         f_upload = gr.Image(label="…or upload an image (converted to the dataset's shape)",
-                                            type="pil", sources=["upload"], height=160)
+                                            type="filepath", image_mode=None, sources=["upload"], height=160)
                         f_schedules = gr.CheckboxGroup(SCHEDULES, value=["linear", "cosine", "karras"],
                                                        label="schedules")
                         f_ts = gr.Textbox("0, 50, 100, 250, 500, 750, 999", label="t values (comma separated)")
@@ -165,11 +184,11 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                     with gr.Column(scale=1, min_width=280):
                         s_model = gr.Dropdown(toy_models, value=_pick(toy_models, "toy-moons"), label="toy model",
                                               allow_custom_value=True)
-                        s_sigma = gr.Slider(0.01, 5.0, value=0.3, step=0.01, label="noise level σ")
+                        s_sigma = gr.Slider(*H.FIELD_SIGMA, value=0.3, step=0.01, label="noise level σ")
                         s_sampler = gr.Dropdown(SAMPLERS, value="ddim", label="sampler")
                         s_schedule = gr.Dropdown(SCHEDULES, value="cosine", label="schedule")
-                        s_steps = gr.Slider(1, 200, value=50, step=1, label="steps")
-                        s_particles = gr.Slider(10, 2000, value=500, step=10, label="particles")
+                        s_steps = gr.Slider(1, H.FIELD_MAX_STEPS, value=50, step=1, label="steps")
+                        s_particles = gr.Slider(*H.FIELD_PARTICLES, value=500, step=10, label="particles")
                         s_seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed")
                         s_run = gr.Button("Draw field and move particles", variant="primary", elem_id="s-run")
                         s_status = gr.Textbox(label="status", interactive=False, elem_id="s-status")
@@ -186,7 +205,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                     g_ss, g_snr, g_nc]
         g_outputs = [g_image, g_gallery, g_gif, g_png, g_plot, g_status, g_link]
         gen_event = g_run.click(h.generate, inputs=g_inputs, outputs=g_outputs, api_name="generate",
-                                show_progress_on=[g_status], concurrency_limit=2)
+                                show_progress_on=[g_status], concurrency_limit=WORKERS, concurrency_id="generate")
         g_stop.click(None, cancels=[gen_event], api_visibility="private")
         g_dice.click(lambda: random.randint(0, MAX_SEED), outputs=g_seed, api_visibility="private", queue=False)
 
@@ -197,7 +216,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
         c_event = c_run.click(h.compare, inputs=[c_model, c_seed, c_panels, c_n], inputs_kwargs=c_fields,
                               outputs=[c_gallery, c_plot, c_table, c_status, c_state, c_scrub, c_link],
                               api_name="compare",
-                              show_progress_on=[c_status], concurrency_limit=2)
+                              show_progress_on=[c_status], concurrency_limit=WORKERS, concurrency_id="compare")
         c_stop.click(None, cancels=[c_event], api_visibility="private")
         c_scrub.change(h.scrub, [c_scrub, c_state], c_gallery, api_visibility="private", show_progress="hidden")
         f_run.click(h.forward, inputs=[f_dataset, f_index, f_schedules, f_ts, f_seed, f_upload],
@@ -255,9 +274,12 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
             yield from h.compare(model, seed, panels, n, request=request, **dict(zip(c_fields, values)))
 
         loaded = demo.load(restore, outputs=restore_outputs, api_visibility="private", queue=False)
-        loaded.then(autogen, inputs=[autorun, *g_inputs], outputs=g_outputs, api_visibility="private",
-                    show_progress_on=[g_status])
-        loaded.then(autocompare, inputs=[autorun, c_model, c_seed, c_panels, c_n, *c_fields.values()],
-                    outputs=c_outputs, api_visibility="private", show_progress_on=[c_status])
-    demo.queue(max_size=32, default_concurrency_limit=2)
+        auto_gen = loaded.then(autogen, inputs=[autorun, *g_inputs], outputs=g_outputs, api_visibility="private",
+                               show_progress_on=[g_status], concurrency_id="generate")
+        g_stop.click(None, cancels=[auto_gen], api_visibility="private")  # Stop also ends a run a result link began
+        auto_cmp = loaded.then(autocompare, inputs=[autorun, c_model, c_seed, c_panels, c_n, *c_fields.values()],
+                               outputs=c_outputs, api_visibility="private", show_progress_on=[c_status],
+                               concurrency_id="compare")
+        c_stop.click(None, cancels=[auto_cmp], api_visibility="private")  # likewise for a Compare link
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=WORKERS)
     return demo

@@ -1,0 +1,191 @@
+"""What a public link needs: every raw value checked before Gradio converts it (an uploaded image's file too), every
+failure answered with a clear message (never a traceback, a server path or Gradio's bare "error"), and failures
+logged with their context.
+
+``GuardedBlocks`` is ``gr.Blocks`` with three overrides, so they hold for every event, UI and API alike:
+
+- ``preprocess_data`` checks each raw value against its component before Gradio's own conversion, which reports a
+  wrong type (a string for a slider, NaN for an integer field, too few values) or an unreadable image only as the
+  generic "error". The message names the API parameter and says what is allowed.
+- ``process_api`` logs a refused request (``gr.Error``) on one line with its endpoint and values, and strips
+  server paths from the message; any other exception is logged with its traceback and the client gets only
+  "ENDPOINT failed on the server (reference R)", R being the key to the log entry.
+- ``launch`` caps the size of uploaded files (``max_file_size``) unless the caller sets another cap.
+"""
+from __future__ import annotations
+
+import html
+import logging
+import math
+import os
+import re
+import uuid
+
+import gradio as gr
+from gradio.exceptions import InvalidPathError
+from gradio.utils import get_upload_folder, is_in_or_equal
+
+from .imaging import MAX_UPLOAD_BYTES, check_upload
+
+log = logging.getLogger("diffusion-explorer")
+
+MAX_TEXT = 1000  # characters accepted in a text field or a custom-value dropdown
+_PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[\\/](?:[\w.@+-]+[\\/])+[\w.@+-]*")
+
+
+def _clip(value, limit: int) -> str:
+    """``repr(value)`` in at most ``limit`` characters (newlines and other controls escaped by repr)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more than 4300 digits
+        text = f"<an integer of {value.bit_length()} bits>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shown(value, limit: int = 60) -> str:
+    """``repr(value)`` fit to quote in a message to the client: at most ``limit`` characters, HTML-escaped (Gradio
+    renders error messages as HTML)."""
+    return html.escape(_clip(value, limit), quote=False)
+
+
+def redact(message: str) -> str:
+    """The message with every absolute file path replaced by "[path]"."""
+    return _PATH.sub("[path]", message)
+
+
+def _number_rule(block) -> tuple[bool, float | None, float | None]:
+    """(integer?, minimum, maximum) of a Slider or Number: a Number with precision 0 and a Slider with an integral
+    step and minimum take integers only."""
+    if isinstance(block, gr.Slider):
+        integer = float(block.step).is_integer() and float(block.minimum).is_integer()
+    else:
+        integer = block.precision == 0
+    return integer, block.minimum, block.maximum
+
+
+def _fmt(x: float) -> str:
+    """A bound as written: 4294967295 (not 4.29497e+09), 0.01, 1."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _describe_number(integer: bool, lo, hi) -> str:
+    kind = "an integer" if integer else "a number"
+    if lo is not None and hi is not None:
+        return f"{kind} from {_fmt(lo)} to {_fmt(hi)}"
+    if lo is not None:
+        return f"{kind} ≥ {_fmt(lo)}"
+    if hi is not None:
+        return f"{kind} ≤ {_fmt(hi)}"
+    return kind
+
+
+def _choice_values(block) -> list:
+    return [value for _, value in block.choices]
+
+
+def check_value(name: str, block, value) -> None:
+    """Raise ``gr.Error`` when ``value`` (as received, before Gradio's conversion) is not one ``block`` accepts."""
+    if isinstance(block, (gr.Slider, gr.Number)):
+        integer, lo, hi = _number_rule(block)
+        allowed = _describe_number(integer, lo, hi)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise gr.Error(f"{name} must be {allowed}; got {shown(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise gr.Error(f"{name} must be {allowed}; got {shown(value)}")
+        if lo is not None and value < lo:
+            raise gr.Error(f"{name} = {shown(value)} is below the minimum {_fmt(lo)}; allowed: {allowed}")
+        if hi is not None and value > hi:
+            raise gr.Error(f"{name} = {shown(value)} is above the maximum {_fmt(hi)}; allowed: {allowed}")
+        if integer and value != int(value):
+            raise gr.Error(f"{name} must be {allowed}; got {shown(value)}")
+    elif isinstance(block, gr.CheckboxGroup):
+        choices = _choice_values(block)
+        if not isinstance(value, list) or any(v not in choices for v in value):
+            raise gr.Error(f"{name} must be a list of names from: {', '.join(map(str, choices))}; got {shown(value)}")
+    elif isinstance(block, (gr.Radio, gr.Dropdown)):
+        if getattr(block, "allow_custom_value", False):  # e.g. a model name: the handler checks it against the list
+            if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
+                raise gr.Error(f"{name} must be a name (text of at most {MAX_TEXT} characters); got {shown(value)}")
+        elif value not in _choice_values(block):
+            raise gr.Error(f"unknown {name} {shown(value)}; allowed: {', '.join(map(str, _choice_values(block)))}")
+    elif isinstance(block, gr.Textbox):
+        if not isinstance(value, str) or len(value) > MAX_TEXT:
+            raise gr.Error(f"{name} must be text of at most {MAX_TEXT} characters; got {shown(value)}")
+    elif isinstance(block, gr.Image) and value is not None:
+        if not (isinstance(value, dict) and isinstance(value.get("path"), str) and isinstance(value.get("meta"), dict)
+                and value["meta"].get("_type") == "gradio.FileData"):
+            raise gr.Error(f"{name} must be an uploaded image file (gradio_client: handle_file(path)) or None; "
+                           f"got {shown(value)}")
+        # the file itself, before Gradio opens it: size, format and declared pixels (header only). A path outside
+        # the upload folder is not read here: Gradio refuses it next ("files must be uploaded to this app first").
+        if is_in_or_equal(os.path.abspath(value["path"]), get_upload_folder()):
+            try:
+                with check_upload(value["path"]):
+                    pass
+            except ValueError as err:
+                raise gr.Error(str(err)) from None
+            except OSError:
+                raise gr.Error(f"the uploaded file for {name} is gone: upload it again") from None
+
+
+def _summary(names: list[str], values: list) -> str:
+    parts = []
+    for name, value in zip(names, values):
+        if isinstance(value, dict) and "path" in value:  # an uploaded file: its name, not its server path
+            value = f"file {value.get('orig_name') or '?'}"
+        parts.append(f"{name}={_clip(value, 40)}")
+    return ", ".join(parts)
+
+
+class GuardedBlocks(gr.Blocks):
+    """``gr.Blocks`` that checks raw inputs, logs every failure with its context and never leaks internals."""
+
+    @staticmethod
+    def endpoint(block_fn) -> str:
+        return block_fn.api_name or block_fn.name or "event"
+
+    @staticmethod
+    def _names(block_fn) -> list[str]:
+        given = list(getattr(block_fn, "input_parameter_names", None) or [])
+        names = []
+        for i, block in enumerate(block_fn.inputs):
+            name = given[i] if i < len(given) else None
+            names.append(name or getattr(block, "label", None) or f"input {i + 1}")
+        return names
+
+    async def preprocess_data(self, block_fn, inputs, state, *args, **kwargs):
+        names = self._names(block_fn)
+        if len(inputs) < len(block_fn.inputs):
+            raise gr.Error(f"{self.endpoint(block_fn)} takes {len(block_fn.inputs)} values ({', '.join(names)}); "
+                           f"got {len(inputs)}")
+        for name, block, value in zip(names, block_fn.inputs, inputs):
+            if block.stateful:
+                continue
+            current = state[block._id] if state is not None and block._id in state else block  # per-session copy
+            check_value(name, current, value)
+        return await super().preprocess_data(block_fn, inputs, state, *args, **kwargs)
+
+    async def process_api(self, block_fn, inputs, *args, **kwargs):
+        # a streaming request comes back here for every update, with the values it was started with
+        fn = self.fns[block_fn] if isinstance(block_fn, int) else block_fn
+        endpoint = self.endpoint(fn)
+        try:
+            return await super().process_api(block_fn, inputs, *args, **kwargs)
+        except gr.Error as err:
+            err.message = redact(str(err.message))
+            err.print_exception = False
+            log.info("%s refused: %s | %s", endpoint, err.message, _summary(self._names(fn), inputs))
+            raise
+        except InvalidPathError:
+            log.warning("%s refused a file that was not uploaded to this app | %s", endpoint,
+                        _summary(self._names(fn), inputs))
+            raise gr.Error("files must be uploaded to this app first (gradio_client: handle_file(path))",
+                           print_exception=False) from None
+        except Exception:
+            ref = uuid.uuid4().hex[:8]
+            log.exception("%s failed (reference %s) | %s", endpoint, ref, _summary(self._names(fn), inputs))
+            raise gr.Error(f"{endpoint} failed on the server (reference {ref}); the error was logged. "
+                           f"Try again, or with other settings.", print_exception=False) from None
+
+    def launch(self, *args, max_file_size: int | str | None = MAX_UPLOAD_BYTES, **kwargs):
+        return super().launch(*args, max_file_size=max_file_size, **kwargs)
