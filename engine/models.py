@@ -54,9 +54,10 @@ class DenoisingModel(nn.Module):
         self.memory_format = torch.contiguous_format
 
     def use_channels_last(self) -> "DenoisingModel":
-        """Keep the network's weights and inputs in channels-last (NHWC) memory format: the same values, and
-        convolutions that run on oneDNN's NHWC kernels (faster on CPU at batch ≥ 16, see docs/PERFORMANCE.md).
-        Only for image models (data_shape (C, H, W)); returns self."""
+        """Keep the network's weights and inputs in channels-last (NHWC) memory format: the same values (to 1e-5),
+        with convolutions on oneDNN's / cuDNN's NHWC kernels. On the shared 2-core AVX2 CPU it measured between
+        0.6× and 2× eager across runs (medians 1.0–1.1×: no consistent gain, no consistent loss; see the levers
+        table of docs/PERFORMANCE.md). Only for image models (data_shape (C, H, W)); returns self."""
         if len(self.data_shape) == 3:
             self.memory_format = torch.channels_last
             self.net.to(memory_format=torch.channels_last)

@@ -1,0 +1,135 @@
+"""Section 4: what the app adds to the engine's time.
+
+The app runs in this process on a free loopback port, as tests/test_app.py launches it (``build_demo`` then
+``launch(prevent_thread_lock=True)``), over the repository's checkpoints. Timed through ``gradio_client``:
+a whole /generate call against the bare ``engine.sample`` with the same settings (interleaved), and the time from
+``client.submit`` to the first streamed frame. A third side, the app's handler iterated in-process (no server),
+splits the app's time into its own work (frames, gallery PNGs, plot, GIF) and Gradio's processing and transport.
+The client is made with ``download_files=False``: it gets the files' URLs, as a browser does (which then fetches
+each, ~10 ms). The default client, which downloads every file of every streamed update over a fresh HTTP
+connection, is timed separately. Cold start: ``python app.py --port P`` in a subprocess until ``GET /`` answers
+200, beside ``python -c "import app"`` (the imports alone).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import engine
+
+from .common import Section, Spread, Table, interleaved, median, ratio, threads, timed
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SETTINGS = dict(schedule="cosine", sampler="ddim", steps=50, seed=0, n=1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def first_frame(client, settings: dict, poll_s: float = 0.002) -> float:
+    """Seconds from ``client.submit`` of /generate to its first streamed output; waits for the run to end."""
+    t0 = time.perf_counter()
+    job = client.submit(**settings, eta=0.0, api_name="/generate")
+    while not job.outputs():
+        if job.done() and not job.outputs():
+            raise RuntimeError(f"/generate streamed nothing: {job.exception()}")
+        time.sleep(poll_s)
+    dt = time.perf_counter() - t0
+    job.result()
+    return dt
+
+
+def cold_start(timeout_s: float = 120.0) -> float:
+    """Seconds from starting ``python app.py --port P`` until ``GET /`` answers 200."""
+    port = free_port()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py"), "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.perf_counter() - t0 < timeout_s:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app.py exited with status {proc.returncode} before answering")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - t0
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"app.py did not answer within {timeout_s:.0f} s")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def imports_s() -> float:
+    """Seconds of ``python -c "import app"``: the imports alone (app.py starts nothing on import)."""
+    return timed(lambda: subprocess.run([sys.executable, "-c", "import app"], cwd=ROOT, check=True,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+
+def section(model_name: str = "mnist-ddpm", reps: int = 5, steps: int = 50, cold_reps: int = 3,
+            download_reps: int = 2) -> Section:
+    from gradio_client import Client
+
+    from space import CSS, build_demo
+    from space.handlers import Handlers
+    from space.models import ModelStore
+
+    settings = dict(SETTINGS, model=model_name, steps=steps)
+    engine_settings = {k: v for k, v in settings.items() if k != "model"}
+    model = engine.load_model(model_name)
+    handlers = Handlers(ModelStore())
+
+    def handler() -> int:
+        """The /generate handler in-process; returns the number of updates it yields (streamed + final)."""
+        return sum(1 for _ in handlers.generate(**settings, eta=0.0))
+
+    demo = build_demo()
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=CSS)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+        t = interleaved({"app": lambda: client.predict(**settings, eta=0.0, api_name="/generate"),
+                         "handler": handler, "engine": lambda: engine.sample(model, **engine_settings)}, reps)
+        first = Spread([first_frame(client, settings) for _ in range(reps)])
+        downloading = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        default_client = Spread([timed(lambda: downloading.predict(**settings, eta=0.0, api_name="/generate"))
+                                 for _ in range(download_reps)])
+    finally:
+        demo.close()
+    cold, imports = Spread([]), Spread([])
+    for _ in range(cold_reps):
+        imports.values.append(imports_s())
+        cold.values.append(cold_start())
+    added = Spread([v - 1 for v in ratio(t["app"], t["engine"]).values])
+    table = Table(f"App overhead ({model_name}, {settings['schedule']} ddim {steps} steps, n=1, "
+                  f"{threads()}; median, min–max)", ["measure", "value", "reps"])
+    table.add("engine.sample", Spread(t["engine"]).fmt(".3f", " s"), reps)
+    table.add("/generate through gradio_client (streamed, to the end)", Spread(t["app"]).fmt(".3f", " s"), reps)
+    table.add("time the app adds", added.fmt("+.0%"), reps)
+    handler_added = Spread([v - 1 for v in ratio(t["handler"], t["engine"]).values])
+    table.add("… of which the handler in-process (frames, gallery PNGs, plot, GIF; no server)",
+              handler_added.fmt("+.0%"), reps)
+    table.add("request → first streamed frame", first.fmt(".3f", " s"), reps)
+    table.add("/generate, default Client (downloads every streamed file)", default_client.fmt(".2f", " s"),
+              download_reps)
+    table.add("cold start: python app.py → GET / 200", cold.fmt(".1f", " s"), cold_reps)
+    table.add("… of which python -c 'import app' (imports alone)", imports.fmt(".1f", " s"), cold_reps)
+    table.note = ("time the app adds = /generate time / engine time − 1, per repetition (it includes the live "
+                  "frames, the gallery PNGs, the schedule plot, the GIF and the PNG download the app makes). "
+                  "Client(download_files=False) except in the default-Client row.")
+    figures = {"updates": handler(), "added": added, "first": first, "cold": cold, "imports": imports,
+               "engine": median(t["engine"]), "app": median(t["app"]), "handler_added": handler_added,
+               "default_client": default_client, "steps": steps}
+    return Section("4. App overhead", [table], figures=figures)

@@ -1,0 +1,89 @@
+"""Section 1: diffusers' scheduler loops against ``engine.generate``, on the same network.
+
+The diffusers side is what a diffusers user would write: our mnist-ddpm network loaded plain (eager float32,
+``load_model(optimize=False)``), a scheduler configured for it (v-prediction, diffusers' default "linear" betas,
+which our "linear" schedule equals), ``torch.no_grad()``, and the network fed the log-SNR log(ᾱ_t / (1 − ᾱ_t)) of
+each timestep. The engine side is ``engine.sample`` with its defaults on ``load_model(name)`` (optimized default).
+Both start from the same x_T (the engine's draw for the seed); where the algorithms coincide (DDIM η = 0 with
+leading spacing and set_alpha_to_one; DPM-Solver++(2M) with trailing spacing and a zero final sigma) the samples
+must agree, and the largest difference is reported. DDPM draws its noise in another order: timing only.
+"""
+from __future__ import annotations
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+import engine
+
+from .common import Section, Table, interleaved, median, ratio, threads
+from .sampler_overhead import run_generate
+
+COMMON = dict(num_train_timesteps=1000, beta_schedule="linear", prediction_type="v_prediction")
+# label, scheduler, engine sampler and options, steps, deterministic (samples comparable)
+CASES = [
+    ("DDIM η=0", lambda: DDIMScheduler(**COMMON, clip_sample=False), "ddim", {}, 50, True),
+    ("DPM-Solver++ 2M", lambda: DPMSolverMultistepScheduler(
+        **COMMON, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing",
+        final_sigmas_type="zero"), "dpm-solver++", {"spacing": "trailing"}, 50, True),
+    ("DDPM", lambda: DDPMScheduler(**COMMON, clip_sample=False), "ddpm", {}, 100, False),
+]
+SEED = 0
+
+
+def diffusers_loop(net, scheduler, steps: int, x_T: torch.Tensor, generator=None) -> torch.Tensor:
+    """The usual diffusers sampling loop around ``net(x, log_snr)``."""
+    scheduler.set_timesteps(steps)
+    x = x_T * scheduler.init_noise_sigma
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            a = scheduler.alphas_cumprod[t]
+            log_snr = torch.log(a / (1 - a)).expand(x.shape[0])
+            v = net(scheduler.scale_model_input(x, t), log_snr)
+            x = scheduler.step(v, t, x, generator=generator).prev_sample
+    return x
+
+
+def network_only(net, calls: int, x_T: torch.Tensor) -> None:
+    """The loop's floor: the same number of bare network calls under ``torch.no_grad()``."""
+    lam = torch.zeros(x_T.shape[0])
+    with torch.no_grad():
+        for _ in range(calls):
+            net(x_T, lam)
+
+
+def section(model_name: str = "mnist-ddpm", batches=(1, 16), reps: int | dict = 5, steps_scale: float = 1.0,
+            floor_batches=(1,)) -> Section:
+    """``reps``: repetitions, or a dict of them by batch size."""
+    reps = reps if isinstance(reps, dict) else {n: reps for n in batches}
+    plain = engine.load_model(model_name, optimize=False)
+    ours = engine.load_model(model_name)
+    table = Table(f"diffusers loops vs engine.generate ({model_name}, float32, {threads()}; "
+                  "median of " + " / ".join(f"{reps[n]} at batch {n}" for n in batches) + ", min–max)",
+                  ["method", "batch", "steps", "diffusers s", "engine s", "speed-up", "net-only s", "max |Δ|"])
+    figures = {}
+    for n in batches:
+        x_T = torch.randn((n, *plain.data_shape), generator=torch.Generator().manual_seed(SEED))
+        for label, make, sampler, opts, steps, deterministic in CASES:
+            steps = max(2, round(steps * steps_scale))
+            sch = make()
+            gen = torch.Generator().manual_seed(SEED)
+            fns = {"diffusers": lambda: diffusers_loop(plain.net, sch, steps, x_T, gen),
+                   "engine": lambda: run_generate(ours, sampler, steps, n, **opts)}
+            if n in floor_batches:
+                fns["network"] = lambda: network_only(plain.net, steps, x_T)
+            # one run of each side first: the warm-up, and the samples to compare
+            theirs = diffusers_loop(plain.net, sch, steps, x_T, gen)
+            mine = run_generate(ours, sampler, steps, n, **opts).x_t
+            diff = f"{(theirs - mine).abs().max().item():.1e}" if deterministic else "— (stochastic)"
+            t = interleaved(fns, reps[n], warmup=0)
+            speed = ratio(t["diffusers"], t["engine"])
+            floor = f"{median(t['network']):.3f}" if "network" in t else "—"
+            table.add(label, n, steps, f"{median(t['diffusers']):.3f}", f"{median(t['engine']):.3f}",
+                      speed.fmt(".2f", "×"), floor, diff)
+            figures[(label, n)] = {"speedup": speed, "diff": diff,
+                                   "network": median(t["network"]) if "network" in t else None,
+                                   "diffusers": median(t["diffusers"]), "engine": median(t["engine"])}
+    table.note = ("speed-up = diffusers time / engine time per repetition. net-only = the same number of bare "
+                  "eager network calls (the diffusers loop's floor). max |Δ| = largest difference between the two "
+                  "samples (pixels in [−1, 1]).")
+    return Section("1. Against diffusers' scheduler loops", [table], figures=figures)

@@ -1,0 +1,170 @@
+"""Levers: each inference setting measured alone against the eager float32 baseline, the prediction written first.
+
+Baseline: ``load_model(name, optimize=False)`` and ``calls`` calls of ``model.eps`` under ``torch.no_grad()``. Each
+lever changes one thing; its speed-up is baseline time / lever time per repetition (interleaved), and max |Δ ε̂|
+is the largest difference of one call's output from the baseline's. The preview lever is measured on whole
+``engine.generate`` DDIM runs instead (previews are per step, not per call).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+import engine
+from space import imaging
+
+from .common import Section, Table, interleaved, median, ratio, threads
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Written before the first measurement; the table prints them beside what was measured.
+PREDICTIONS = {
+    "inference_mode instead of no_grad": "1.00–1.03×: saves autograd bookkeeping on ~400 small ops per call",
+    "channels-last (load_model default)": "≤ 1.0× at batch 1 (layout copies, tiny convs); 1.2–1.5× at batch 16 "
+                                          "(oneDNN NHWC kernels)",
+    "bfloat16 autocast (CPU)": "< 0.5×: no native bfloat16 on this CPU (AVX2 only), plus casts; outputs change",
+    "torch.compile": "1.2–1.5× at batch 1 (fused GroupNorm/SiLU/FiLM chains), ~1.1× at 16; 20–60 s to compile",
+    "previews only at the end (not every step)": "1.01–1.05×: a 28×28 → 252² image per step, ~0.2 ms of ~10 ms",
+}
+
+
+def _calls(model, n: int, calls: int, context=torch.no_grad):
+    x, a = torch.randn(n, *model.data_shape), torch.full((n,), 0.5, dtype=torch.float64)
+
+    def run():
+        with context():
+            for _ in range(calls):
+                model.eps(x, a)
+    return run
+
+
+def _output(model, n: int, context=torch.no_grad) -> torch.Tensor:
+    x = torch.randn((n, *model.data_shape), generator=torch.Generator().manual_seed(0))
+    with context():
+        return model.eps(x, torch.full((n,), 0.5, dtype=torch.float64)).float()
+
+
+@contextlib.contextmanager
+def bf16_autocast():
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        yield
+
+
+def _previews(model, steps: int, n: int, every_step: bool):
+    def run():
+        for step in engine.generate(model, schedule="linear", sampler="ddim", steps=steps, seed=0, n=n):
+            if every_step:
+                imaging.display(step.x_t)
+        imaging.display(step.x_t)
+    return run
+
+
+COLD_COMPILE = """
+import sys, time, torch, engine
+torch.set_num_threads(int(sys.argv[1]))
+model = engine.load_model(sys.argv[2], optimize=False)
+model.net = torch.compile(model.net, dynamic=False)
+x, a = torch.randn(1, *model.data_shape), torch.full((1,), 0.5, dtype=torch.float64)
+t0 = time.perf_counter()
+with torch.no_grad():
+    model.eps(x, a)
+print(time.perf_counter() - t0)
+"""
+
+
+def cold_compile_s(model_name: str) -> float:
+    """Seconds of the first compiled call at batch 1 in a fresh process with an empty inductor cache (what a first
+    run pays; later processes reuse the on-disk cache)."""
+    with tempfile.TemporaryDirectory() as cache:
+        out = subprocess.run([sys.executable, "-c", COLD_COMPILE, str(torch.get_num_threads()), model_name],
+                             cwd=ROOT, env=dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache), capture_output=True,
+                             text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
+def verdict(name: str, speed: dict[int, float], compile_s: dict[int, float], per_call: dict[int, float]) -> str:
+    """Kept or not, and why, from the measured speed-ups (by batch)."""
+    s = ", ".join(f"batch {n}: {v:.2f}×" for n, v in speed.items())
+    if name.startswith("inference_mode"):
+        return f"kept: engine.generate runs in inference_mode ({s}); samples never need autograd"
+    if name.startswith("channels-last"):
+        slow = [str(n) for n, v in speed.items() if v < 0.97]
+        fast = [str(n) for n, v in speed.items() if v >= 0.97]
+        if not slow:
+            return f"kept: load_model's default ({s})"
+        if not fast:
+            return f"load_model's default, but slower at every batch measured ({s}): reconsider"
+        return (f"load_model's default; not slower at batch {', '.join(fast)}, slower at batch {', '.join(slow)} "
+                f"({s}): worth choosing the layout by batch size")
+    if name.startswith("bfloat16"):
+        return f"not kept: slower here ({s}) and changes the samples"
+    if name.startswith("torch.compile"):
+        gains = {n: per_call[n] * (1 - 1 / speed[n]) for n in speed}  # seconds saved per call
+        even = [f"batch {n}: {compile_s[n] / g:,.0f} calls" if g > 0 else f"batch {n}: never"
+                for n, g in gains.items()]
+        cold = f"{compile_s['cold']:.0f} s with an empty cache (a fresh install or Space), " if "cold" in compile_s \
+            else ""
+        return ("not kept as a default: the first compile costs " + cold + "and each new process recompiles every "
+                "batch size (" + " / ".join(f"{compile_s[n]:.0f} s" for n in speed) + " here with the disk "
+                "cache warm), paid back after " + ", ".join(even) + " (a Generate run makes 20–1000 calls); "
+                "worth it for a warm, long-running server")
+    if max(speed.values()) < 1.05:
+        return f"kept: no measurable cost even at every step ({s}); the app sends at most one frame per 0.2 s"
+    return (f"kept, rate-limited: the app sends at most one frame per 0.2 s (UPDATE_EVERY_S), well under this "
+            f"every-step cost ({s})")
+
+
+def section(model_name: str = "mnist-ddpm", batches=(1, 16), reps: int = 3, calls=None, steps: int = 20,
+            cold_compile: bool = True) -> Section:
+    calls = calls or {1: 20, 16: 3}
+    base = engine.load_model(model_name, optimize=False)
+    channels_last = engine.load_model(model_name)
+    compiled = engine.load_model(model_name, optimize=False)
+    compiled.net = torch.compile(compiled.net, dynamic=False)
+    table = Table(f"Levers against eager float32 under no_grad ({model_name}, {threads()}; "
+                  f"median of {reps}, min–max)",
+                  ["lever", "prediction", *(f"batch {n}" for n in batches), "max |Δ ε̂|", "kept?"])
+    rows = {"inference_mode instead of no_grad": (base, torch.inference_mode),
+            "channels-last (load_model default)": (channels_last, torch.no_grad),
+            "bfloat16 autocast (CPU)": (base, bf16_autocast),
+            "torch.compile": (compiled, torch.no_grad)}
+    compile_s, per_call, figures = {}, {}, {}
+    for n in batches:  # compile first, outside the timings
+        t0 = time.perf_counter()
+        _output(compiled, n)
+        compile_s[n] = time.perf_counter() - t0
+    if cold_compile:
+        compile_s["cold"] = cold_compile_s(model_name)
+    for name, (model, context) in rows.items():
+        speed, cells = {}, []
+        for n in batches:
+            t = interleaved({"base": _calls(base, n, calls[n]), "lever": _calls(model, n, calls[n], context)}, reps)
+            r = ratio(t["base"], t["lever"])
+            speed[n], per_call[n] = r.median, median(t["base"]) / calls[n]
+            cells.append(r.fmt(".2f", "×"))
+        diff = max((_output(model, n, context) - _output(base, n)).abs().max().item() for n in batches)
+        table.add(name, PREDICTIONS[name], *cells, f"{diff:.1e}", verdict(name, speed, compile_s, per_call))
+        figures[name] = speed
+    name = "previews only at the end (not every step)"
+    speed, cells = {}, []
+    for n in batches:
+        t = interleaved({"every": _previews(base, steps, n, True), "end": _previews(base, steps, n, False)}, reps)
+        r = ratio(t["every"], t["end"])
+        speed[n] = r.median
+        cells.append(r.fmt(".2f", "×"))
+    table.add(name, PREDICTIONS[name], *cells, "0 (same run)", verdict(name, speed, compile_s, per_call))
+    figures[name] = speed
+    sizes = ", ".join(f"{calls[n]} calls at batch {n}" for n in batches)
+    table.note = (f"speed-up = baseline time / lever time ({sizes}"
+                  f"; previews: engine.generate ddim {steps} steps). torch.compile's first call: "
+                  + ", ".join(f"batch {n} {compile_s[n]:.1f} s" for n in batches)
+                  + " in this process (inductor's on-disk cache as earlier runs left it)"
+                  + (f"; {compile_s['cold']:.1f} s at batch 1 in a fresh process with an empty cache"
+                     if "cold" in compile_s else "") + ".")
+    figures["compile_s"] = compile_s
+    return Section("Levers", [table], figures=figures)
