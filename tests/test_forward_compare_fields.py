@@ -131,7 +131,9 @@ def test_compare_batches_network_calls_and_matches_alone():
     for p, st in zip(panels, final):
         alone = engine.sample(net, schedule=p.schedule, sampler=p.sampler, steps=p.steps, seed=3, n=2,
                               spacing=p.spacing)
-        assert torch.allclose(st.x_t, alone, atol=1e-4), p.label()
+        # batch size changes the convolution kernels' summation order (~1e-6 per call); few-step samplers amplify
+        # it (measured up to 5e-4 for dpm-solver++ at 5 steps). 2e-3 stays below a quarter of one grey level (2/255).
+        assert torch.allclose(st.x_t, alone, atol=2e-3), (p.label(), (st.x_t - alone).abs().max())
 
 
 def test_compare_abandoned_midway_stops_its_threads():
