@@ -31,7 +31,7 @@ from .settings import (MAX_N, MAX_SEED, MAX_STEPS, OPTION_DEFAULTS, SAMPLERS, SC
 N_SNAPSHOTS = 12  # x_t / x̂0 pairs in the gallery
 N_GIF_FRAMES = 60
 UPDATE_EVERY_S = 0.2  # at most this often a streamed update (5 per second)
-PLOT_FIRST_S, PLOT_EVERY_S = 0.4, 1.5  # the schedule plot: first after 0.4 s, then every 1.5 s
+PLOT_FIRST_S, PLOT_EVERY_S = 1.0, 1.5  # the schedule plot (~0.35 s to render and encode): first after 1 s, then every 1.5 s
 FORWARD_DATASETS = ["mnist", "digits8", "fashion-mnist"]
 MAX_TIMESTEPS = 12  # t values in one Forward-process request
 FIELD_SIGMA = (0.01, 5.0)  # the Score-field tab's ranges (its sliders use them too)
