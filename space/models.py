@@ -64,8 +64,8 @@ class ModelStore:
         else:
             try:
                 kind = engine.model_card(name, self.directory).get("kind", "denoiser")
-                if kind == "classifier":
-                    load_classifier(name, self.directory)
+                if kind == "classifier":  # kept: classifier_for serves this very load
+                    self._keep_classifier((name, sig), load_classifier(name, self.directory))
                 elif kind == "denoiser":
                     model = engine.load_model(name, directory=self.directory)
                 else:
@@ -132,14 +132,17 @@ class ModelStore:
             key = (clf_name, self._checked[clf_name][0])
             if key not in self._classifiers:
                 try:
-                    classifier = load_classifier(clf_name, self.directory)
+                    self._keep_classifier(key, load_classifier(clf_name, self.directory))
                 except LOAD_ERRORS as err:  # replaced since it was verified
                     log.error("classifier %s could not be loaded: %s", clf_name, err)
                     return None
-                for old in [k for k in self._classifiers if k[0] == clf_name]:
-                    del self._classifiers[old]
-                self._classifiers[key] = classifier
             return self._classifiers[key]
+
+    def _keep_classifier(self, key: tuple, classifier) -> None:
+        """Cache ``classifier`` under (name, files' signature), dropping older versions of the same name."""
+        for old in [k for k in self._classifiers if k[0] == key[0]]:
+            del self._classifiers[old]
+        self._classifiers[key] = classifier
 
     def _remember(self, key: tuple, model) -> None:
         for k in [k for k in self._cache if k[0] == key[0]]:
