@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -9,6 +10,17 @@ from . import checkpoints
 from .generate import generate, sampler_options
 from .samplers import SAMPLERS
 from .schedules import SCHEDULES, SPACINGS
+
+
+def _step_counts(text: str) -> tuple[int, ...]:
+    """``10,20,50`` → (10, 20, 50): positive whole numbers, each at most once."""
+    try:
+        counts = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"steps must be distinct positive whole numbers separated by commas, e.g. 10,20,50; got {text!r}")
+    return counts
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -73,8 +85,10 @@ def cmd_report(args) -> int:
 
     models = report.DEFAULT_MODELS if args.models is None else [m.strip() for m in args.models.split(",") if m.strip()]
     grid = report.QUICK if args.quick else report.FULL
+    if args.steps is not None:
+        grid = dataclasses.replace(grid, steps=args.steps)
     n = grid.n if args.n is None else args.n
-    command = report.command_line(models, n, args.seed, args.out, args.device, args.quick)
+    command = report.command_line(models, n, args.seed, args.out, args.device, args.quick, args.steps)
     result = report.run_report(models, grid=grid, n=n, seed=args.seed, out=args.out, device=args.device, command=command)
     for name, why in result["skipped"].items():
         print(f"not evaluated: {name}: {why}", file=sys.stderr)
@@ -133,7 +147,7 @@ def main(argv=None) -> int:
 
     c = sub.add_parser("train-classifier", help="train the evaluator's classifier for a dataset (DATASET-classifier)")
     c.add_argument("--dataset", required=True, choices=["mnist", "fashion-mnist", "digits8"])
-    c.add_argument("--epochs", type=int, default=8)
+    c.add_argument("--epochs", type=int, default=30)
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=cmd_train_classifier)
 
@@ -157,6 +171,8 @@ def main(argv=None) -> int:
     r.add_argument("--out", default="docs", help="writes OUT/RESULTS.md and OUT/results/ (figures, cells.json)")
     r.add_argument("--device", default="auto", help="auto: CUDA when available, else the CPU")
     r.add_argument("--quick", action="store_true", help="a tiny grid (5 and 10 steps, linear and cosine) for a smoke test")
+    r.add_argument("--steps", type=_step_counts, default=None, metavar="N,N,...",
+                   help="only these step counts (default 10,20,50,100,1000; 5,10 with --quick)")
     r.set_defaults(func=cmd_report)
 
     i = sub.add_parser("info", help="list models, schedules and samplers, or print a model card")

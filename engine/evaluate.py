@@ -53,8 +53,12 @@ class _Wrapped(nn.Module):
         self.net, self.card, self.data_shape = net, card, tuple(shape)
 
 
-def train_classifier(dataset: str = "mnist", name: str | None = None, epochs: int = 8, seed: int = 0, directory=None) -> dict:
-    """Train the evaluator's classifier on the dataset's training split; export it as ``NAME`` (kind "classifier")."""
+def train_classifier(dataset: str = "mnist", name: str | None = None, epochs: int = 30, seed: int = 0, directory=None) -> dict:
+    """Train the evaluator's classifier on the dataset's training split; export it as ``NAME`` (kind "classifier").
+
+    AdamW with a cosine-decayed learning rate: without the decay the classifier stays unsure of many real digits
+    (8 constant-rate epochs: 97% held-out accuracy but only 89% of held-out images above 0.9 confidence), and the
+    confident-share figure then measures the classifier rather than the generator."""
     name = name or f"{dataset}-classifier"
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -62,6 +66,8 @@ def train_classifier(dataset: str = "mnist", name: str | None = None, epochs: in
     xt, yt = load_dataset(dataset, "test")
     net = Classifier(x.shape[1])
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    batches = -(-len(x) // 128)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * batches)
     t0 = time.perf_counter()
     for _ in range(epochs):
         net.train()
@@ -76,13 +82,16 @@ def train_classifier(dataset: str = "mnist", name: str | None = None, epochs: in
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            decay.step()
     net.eval()
     with torch.no_grad():
-        acc = (net(xt).argmax(1) == yt).float().mean().item()
+        probs = net(xt).softmax(1)
+    acc = (probs.argmax(1) == yt).float().mean().item()
+    confident = (probs.max(1).values > 0.9).float().mean().item()
     card = {
         "kind": "classifier", "arch": {"type": "classifier", "config": {"in_channels": x.shape[1]}},
         "objective": "cross-entropy", "data": {"dataset": dataset, "split": "train", "n": len(x)},
-        "metrics": {"held_out_accuracy": round(acc, 4)},
+        "metrics": {"held_out_accuracy": round(acc, 4), "held_out_confident": round(confident, 4)},
         "training": {"epochs": epochs, "seed": seed, "wall_time_s": round(time.perf_counter() - t0, 1)},
     }
     save_model(_Wrapped(net, card, x.shape[1:]), name, directory, card)

@@ -320,9 +320,11 @@ def _evaluate(setup: _Setup, cell: Cell, n: int, seed: int, device: torch.device
     return r
 
 
-def command_line(models, n: int, seed: int, out, device: str, quick: bool) -> str:
+def command_line(models, n: int, seed: int, out, device: str, quick: bool, steps=None) -> str:
     """The ``python -m engine report`` command, every value spelled out, that reproduces a page."""
     args = ["--models", ",".join(models), "--n", str(n), "--seed", str(seed), "--out", str(out), "--device", device]
+    if steps is not None:
+        args += ["--steps", ",".join(str(s) for s in steps)]
     return "python -m engine report " + shlex.join(args + (["--quick"] if quick else []))
 
 

@@ -52,3 +52,13 @@ def test_train_classifier_makes_the_evaluators_classifier(tmp_path, monkeypatch,
     assert main(["train-classifier", "--dataset", "digits8", "--epochs", "1"]) == 0
     assert '"held_out_accuracy"' in capsys.readouterr().out
     assert checkpoints.list_models(tmp_path, kind="classifier") == ["digits8-classifier"]
+
+
+def test_report_steps_restrict_the_grid_and_are_checked(capsys):
+    from engine import report
+    line = report.command_line(["mnist-ddpm"], 500, 0, "docs", "cpu", False, (10, 20))
+    assert line.endswith("--steps 10,20")  # the page's command reproduces the restricted grid
+    for bad in ("10,x", "0,10", "10,10", ""):
+        with pytest.raises(SystemExit):
+            main(["report", "--steps", bad])
+        assert "steps must be distinct positive whole numbers" in capsys.readouterr().err
