@@ -113,6 +113,18 @@ def save_model(model: DenoisingModel, name: str, directory=None, card: dict | No
     return weights
 
 
+def record_metrics(name: str, key: str, figures: dict, directory=None) -> dict:
+    """Store ``figures`` under ``metrics[key]`` in the card NAME.json (the weights and their sha256 untouched) and
+    return the card. The card is rewritten through a temporary file and a rename, like ``save_model``."""
+    card = model_card(name, directory)
+    card.setdefault("metrics", {})[key] = figures
+    path = checkpoint_dir(directory) / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return card
+
+
 def load_weights(name: str, directory=None) -> tuple[dict, dict]:
     """(card, tensors) of a checkpoint: the sha256 from the card is checked before safetensors parses the bytes."""
     card = model_card(name, directory)

@@ -74,10 +74,29 @@ def cmd_eval(args) -> int:
     if dataset in TOYS:
         result = evaluate.evaluate_toy(model, dataset, **common)
     else:
-        classifier = evaluate.load_classifier(args.classifier or f"{dataset}-classifier")
+        classifier_name = args.classifier or f"{dataset}-classifier"
+        classifier = evaluate.load_classifier(classifier_name)
         result = evaluate.evaluate_images(model, classifier, dataset, spacing=args.spacing, **common)
+        result["classifier"] = {"name": classifier_name, "sha256": checkpoints.model_card(classifier_name)["sha256"]}
     print(json.dumps(result, indent=2))
+    if args.record:
+        key = metrics_key(result)
+        checkpoints.record_metrics(args.model, key, {k: v for k, v in result.items() if k not in _KEY_FIELDS})
+        print(f"recorded in {args.model}.json under metrics[{key!r}]", file=sys.stderr)
     return 0
+
+
+_KEY_FIELDS = ("sampler", "schedule", "steps", "spacing", "n", "seed", "options")
+
+
+def metrics_key(result: dict) -> str:
+    """"ddim/linear/50/leading/n=500/seed=0" (+ "/eta=0.5" for options): one card entry per evaluated setting."""
+    parts = [result["sampler"], result["schedule"], str(result["steps"])]
+    if "spacing" in result:
+        parts.append(result["spacing"])
+    parts += [f"n={result['n']}", f"seed={result['seed']}"]
+    parts += [f"{k}={v}" for k, v in sorted(result.get("options", {}).items())]
+    return "/".join(parts)
 
 
 def cmd_report(args) -> int:
@@ -162,6 +181,7 @@ def main(argv=None) -> int:
     e.add_argument("--classifier", default=None, help="default: DATASET-classifier")
     e.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE")
     e.add_argument("--device", default="cpu")
+    e.add_argument("--record", action="store_true", help="also store the figures in the model card's metrics")
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("report", help="evaluate the sampler × schedule × steps grid; write RESULTS.md and its figures")

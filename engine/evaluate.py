@@ -155,7 +155,8 @@ def evaluate_images(model, classifier: Classifier, dataset: str, *, sampler: str
     labels = probs.argmax(1)
     shares = torch.bincount(labels, minlength=probs.shape[1]).float() / n
     return {
-        "sampler": sampler, "schedule": schedule, "steps": steps, "spacing": spacing, "n": n, "options": options,
+        "sampler": sampler, "schedule": schedule, "steps": steps, "spacing": spacing, "n": n, "seed": seed,
+        "options": options,
         "fd": frechet_distance(f_fake, f_real),
         "fd_baseline": frechet_distance(f_ref, f_real),
         "confident": float((probs.max(1).values > 0.9).float().mean()),
@@ -185,7 +186,7 @@ def evaluate_toy(model, toy: str, *, sampler: str, schedule: str, steps: int, n:
     gen = torch.Generator().manual_seed(10_000 + seed)
     truth, fresh = toy_sample(toy, n, gen), toy_sample(toy, n, gen)
     return {
-        "sampler": sampler, "schedule": schedule, "steps": steps, "n": n,
+        "sampler": sampler, "schedule": schedule, "steps": steps, "n": n, "seed": seed, "options": options,
         "swd": sliced_wasserstein(step.x_t.cpu(), truth), "swd_baseline": sliced_wasserstein(fresh, truth),
         "nfe": step.nfe, "seconds": seconds,
     }

@@ -62,3 +62,16 @@ def test_report_steps_restrict_the_grid_and_are_checked(capsys):
         with pytest.raises(SystemExit):
             main(["report", "--steps", bad])
         assert "steps must be distinct positive whole numbers" in capsys.readouterr().err
+
+
+def test_eval_record_stores_the_figures_in_the_card(ckpt_dir, monkeypatch, capsys):
+    from engine import checkpoints
+    monkeypatch.setenv("ENGINE_CHECKPOINTS", str(ckpt_dir))
+    sha = checkpoints.model_card("tiny-moons")["sha256"]
+    assert main(["eval", "--model", "tiny-moons", "--sampler", "ddim", "--schedule", "cosine", "--steps", "5",
+                 "--n", "200", "--record"]) == 0
+    card = checkpoints.model_card("tiny-moons")
+    figures = card["metrics"]["ddim/cosine/5/n=200/seed=0"]
+    assert figures["swd"] > 0 and figures["swd_baseline"] > 0 and figures["nfe"] == 5
+    assert card["sha256"] == sha
+    checkpoints.load_model("tiny-moons")  # the card still matches its weights
