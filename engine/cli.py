@@ -106,8 +106,17 @@ def cmd_report(args) -> int:
     grid = report.QUICK if args.quick else report.FULL
     if args.steps is not None:
         grid = dataclasses.replace(grid, steps=args.steps)
+    if args.long_run_schedules is not None:
+        offered = {s for names in grid.schedules.values() for s in names}
+        unknown = [s for s in args.long_run_schedules if s not in offered]
+        if unknown:
+            print(f"--long-run-schedules: {', '.join(unknown)} not in the grid's schedules ({', '.join(sorted(offered))})",
+                  file=sys.stderr)
+            return 2
+        grid = dataclasses.replace(grid, long_run_schedules=args.long_run_schedules)
     n = grid.n if args.n is None else args.n
-    command = report.command_line(models, n, args.seed, args.out, args.device, args.quick, args.steps)
+    command = report.command_line(models, n, args.seed, args.out, args.device, args.quick, args.steps,
+                                  args.long_run_schedules)
     result = report.run_report(models, grid=grid, n=n, seed=args.seed, out=args.out, device=args.device, command=command)
     for name, why in result["skipped"].items():
         print(f"not evaluated: {name}: {why}", file=sys.stderr)
@@ -193,6 +202,8 @@ def main(argv=None) -> int:
     r.add_argument("--quick", action="store_true", help="a tiny grid (5 and 10 steps, linear and cosine) for a smoke test")
     r.add_argument("--steps", type=_step_counts, default=None, metavar="N,N,...",
                    help="only these step counts (default 10,20,50,100,1000; 5,10 with --quick)")
+    r.add_argument("--long-run-schedules", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
+                   default=None, metavar="NAME,...", help="run the 1000-step cells only on these schedules (default: all)")
     r.set_defaults(func=cmd_report)
 
     i = sub.add_parser("info", help="list models, schedules and samplers, or print a model card")

@@ -75,3 +75,8 @@ def test_eval_record_stores_the_figures_in_the_card(ckpt_dir, monkeypatch, capsy
     assert figures["swd"] > 0 and figures["swd_baseline"] > 0 and figures["nfe"] == 5
     assert card["sha256"] == sha
     checkpoints.load_model("tiny-moons")  # the card still matches its weights
+
+
+def test_report_long_run_schedules_must_be_in_the_grid(capsys):
+    assert main(["report", "--models", "mnist-ddpm", "--long-run-schedules", "linear,nope"]) == 2
+    assert "nope not in the grid's schedules" in capsys.readouterr().err

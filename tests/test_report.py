@@ -169,3 +169,12 @@ def test_report_command(ckpt, tmp_path, monkeypatch, capsys):
     assert "| langevin | cosine | 10 | leading | 51 |" in page  # n_steps_each = 5 per level, then the final denoise
     assert main(["report", "--models", "tiny-score", "--n", "500", "--out", str(out), "--device", "cpu"]) == 2
     assert "n must be at most 180" in capsys.readouterr().err
+
+
+def test_long_run_cells_can_be_limited_to_some_schedules():
+    import dataclasses
+    grid = dataclasses.replace(report.FULL, long_run_schedules=("linear",))
+    plan = report.plan_cells("m", "ddpm", grid)
+    assert {(c.sampler, c.schedule) for c in plan if c.steps == 1000} == {("ddpm", "linear"), ("ddim", "linear")}
+    assert len([c for c in plan if c.steps < 1000]) == len([c for c in report.plan_cells("m", "ddpm") if c.steps < 1000])
+    assert "only for ddpm, ddim, euler-maruyama on linear" in "\n".join(report._grid_lines(grid))
