@@ -8,12 +8,14 @@ import argparse
 import logging
 import os
 import sys
+import threading
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from space import CSS, build_demo  # noqa: E402
+from space.handlers import warm_up  # noqa: E402
 
 log = logging.getLogger("diffusion-explorer")
 
@@ -31,6 +33,8 @@ def main(argv=None) -> None:
     log.setLevel(logging.INFO)
     demo = build_demo(args.checkpoints)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, prevent_thread_lock=True)
+    # the page is served: now import matplotlib and draw the default schedule plot (left out of the start-up, ~1 s)
+    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     if args.share and not getattr(demo, "share_url", None):
         log.warning("--share: no public link was made (no internet connection, or the share server refused); "
                     "still serving locally at %s", demo.local_url)

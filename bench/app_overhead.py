@@ -3,21 +3,26 @@
 The app runs in this process on a free loopback port, as tests/test_app.py launches it (``build_demo`` then
 ``launch(prevent_thread_lock=True)``), over the repository's checkpoints. Timed through ``gradio_client``:
 a whole /generate call against the bare ``engine.sample`` with the same settings (interleaved), and the time from
-``client.submit`` to the first streamed frame. A third side, the app's handler iterated in-process (no server),
-splits the app's time into its own work (frames, gallery PNGs, plot, GIF) and Gradio's processing and transport.
-The client is made with ``download_files=False``: it gets the files' URLs, as a browser does (which then fetches
-each, ~10 ms). The default client, which downloads every file of every streamed update over a fresh HTTP
-connection, is timed separately. Cold start: ``python app.py --port P`` in a subprocess until ``GET /`` answers
-200, beside ``python -c "import app"`` (the imports alone).
+``client.submit`` to the first streamed frame. The same request is also made as the browser makes it — join the
+queue, read the server-sent events — with a plain HTTP client (``sse_request``): gradio_client waits up to 50 ms
+between its looks at the event stream (a no-op request through it takes ~75 ms against ~10 ms as the browser
+does, both timed here on a one-button app), so its figures carry that wait. A third side, the app's handler
+iterated in-process (no server), splits the app's time into its own work (frames, gallery PNGs, plot, GIF) and
+Gradio's processing and transport. The client is made with ``download_files=False``: it gets the files' URLs, as a
+browser does (which then fetches each, ~10 ms). The default client, which downloads every file of every streamed
+update over a fresh HTTP connection, is timed separately. Cold start: ``python app.py --port P`` in a subprocess
+until ``GET /`` answers 200, beside ``python -c "import app"`` (the imports alone).
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 
 import engine
 
@@ -31,6 +36,69 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def fn_index(root: str, api_name: str) -> int:
+    """The id of the event named ``api_name`` in the app's config."""
+    with urllib.request.urlopen(root + "config", timeout=10) as r:
+        config = json.load(r)
+    for dep in config["dependencies"]:
+        if dep.get("api_name") == api_name:
+            return dep["id"]
+    raise KeyError(api_name)
+
+
+def sse_request(http, root: str, fn: int, data: list) -> tuple[float, float | None]:
+    """One request made as the browser makes it: POST /gradio_api/queue/join, then read the event stream of
+    /gradio_api/queue/data as it arrives. Returns (seconds to ``process_completed``, seconds to the first streamed
+    update or None)."""
+    session = uuid.uuid4().hex[:12]
+    t0 = time.perf_counter()
+    http.post(root + "gradio_api/queue/join", json={"data": data, "event_data": None, "fn_index": fn,
+                                                    "trigger_id": None, "session_hash": session}).raise_for_status()
+    first = None
+    with http.stream("GET", root + "gradio_api/queue/data", params={"session_hash": session}) as stream:
+        for line in stream.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            msg = json.loads(line[5:])
+            kind = msg.get("msg")
+            if kind == "process_generating" and first is None:
+                first = time.perf_counter() - t0
+            elif kind == "process_completed":
+                if not msg.get("success", True):
+                    raise RuntimeError(f"request failed: {msg.get('output')}")
+                return time.perf_counter() - t0, first
+    raise RuntimeError("the event stream ended before process_completed")
+
+
+def noop_floor(reps: int) -> tuple[Spread, Spread]:
+    """A one-textbox app whose generator yields 5 times: seconds per request through gradio_client and as the
+    browser makes it (the transport's floor on this machine)."""
+    import gradio as gr
+    import httpx
+    from gradio_client import Client
+
+    def count(x):
+        for i in range(5):
+            yield f"{x}{i}"
+
+    with gr.Blocks() as demo:
+        box, out = gr.Textbox(), gr.Textbox()
+        gr.Button().click(count, box, out, api_name="count")
+    demo.queue()
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    root = f"http://127.0.0.1:{port}/"
+    try:
+        client = Client(root, verbose=False, download_files=False)
+        fn = fn_index(root, "count")
+        with httpx.Client(timeout=60) as http:
+            t = interleaved({"client": lambda: client.predict("x", api_name="/count"),
+                             "browser": lambda: sse_request(http, root, fn, ["x"])}, reps)
+    finally:
+        demo.close()
+    return Spread(t["client"]), Spread(t["browser"])
 
 
 def first_frame(client, settings: dict, poll_s: float = 0.002) -> float:
@@ -80,6 +148,7 @@ def imports_s() -> float:
 
 def section(model_name: str = "mnist-ddpm", reps: int = 5, steps: int = 50, cold_reps: int = 3,
             download_reps: int = 2) -> Section:
+    import httpx
     from gradio_client import Client
 
     from space import CSS, build_demo
@@ -98,16 +167,31 @@ def section(model_name: str = "mnist-ddpm", reps: int = 5, steps: int = 50, cold
     demo = build_demo()
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=CSS)
+    root = f"http://127.0.0.1:{port}/"
+    data = [settings["model"], settings["schedule"], settings["sampler"], steps, settings["seed"], settings["n"],
+            "leading", 0.0, "fixed_small", 5, 0.5, 0.16, 1]  # /generate's inputs in the page's order
+    browser_first: list[float] = []
+
+    def browser() -> None:
+        total, first_s = sse_request(http, root, fn, data)
+        browser_first.append(first_s)
+
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+        client = Client(root, verbose=False, download_files=False)
+        fn = fn_index(root, "generate")
+        http = httpx.Client(timeout=120)
         t = interleaved({"app": lambda: client.predict(**settings, eta=0.0, api_name="/generate"),
-                         "handler": handler, "engine": lambda: engine.sample(model, **engine_settings)}, reps)
+                         "browser": browser, "handler": handler,
+                         "engine": lambda: engine.sample(model, **engine_settings)}, reps)
+        browser_first = browser_first[-reps:]  # the warm-up call's is left out
+        http.close()
         first = Spread([first_frame(client, settings) for _ in range(reps)])
         downloading = Client(f"http://127.0.0.1:{port}/", verbose=False)
         default_client = Spread([timed(lambda: downloading.predict(**settings, eta=0.0, api_name="/generate"))
                                  for _ in range(download_reps)])
     finally:
         demo.close()
+    floor_client, floor_browser = noop_floor(reps)
     cold, imports = Spread([]), Spread([])
     for _ in range(cold_reps):
         imports.values.append(imports_s())
@@ -118,18 +202,30 @@ def section(model_name: str = "mnist-ddpm", reps: int = 5, steps: int = 50, cold
     table.add("engine.sample", Spread(t["engine"]).fmt(".3f", " s"), reps)
     table.add("/generate through gradio_client (streamed, to the end)", Spread(t["app"]).fmt(".3f", " s"), reps)
     table.add("time the app adds", added.fmt("+.0%"), reps)
+    browser_added = Spread([v - 1 for v in ratio(t["browser"], t["engine"]).values])
+    table.add("/generate as the browser makes it (queue join + event stream, plain HTTP)",
+              Spread(t["browser"]).fmt(".3f", " s"), reps)
+    table.add("… time the app adds, as the browser receives it", browser_added.fmt("+.0%"), reps)
     handler_added = Spread([v - 1 for v in ratio(t["handler"], t["engine"]).values])
     table.add("… of which the handler in-process (frames, gallery PNGs, plot, GIF; no server)",
               handler_added.fmt("+.0%"), reps)
-    table.add("request → first streamed frame", first.fmt(".3f", " s"), reps)
+    table.add("request → first streamed frame (gradio_client)", first.fmt(".3f", " s"), reps)
+    table.add("request → first streamed frame, as the browser receives it", Spread(browser_first).fmt(".3f", " s"),
+              reps)
+    table.add("transport floor: a no-op 5-update request through gradio_client", floor_client.fmt(".3f", " s"),
+              reps)
+    table.add("… the same as the browser makes it", floor_browser.fmt(".3f", " s"), reps)
     table.add("/generate, default Client (downloads every streamed file)", default_client.fmt(".2f", " s"),
               download_reps)
     table.add("cold start: python app.py → GET / 200", cold.fmt(".1f", " s"), cold_reps)
     table.add("… of which python -c 'import app' (imports alone)", imports.fmt(".1f", " s"), cold_reps)
     table.note = ("time the app adds = /generate time / engine time − 1, per repetition (it includes the live "
                   "frames, the gallery PNGs, the schedule plot, the GIF and the PNG download the app makes). "
-                  "Client(download_files=False) except in the default-Client row.")
+                  "Client(download_files=False) except in the default-Client row. gradio_client looks at the event "
+                  "stream at most every 50 ms: the transport-floor rows show what that adds to any request.")
     figures = {"updates": handler(), "added": added, "first": first, "cold": cold, "imports": imports,
                "engine": median(t["engine"]), "app": median(t["app"]), "handler_added": handler_added,
-               "default_client": default_client, "steps": steps}
+               "default_client": default_client, "steps": steps, "browser": median(t["browser"]),
+               "browser_added": browser_added, "browser_first": Spread(browser_first),
+               "floor_client": floor_client, "floor_browser": floor_browser}
     return Section("4. App overhead", [table], figures=figures)

@@ -9,11 +9,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
+import uuid
 
 import gradio as gr
 import numpy as np
+from gradio.components.plot import PlotData
+from gradio.utils import get_upload_folder
 
 import engine
 from engine import compare as engine_compare
@@ -31,7 +33,7 @@ from .settings import (MAX_N, MAX_SEED, MAX_STEPS, OPTION_DEFAULTS, SAMPLERS, SC
 N_SNAPSHOTS = 12  # x_t / x̂0 pairs in the gallery
 N_GIF_FRAMES = 60
 UPDATE_EVERY_S = 0.2  # at most this often a streamed update (5 per second)
-PLOT_FIRST_S, PLOT_EVERY_S = 1.0, 1.5  # the schedule plot (~0.35 s to render and encode): first after 1 s, then every 1.5 s
+GALLERY_EVERY_S = 0.5  # the gallery (Gradio checks each of its files at every send) at most this often mid-run
 FORWARD_DATASETS = ["mnist", "digits8", "fashion-mnist"]
 MAX_TIMESTEPS = 12  # t values in one Forward-process request
 FIELD_SIGMA = (0.01, 5.0)  # the Score-field tab's ranges (its sliders use them too)
@@ -58,6 +60,18 @@ def _quality(classifier, images) -> str:
     return f"{' '.join(map(str, label.tolist()))} ({float(p.mean()):.2f})"
 
 
+def generate_curves(schedule: str, sampler: str, steps: int, spacing: str) -> list[dict]:
+    """The Generate tab's schedule plot: the schedule's curves with the run's timesteps ticked."""
+    visited = engine.get_schedule(schedule).timesteps(steps, spacing).tolist()
+    return [{"schedule": schedule, "label": f"{schedule} · {sampler}", "visited": visited}]
+
+
+def warm_up(schedule="cosine", sampler="ddim", steps=50, spacing="leading") -> None:
+    """Import matplotlib and draw the schedule plot of the default Generate settings, so that the first request
+    pays for neither (~1 s); for a background thread once the page is served (app.py)."""
+    plots.schedule_plot(generate_curves(schedule, sampler, steps, spacing))
+
+
 def _snapshot_indices(total: int, k: int = N_SNAPSHOTS) -> set[int]:
     return set(np.linspace(0, total - 1, min(k, total)).round().astype(int).tolist())
 
@@ -71,8 +85,11 @@ class Handlers:
     # ------------------------------------------------------------------------------------------ common ---
 
     def _out_dir(self) -> str:
-        """A fresh folder for one result's downloads; folders older than RESULTS_MAX_AGE_S are removed."""
-        root = os.path.join(tempfile.gettempdir(), "diffusion-explorer")
+        """A fresh folder for one result's files (live frames, gallery snapshots, GIF, PNG), inside Gradio's cache
+        folder (``GRADIO_TEMP_DIR``), so Gradio serves them as they are instead of hashing and copying each file at
+        every streamed update. Folders older than RESULTS_MAX_AGE_S are removed here (Gradio's ``delete_cache``
+        removes the files too)."""
+        root = os.path.join(get_upload_folder(), "diffusion-explorer")
         os.makedirs(root, exist_ok=True)
         cutoff = time.time() - RESULTS_MAX_AGE_S
         for name in os.listdir(root):
@@ -82,7 +99,9 @@ class Handlers:
                     shutil.rmtree(path, ignore_errors=True)
             except OSError:
                 pass
-        return tempfile.mkdtemp(dir=root)
+        path = os.path.join(root, uuid.uuid4().hex)  # its files are served by URL: a name nobody can guess
+        os.mkdir(path)
+        return path
 
     def _model(self, name, kind: str = "image"):
         """The loaded model called ``name`` — a name from the list of intact models, never a path — or gr.Error.
@@ -123,7 +142,15 @@ class Handlers:
     def generate(self, model, schedule, sampler, steps, seed, n=1, spacing="leading", eta=0.0,
                  variance="fixed_small", n_steps_each=5, step_size=0.5, snr=0.16, n_corrector=1,
                  request: gr.Request = None):
-        """Stream a sampling run. Yields (image, gallery, gif, png, plot, status, link)."""
+        """Stream a sampling run. Yields (image, gallery, gif, png, plot, status, link).
+
+        What each streamed update costs is kept small (a 50-step run sends 3–5, at most one per UPDATE_EVERY_S):
+        the live image is a PNG this handler writes itself (zlib level 1) into a folder inside Gradio's cache, like
+        the gallery's snapshots, the GIF and the download PNG, so Gradio neither re-encodes nor hashes and copies
+        them; the gallery is sent only when it has new snapshots, at most every GALLERY_EVERY_S; the schedule plot
+        is drawn once per setting and kept, and only its current-step marker is redrawn (``plots.schedule_plot``),
+        sent as ready PNG data; the GIF's frames become pictures in one go at the end. Mid-run, the downloads and
+        the link are None (the last run's are cleared when this one starts)."""
         opts_in = dict(eta=eta, variance=variance, n_steps_each=n_steps_each, step_size=step_size, snr=snr,
                        n_corrector=n_corrector)
         s = self._settings(model, schedule, sampler, steps, seed, n, spacing, opts_in)
@@ -133,7 +160,7 @@ class Handlers:
                                   seed=s["seed"], n=s["n"], spacing=s["spacing"], **s["options"])
         except (ValueError, TypeError) as err:
             raise _err(err) from None
-        visited = engine.get_schedule(s["schedule"]).timesteps(s["steps"], s["spacing"]).tolist()
+        curves = generate_curves(s["schedule"], s["sampler"], s["steps"], s["spacing"])
         total = s["steps"]
         snaps = _snapshot_indices(total)
         gif_at = _snapshot_indices(total, N_GIF_FRAMES)
@@ -141,9 +168,9 @@ class Handlers:
         frames: list = []
         tmp = self._out_dir()
         t0 = last = time.perf_counter()
-        plot_due = t0 + PLOT_FIRST_S
+        gallery_due = t0  # the first snapshots go out with the first frame
         step = None
-        label = f"{s['schedule']} · {s['sampler']}"
+        marked = None  # the schedule plot, drawn (or found kept) after the first frame has gone out
         skip = gr.skip()
         gallery_dirty = False
         try:
@@ -153,28 +180,31 @@ class Handlers:
                 if step.i in snaps:  # saved once as files, so re-sending the gallery re-encodes nothing
                     for kind, x in (("x_t", step.x_t), ("x̂0", step.x0_pred)):
                         path = os.path.join(tmp, f"{'xt' if kind == 'x_t' else 'x0'}_{step.i:04d}.png")
-                        imaging.display(x, 160).save(path)
+                        imaging.save_png(imaging.display(x, 160), path)
                         gallery.append((path, _caption(kind, step, total)))
                     gallery_dirty = True
-                if step.i in gif_at:
-                    frames.append(imaging.display(step.x_t))
+                if step.i in gif_at:  # kept as tensors: converted to pictures in one go at the end
+                    frames.append(step.x_t.detach().clone())
                 if elapsed > self.time_budget_s and step.i + 1 < total:
                     gr.Warning(f"stopped after {elapsed:.1f} s (time budget {self.time_budget_s:g} s per request)")
                     break
                 if step.i + 1 < total and (step.i == 0 or now - last >= UPDATE_EVERY_S):
-                    # the first frame goes out at once; later ones at most every UPDATE_EVERY_S. The plot
-                    # (a slow matplotlib render) only every PLOT_EVERY_S.
+                    # the first frame goes out at once (without the plot); later ones at most every UPDATE_EVERY_S
                     last = now
                     status = (f"step {step.i + 1}/{total} · t={step.t} · σ={step.sigma:.3g} · NFE {step.nfe} · "
                               f"{(step.i + 1) / max(elapsed, 1e-9):.1f} steps/s · {elapsed:.1f} s")
+                    # gr.skip() costs Gradio ~1 ms per output (it rebuilds the component's config), so outputs
+                    # without a value yet are sent as None: the downloads and the link of the last run are
+                    # cleared when this one starts, and filled at its end
                     plot = skip
-                    if now >= plot_due:
-                        plot_due = now + PLOT_EVERY_S
-                        plot = plots.schedule_figure([{"schedule": s["schedule"], "label": label,
-                                                       "visited": visited, "current": step.t}])
-                    yield (imaging.display(step.x_t), list(gallery) if gallery_dirty else skip, skip, skip,
-                           plot, status, skip)
-                    gallery_dirty = False
+                    if step.i > 0 or plots.is_kept(curves):  # a first drawing waits until the first frame is out
+                        marked = marked or plots.schedule_plot(curves)
+                        plot = PlotData(type="matplotlib", plot=marked.png(step.t))
+                    shown_gallery = skip
+                    if gallery_dirty and now >= gallery_due:
+                        shown_gallery, gallery_dirty, gallery_due = list(gallery), False, now + GALLERY_EVERY_S
+                    frame = imaging.save_png(imaging.display(step.x_t), os.path.join(tmp, f"live_{step.i:04d}.png"))
+                    yield frame, shown_gallery, None, None, plot, status, None
         except ValueError as err:  # a sampler's own option check runs at its first step
             raise _err(err) from None
         if step is None:
@@ -183,22 +213,23 @@ class Handlers:
         final = imaging.grid(step.x_t)
         stopped = step.i + 1 < total  # by the time budget
         if step.i not in gif_at:
-            frames.append(imaging.display(step.x_t))
+            frames.append(step.x_t.detach().clone())
         settings = {k: v for k, v in s.items() if k != "options"}
         settings.update(s["options"])
         settings["app"] = "diffusion-explorer"
         settings["nfe"] = step.nfe
         stem = f"{s['model']}_{s['schedule']}_{s['sampler']}_{s['steps']}_seed{s['seed']}"
         png = imaging.png_with_settings(final, settings, tmp, stem)
-        gif = imaging.gif(frames, tmp, stem)
+        gif = imaging.gif([imaging.upscale(f) for f in imaging.grids(frames)], tmp, stem)
         link = base_url(request) + query_string({"tab": "generate", **{k: v for k, v in settings.items()
                                                                         if k not in ("app", "nfe")}})
         head = f"stopped by the time budget ({self.time_budget_s:g} s per request)" if stopped else "done"
         status = (f"{head}: {step.i + 1}/{total} steps · NFE {step.nfe} · {(step.i + 1) / max(elapsed, 1e-9):.1f} "
                   f"steps/s · {elapsed:.2f} s")
-        plot = plots.schedule_figure([{"schedule": s["schedule"], "label": label, "visited": visited,
-                                       "current": step.t}])
-        yield imaging.upscale(final), list(gallery), gif, png, plot, status, link
+        marked = marked or plots.schedule_plot(curves)
+        plot = PlotData(type="matplotlib", plot=marked.png(step.t))
+        image = imaging.save_png(imaging.upscale(final), os.path.join(tmp, "final.png"))
+        yield image, list(gallery), gif, png, plot, status, link
 
     # ----------------------------------------------------------------------------------------- compare ---
 
@@ -248,9 +279,10 @@ class Handlers:
         clf = self.store.classifier_for(model)
         rows = [[k + 1, p.label(), st.nfe, round(comp.elapsed[k], 3), _quality(clf, st.x_t)]
                 for k, (p, st) in enumerate(zip(specs, latest))]
-        plot = plots.schedule_figure([{"schedule": p.schedule, "label": f"{k + 1}: {p.label()}",
-                                       "visited": engine.get_schedule(p.schedule).timesteps(p.steps, p.spacing).tolist()}
-                                      for k, p in enumerate(specs)])
+        plot = PlotData(type="matplotlib", plot=plots.schedule_plot(  # drawn once per set of panels, then kept
+            [{"schedule": p.schedule, "label": f"{k + 1}: {p.label()}",
+              "visited": engine.get_schedule(p.schedule).timesteps(p.steps, p.spacing).tolist()}
+             for k, p in enumerate(specs)]).png(None))
         longest = max(len(t) for t in traj)
         state = {"traj": traj, "labels": [p.label() for p in specs], "steps": [p.steps for p in specs]}
         query = {"tab": "compare", "model": model, "seed": seed, "n": n, "panels": count}
@@ -332,7 +364,7 @@ class Handlers:
             for st, img in zip(stats, xt):
                 gallery.append((imaging.display(img, 128),
                                 f"{sname} · t={st['t']} · ᾱ={st['alpha_bar']:.3g} · σ={st['sigma']:.3g}"))
-        plot = plots.forward_curves_figure(schedules, ts)
+        plot = PlotData(type="matplotlib", plot=plots.forward_curves_plot(schedules, ts))
         return gallery, plot, imaging.display(x0, 128), source
 
     # ------------------------------------------------------------------------------------- score field ---

@@ -32,7 +32,20 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 def grid(x: torch.Tensor, pad: int = 1) -> Image.Image:
     """The batch laid out as a near-square grid (native resolution, ``pad`` px of mid-grey between tiles)."""
-    arr = to_uint8(x)
+    return _grid(to_uint8(x), pad)
+
+
+def grids(xs: list[torch.Tensor], pad: int = 1) -> list[Image.Image]:
+    """``[grid(x) for x in xs]`` for batches of one shape, converted to uint8 in one go (one tensor pass instead
+    of one per batch: a trajectory's GIF frames)."""
+    if not xs:
+        return []
+    stacked = torch.stack(xs)  # (F, N, C, H, W)
+    arr = to_uint8(stacked.flatten(0, 1))  # (F·N, H, W, C)
+    return [_grid(a, pad) for a in arr.reshape(stacked.shape[0], stacked.shape[1], *arr.shape[1:])]
+
+
+def _grid(arr: np.ndarray, pad: int = 1) -> Image.Image:
     n, h, w, c = arr.shape
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
@@ -51,6 +64,13 @@ def upscale(img: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image:
 
 def display(x: torch.Tensor, size: int = DISPLAY_SIZE) -> Image.Image:
     return upscale(grid(x), size)
+
+
+def save_png(img: Image.Image, path: str) -> str:
+    """``img`` written to ``path`` as PNG at zlib level 1 (the live frames and gallery snapshots: nearest-upscaled
+    pixels compress about as well at level 1 as at the default 6, in a third of the time). Returns ``path``."""
+    img.save(path, "png", compress_level=1)
+    return path
 
 
 def png_with_settings(img: Image.Image, settings: dict, directory: str | None = None, stem: str = "sample") -> str:
@@ -76,7 +96,10 @@ def gif(frames: list[Image.Image], directory: str | None = None, stem: str = "tr
     """An animated GIF of ``frames`` (the last frame held longer); returns the path."""
     if not frames:
         raise ValueError("no frames")
-    frames = [f.convert("P", palette=Image.Palette.ADAPTIVE) if f.mode == "RGB" else f for f in frames]
+    # RGB frames get an adaptive palette; greyscale ones the grey palette up front (the same GIF, ~10% faster:
+    # Pillow would otherwise rebuild that palette in Python for every frame)
+    frames = [f.convert("P", palette=Image.Palette.ADAPTIVE) if f.mode == "RGB" else
+              f.convert("P") if f.mode == "L" else f for f in frames]
     durations = [frame_ms] * (len(frames) - 1) + [last_ms]
     path = os.path.join(directory or tempfile.mkdtemp(prefix="dx-"), f"{stem}.gif")
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=False)

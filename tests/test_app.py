@@ -119,6 +119,116 @@ def test_generate_streams_several_updates(app):
     assert len(final[1]) == 2 * 12  # snapshots are capped
 
 
+def _plot_pixels(plot: dict) -> np.ndarray:
+    """The schedule plot sent to the page (a PNG data URL) as an RGB array."""
+    import base64
+    import io
+
+    assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/png;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(plot["plot"].split(",", 1)[1]))) as im:
+        return np.asarray(im.convert("RGB")).copy()
+
+
+def test_generate_streams_the_plot_with_the_current_step(app):
+    """The live updates carry the schedule plot with the current step marked: the marker moves between updates,
+    the curves stay put; the gallery and the live frames are files the server serves as they are."""
+    _, _, port = app
+    from space import handlers as H
+
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+    old = H.UPDATE_EVERY_S
+    H.UPDATE_EVERY_S = 0.0  # an update at every step, whatever the machine's speed
+    try:
+        job = client.submit(**dict(GEN, sampler="ddpm", steps=40, n=1), api_name="/generate")
+        final = job.result(timeout=120)
+        outs = job.outputs()
+    finally:
+        H.UPDATE_EVERY_S = old
+    plots = [o[4] for o in outs if isinstance(o[4], dict) and o[4].get("plot")]
+    assert len(plots) >= 3, "the plot comes with the streamed updates, not only at the end"
+    first, mid, last = _plot_pixels(plots[0]), _plot_pixels(plots[len(plots) // 2]), _plot_pixels(final[4])
+    assert first.shape == mid.shape == last.shape
+    changed = (np.abs(first.astype(int) - mid.astype(int)).sum(-1) > 0).mean()
+    assert 0 < changed < 0.1, changed  # the marker moved; the rest (curves, axes, labels) is the same picture
+    frames = [o[0] for o in outs if isinstance(o[0], dict) and o[0].get("url")]
+    assert len(frames) >= 3 and len({f["url"] for f in frames}) == len(frames)  # a new live frame each update
+    galleries = [o[1] for o in outs if isinstance(o[1], list)]
+    assert galleries and len(galleries[-1]) == 2 * 12
+    assert [len(g) for g in galleries] == sorted(len(g) for g in galleries)  # the gallery only grows
+    # the live frame is served (as the browser fetches it)
+    import urllib.request
+
+    with urllib.request.urlopen(frames[-1]["url"]) as r, Image.open(r) as im:
+        assert im.format == "PNG" and im.size[0] >= 8
+
+
+def test_generate_gif_has_every_step_at_display_size(app):
+    _, client, _ = app
+    image, gallery, gif, png, plot, status, link = client.predict(**dict(GEN, steps=5), api_name="/generate")
+    with Image.open(gif) as g, Image.open(image) as im:
+        assert g.n_frames == 5 and g.size == im.size  # one frame per step, as large as the final image
+        g.seek(4)
+        last = np.asarray(g.convert("L"))
+        assert np.array_equal(last, np.asarray(im.convert("L")))  # the GIF ends on the sample
+
+
+def test_marked_schedule_equals_a_full_drawing():
+    """The kept schedule plot with a marker drawn on it looks like the figure drawn whole with that marker."""
+    import base64
+    import io
+
+    from space import plots
+
+    import engine
+
+    visited = engine.get_schedule("cosine").timesteps(20, "leading").tolist()
+    curves = [{"schedule": "cosine", "label": "cosine · ddim", "visited": visited}]
+    kept = plots.schedule_plot(curves)
+    assert plots.schedule_plot([dict(curves[0], current=5)]) is kept  # kept for the next request
+    for t in (visited[0], visited[10], visited[-1]):
+        buf = io.BytesIO()
+        plots.schedule_figure([dict(curves[0], current=t)]).savefig(buf, format="png")
+        with Image.open(buf) as im:
+            whole = np.asarray(im.convert("RGB")).astype(int)
+        marked = _plot_pixels({"type": "matplotlib", "plot": kept.png(t)}).astype(int)
+        assert marked.shape == whole.shape
+        assert np.abs(marked - whole).mean() < 1.0, t  # 256 colours and the marker drawn last: tiny differences
+        assert (np.abs(marked - whole).max(-1) > 60).mean() < 0.002, t
+    assert base64.b64decode(kept.png(None).split(",", 1)[1])[:4] == b"\x89PNG"  # no marker: the bare curves
+
+
+def test_grids_equal_grid_per_batch():
+    import torch
+
+    from space import imaging
+
+    xs = [torch.randn(3, 1, 8, 8) * 1.5 for _ in range(4)]
+    for a, b in zip(imaging.grids(xs), [imaging.grid(x) for x in xs]):
+        assert a.mode == b.mode and np.array_equal(np.asarray(a), np.asarray(b))
+    assert imaging.grids([]) == []
+
+
+def test_queue_polls_gently(app):
+    """Gradio's queue would look for requests every 1 ms, taking the GIL from the sampler each time (the engine ran
+    ~20% slower in the server's process); the app's queue looks every QUEUE_POLL_S."""
+    from space.ui import QUEUE_POLL_S
+
+    demo, _, _ = app
+    assert demo._queue.sleep_when_free == QUEUE_POLL_S >= 0.005
+
+
+def test_import_app_leaves_matplotlib_for_later():
+    """Cold start: ``import app`` does not import matplotlib (the page is served first; app.py's warm-up thread
+    imports it and draws the default plot afterwards)."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys, app; assert 'matplotlib' not in sys.modules, 'matplotlib imported'; "
+            "from space import handlers; handlers.warm_up(); assert 'matplotlib' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=300)
+
+
 @pytest.mark.parametrize("sampler,extra", [("langevin", {"n_steps_each": 2, "step_size": 0.1}),
                                            ("pc", {"snr": 0.2, "n_corrector": 1}), ("ode", {}),
                                            ("dpm-solver++", {"spacing": "trailing"}),

@@ -98,6 +98,12 @@ def test_generate_compare_and_deep_link(server, page):
     wait_done(page, "#g-status textarea")
     page.wait_for_selector("#g-gallery img", timeout=30_000)
     assert page.locator("#g-gallery img").count() >= 2
+    # every snapshot the page shows is fetched and decoded (the files are served from the app's result folder)
+    page.wait_for_function("() => { const imgs = [...document.querySelectorAll('#g-gallery img')]; "
+                           "return imgs.length >= 2 && imgs.every(i => i.complete && i.naturalWidth > 0); }",
+                           timeout=30_000)
+    assert page.evaluate("() => { const p = document.querySelector('#g-plot img'); "
+                         "return p ? p.naturalWidth : 0; }") > 100  # the schedule plot with the current step
     link = value_of(page, "#g-link textarea")
     assert "?tab=generate&model=tiny-digits" in link and "steps=12" in link
     assert page.locator("#g-png a, #g-png .file-preview").count() >= 1
