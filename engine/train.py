@@ -279,6 +279,9 @@ class Trainer:
         log = self.run_dir / "log.jsonl"
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if resumed and log.exists():  # lines written after the saved state was taken are trained again: drop them
+                kept = [line for line in log.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
+                log.write_text("".join(line + "\n" for line in kept))
         t_last = time.perf_counter()
         while self.step < total:
             loss = self.train_step()

@@ -57,9 +57,14 @@ def test_resume_equals_uninterrupted(tmp_path):
     straight.run(quiet=True)
     first = Trainer(tiny(tmp_path / "b"))
     first.run(steps=3, quiet=True)  # stops at step 3 with its state saved
+    log = tmp_path / "b" / "runs" / "tiny" / "log.jsonl"
+    with log.open("a") as f:  # a run killed at step 5 logged step 4 after its last saved state
+        f.write(json.dumps({"step": 4, "loss": 9.0, "wall_time_s": 1.0}) + "\n")
     resumed = Trainer(tiny(tmp_path / "b"))
     out = resumed.run(quiet=True)
     assert out["resumed"] and resumed.step == 6
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in logged] == [2, 4, 6] and 9.0 not in [r["loss"] for r in logged]
     for (k, v), (k2, v2) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert k == k2 and torch.equal(v, v2), k
     for (k, v), (_, v2) in zip(straight.ema.module.state_dict().items(), resumed.ema.module.state_dict().items()):
