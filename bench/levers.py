@@ -87,6 +87,70 @@ def cold_compile_s(model_name: str) -> float:
     return float(out.stdout.split()[-1])
 
 
+WAIT_POLICY_RUN = """
+import sys, time, torch, engine
+model = engine.load_model(sys.argv[1])
+steps, n = int(sys.argv[2]), int(sys.argv[3])
+engine.sample(model, schedule="linear", sampler="ddim", steps=2, seed=0, n=n)
+t0 = time.perf_counter()
+engine.sample(model, schedule="linear", sampler="ddim", steps=steps, seed=0, n=n)
+print(time.perf_counter() - t0, torch.get_num_threads())
+"""
+WAIT_POLICY_PREDICTION = {
+    False: "0.9–1.0× on an idle machine: a sleeping thread wakes later than a spinning one",
+    True: "≫ 1×: a spinning thread holds its core while its partner waits for a time slice at every parallel region",
+}
+
+
+def _wait_policy_run(model_name: str, steps: int, n: int, passive: bool) -> float:
+    """Seconds of a DDIM run in a fresh process's main thread with one intra-op thread per core, under GNU
+    OpenMP's default wait policy or ``OMP_WAIT_POLICY=PASSIVE`` (read when the runtime loads, hence a process)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(os.cpu_count()))
+    env.pop("OMP_WAIT_POLICY", None)
+    if passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", WAIT_POLICY_RUN, model_name, str(steps), str(n)], cwd=ROOT,
+                         env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[0])
+
+
+def wait_policy_table(model_name: str, batches, reps: int, steps: int) -> tuple[Table, dict]:
+    """GNU OpenMP's default wait policy (spin, then sleep) against OMP_WAIT_POLICY=PASSIVE, on the machine as it is
+    and with one core kept busy by another process (training, an evaluation)."""
+    table = Table(f"OpenMP wait policy ({model_name}, ddim {steps} steps in a fresh process, {os.cpu_count()} "
+                  f"threads; median of {reps}, min–max)",
+                  ["machine", "prediction", *(f"batch {n}: default / passive" for n in batches), "default time"])
+    figures = {}
+    for busy in (False, True):
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+        try:
+            cells, times = [], []
+            for n in batches:
+                run = {"default": lambda n=n: _wait_policy_run(model_name, steps, n, False),
+                       "passive": lambda n=n: _wait_policy_run(model_name, steps, n, True)}
+                t = {k: [] for k in run}
+                for r in range(reps):  # interleaved, order flipped every repetition; each value a fresh process
+                    for k in (list(run) if r % 2 == 0 else list(run)[::-1]):
+                        t[k].append(run[k]())
+                speed = ratio(t["default"], t["passive"])
+                figures[("busy" if busy else "as is", n)] = speed.median
+                cells.append(speed.fmt(".2f", "×"))
+                times.append(f"batch {n}: {median(t['default']):.2f} s")
+            table.add("+ one core kept busy" if busy else "as the machine is (see Machine)", WAIT_POLICY_PREDICTION[busy],
+                      *cells, ", ".join(times))
+        finally:
+            if spinner is not None:
+                spinner.kill()
+                spinner.wait()
+    table.note = ("speed-up = time with GNU OpenMP's default wait policy / time with OMP_WAIT_POLICY=PASSIVE; "
+                  "\"+ one core kept busy\": another process also spins on one core for the whole measurement. Not "
+                  "a default: on an idle machine passive waiting measured 1.5–2.3× slower (a sleeping thread wakes "
+                  "late at each of a call's ~150 parallel regions), and the app samples in worker threads, which "
+                  "were not slowed by a busy core. For scripts and the command line on a busy machine, "
+                  "OMP_WAIT_POLICY=PASSIVE or OMP_NUM_THREADS=1 (README, Performance notes).")
+    return table, figures
+
+
 def verdict(name: str, speed: dict[int, float], compile_s: dict[int, float], per_call: dict[int, float]) -> str:
     """Kept or not, and why, from the measured speed-ups (by batch)."""
     s = ", ".join(f"batch {n}: {v:.2f}×" for n, v in speed.items())
@@ -120,7 +184,7 @@ def verdict(name: str, speed: dict[int, float], compile_s: dict[int, float], per
 
 
 def section(model_name: str = "mnist-ddpm", batches=(1, 16), reps: int = 3, calls=None, steps: int = 20,
-            cold_compile: bool = True) -> Section:
+            cold_compile: bool = True, wait_steps: int = 10) -> Section:
     calls = calls or {1: 20, 16: 3}
     base = engine.load_model(model_name, optimize=False)
     channels_last = engine.load_model(model_name)
@@ -167,4 +231,5 @@ def section(model_name: str = "mnist-ddpm", batches=(1, 16), reps: int = 3, call
                   + (f"; {compile_s['cold']:.1f} s at batch 1 in a fresh process with an empty cache"
                      if "cold" in compile_s else "") + ".")
     figures["compile_s"] = compile_s
-    return Section("Levers", [table], figures=figures)
+    wait_table, figures["wait_policy"] = wait_policy_table(model_name, batches, reps, wait_steps)
+    return Section("Levers", [table, wait_table], figures=figures)
