@@ -80,23 +80,10 @@ def cmd_eval(args) -> int:
         result["classifier"] = {"name": classifier_name, "sha256": checkpoints.model_card(classifier_name)["sha256"]}
     print(json.dumps(result, indent=2))
     if args.record:
-        key = metrics_key(result)
-        checkpoints.record_metrics(args.model, key, {k: v for k, v in result.items() if k not in _KEY_FIELDS})
+        key = evaluate.metrics_key(result)
+        checkpoints.record_metrics(args.model, key, evaluate.card_figures(result))
         print(f"recorded in {args.model}.json under metrics[{key!r}]", file=sys.stderr)
     return 0
-
-
-_KEY_FIELDS = ("sampler", "schedule", "steps", "spacing", "n", "seed", "options")
-
-
-def metrics_key(result: dict) -> str:
-    """"ddim/linear/50/leading/n=500/seed=0" (+ "/eta=0.5" for options): one card entry per evaluated setting."""
-    parts = [result["sampler"], result["schedule"], str(result["steps"])]
-    if "spacing" in result:
-        parts.append(result["spacing"])
-    parts += [f"n={result['n']}", f"seed={result['seed']}"]
-    parts += [f"{k}={v}" for k, v in sorted(result.get("options", {}).items())]
-    return "/".join(parts)
 
 
 def cmd_report(args) -> int:

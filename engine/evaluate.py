@@ -169,6 +169,24 @@ def evaluate_images(model, classifier: Classifier, dataset: str, *, sampler: str
     }
 
 
+_KEY_FIELDS = ("sampler", "schedule", "steps", "spacing", "n", "seed", "options")
+
+
+def metrics_key(result: dict) -> str:
+    """"ddim/linear/50/leading/n=500/seed=0" (+ "/eta=0.5" for options given): a result's entry in a card's metrics."""
+    parts = [result["sampler"], result["schedule"], str(result["steps"])]
+    if "spacing" in result:
+        parts.append(result["spacing"])
+    parts += [f"n={result['n']}", f"seed={result['seed']}"]
+    parts += [f"{k}={v}" for k, v in sorted(result.get("options", {}).items())]
+    return "/".join(parts)
+
+
+def card_figures(result: dict) -> dict:
+    """The figures of a result, without the settings its metrics key already names."""
+    return {k: v for k, v in result.items() if k not in _KEY_FIELDS}
+
+
 def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int = 256, seed: int = 0) -> float:
     """Mean over random directions θ of the 1-D Wasserstein-1 distance between the projections a·θ and b·θ."""
     gen = torch.Generator().manual_seed(seed)

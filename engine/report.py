@@ -228,6 +228,18 @@ def judge_bar(bar: Bar, records: list[dict], n: int) -> dict:
     return {"bar": bar, "verdict": verdict, "passing": passing, "shown": judged[shown][0], "figures": judged[shown][1]}
 
 
+def record_bars(results: dict, n: int, directory=None) -> None:
+    """Store each bar's cell (the one the page shows) in its model's card, with the bar and its verdict."""
+    for bar in BARS:
+        v = judge_bar(bar, results.get(bar.model, []), n)
+        if v["shown"] is None:
+            continue
+        r = v["shown"]
+        figures = evaluate.card_figures({k: val for k, val in r.items() if k not in ("model", "date")})
+        figures.update(bar=bar.describe(), verdict=v["verdict"], source="python -m engine report (docs/RESULTS.md)")
+        checkpoints.record_metrics(bar.model, evaluate.metrics_key(r), figures, directory)
+
+
 # --- running the grid -----------------------------------------------------------------------------------------
 
 
@@ -388,6 +400,7 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
     command = command or f"engine.report.run_report({models!r}, n={n}, seed={seed}, out={str(out)!r}, device={device!r})"
     page.write_text(render_page(command=command, grid=grid, n=n, seed=seed, results=results, setups=setups,
                                 skipped=skipped, samples=samples, models=models))
+    record_bars(results, n, directory)
     return {"page": page, "cache": cache_path, "computed": len(todo), "reused": total - len(todo),
             "figures": figures, "skipped": skipped}
 

@@ -59,10 +59,10 @@ def _record(cell: report.Cell, fd: float, nn_ratio: float = 1.0) -> dict:
     return {"model": cell.model, "sampler": cell.sampler, "schedule": cell.schedule, "steps": cell.steps,
             "spacing": cell.spacing, "options": cell.options, "n": 500, "nfe": nfe, "fd": fd, "fd_baseline": 1.0,
             "fd_ratio": fd, "confident": 0.9, "coverage_min_class": 0.08, "nn_ratio": nn_ratio,
-            "seconds": 0.01 * nfe, "device": "cpu (test)"}
+            "seconds": 0.01 * nfe, "device": "cpu (test)", "seed": 0}
 
 
-def test_bar_verdicts_follow_the_numbers():
+def test_bar_verdicts_follow_the_numbers(tmp_path):
     cells = report.plan_cells("mnist-ddpm", "ddpm", report.FULL)
     records = []
     for c in cells:
@@ -97,6 +97,16 @@ def test_bar_verdicts_follow_the_numbers():
     assert "Lowest FD: 1.2 (1.20× the real-vs-real baseline) with ddpm · " in page
     assert "Fewest NFE within 1.5× the baseline: 50 (ddim · cosine · 50 steps, 1.50×)." in page
     assert "Fewest NFE within 2× the baseline: 20 (dpm-solver++ · linear · 20 steps, 1.70×)." in page
+
+    # the bars' cells go into the model's card, with the bar and its verdict
+    card = {"name": "mnist-ddpm", "arch": {"type": "unet"}, "objective": "ddpm", "sha256": "0" * 64,
+            "data_shape": [1, 28, 28], "metrics": {}}
+    (tmp_path / "mnist-ddpm.json").write_text(json.dumps(card))
+    report.record_bars({"mnist-ddpm": records}, 500, tmp_path)
+    metrics = json.loads((tmp_path / "mnist-ddpm.json").read_text())["metrics"]
+    assert metrics["ddim/cosine/50/leading/n=500/seed=0/eta=0.0"]["verdict"] == "pass"
+    assert metrics["ddpm/linear/1000/leading/n=500/seed=0/variance=fixed_small"]["nn_ratio"] == 0.5
+    assert len(metrics) == 3 and "model" not in next(iter(metrics.values()))
 
 
 def _cells(out) -> dict:
