@@ -78,13 +78,8 @@ def schedule_figure(curves: list[dict], title: str = "", *, marked: bool = True)
     return fig
 
 
-def png_data_url(rgb: np.ndarray, palette: "Palette | None" = None) -> str:
-    """An (H, W, 3) uint8 array as a ``data:image/png;base64,…`` URL, zlib level 1. With ``palette`` the pixels are
-    first mapped to its colours: an 8-bit PNG, ~2 ms for the schedule plot against ~5 ms as RGB, and half the
-    bytes."""
-    from PIL import Image
-
-    img = Image.fromarray(rgb) if palette is None else palette.image(rgb)
+def _png_data_url(img) -> str:
+    """A PIL image as a ``data:image/png;base64,…`` URL, zlib level 1."""
     with io.BytesIO() as out:
         img.save(out, "png", compress_level=1)
         return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode("ascii")
@@ -107,11 +102,11 @@ class Palette:
         order = np.argsort(keys)
         self.known = (keys[order], order)  # every colour met so far (sorted) → its palette index
 
-    def image(self, rgb: np.ndarray):
-        """``rgb`` (H, W, 3) uint8 as a PIL "P" image with this palette."""
+    def image(self, index: np.ndarray):
+        """(H, W) uint8 indices into this palette as a PIL "P" image (an 8-bit PNG: half the bytes of RGB)."""
         from PIL import Image
 
-        img = Image.fromarray(self.indices(rgb), "P")
+        img = Image.fromarray(index, "P")
         img.putpalette(self.colours.tobytes())
         return img
 
@@ -185,8 +180,6 @@ class MarkedSchedule:
             return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
 
     def png(self, current: list[int | None] | int | None) -> str:
-        from PIL import Image
-
         if not isinstance(current, (list, tuple)):
             current = [current] * len(self.markers)
         index = self.bare_index.copy()
@@ -204,11 +197,7 @@ class MarkedSchedule:
                     strips.append((lo, hi, buf[:, lo:hi, :3].copy()))
         for lo, hi, rgb in strips:
             index[:, lo:hi] = self.palette.indices(rgb)
-        img = Image.fromarray(index, "P")
-        img.putpalette(self.palette.colours.tobytes())
-        with io.BytesIO() as out:
-            img.save(out, "png", compress_level=1)
-            return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+        return _png_data_url(self.palette.image(index))
 
 
 _KEPT: OrderedDict = OrderedDict()
