@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 
@@ -21,6 +20,21 @@ def _step_counts(text: str) -> tuple[int, ...]:
     if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
         raise argparse.ArgumentTypeError(f"steps must be distinct positive whole numbers separated by commas, e.g. 10,20,50; got {text!r}")
     return counts
+
+
+def _for_model(parse):
+    """``[MODEL=]VALUES`` → (MODEL or None for every model, parse(VALUES)): a report option for one model or all."""
+    def parse_for_model(text: str):
+        model, sep, values = text.rpartition("=")
+        return (model.strip() or None) if sep else None, parse(values)
+    return parse_for_model
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"give names separated by commas, e.g. linear,cosine; got {text!r}")
+    return names
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -91,20 +105,28 @@ def cmd_report(args) -> int:
 
     models = report.DEFAULT_MODELS if args.models is None else [m.strip() for m in args.models.split(",") if m.strip()]
     grid = report.QUICK if args.quick else report.FULL
-    if args.steps is not None:
-        grid = dataclasses.replace(grid, steps=args.steps)
-    if args.long_run_schedules is not None:
-        offered = {s for names in grid.schedules.values() for s in names}
-        unknown = [s for s in args.long_run_schedules if s not in offered]
-        if unknown:
-            print(f"--long-run-schedules: {', '.join(unknown)} not in the grid's schedules ({', '.join(sorted(offered))})",
-                  file=sys.stderr)
-            return 2
-        grid = dataclasses.replace(grid, long_run_schedules=args.long_run_schedules)
-    n = grid.n if args.n is None else args.n
-    command = report.command_line(models, n, args.seed, args.out, args.device, args.quick, args.steps,
-                                  args.long_run_schedules)
-    result = report.run_report(models, grid=grid, n=n, seed=args.seed, out=args.out, device=args.device, command=command)
+    narrowing = [(option, model, values) for option in ("steps", "schedules", "long_run_schedules")
+                 for model, values in getattr(args, option)]
+    unknown = sorted({model for _, model, _ in narrowing if model is not None and model not in models})
+    if unknown:
+        print(f"{', '.join(unknown)} not among --models ({', '.join(models)})", file=sys.stderr)
+        return 2
+
+    def narrowed(model):
+        mine = {option: values for option, m, values in narrowing if m is None}
+        mine.update({option: values for option, m, values in narrowing if m is not None and m == model})
+        return grid.narrowed(**mine)
+
+    try:
+        every = narrowed(None)
+        grids = {m: narrowed(m) for m in models}
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
+    n = every.n if args.n is None else args.n
+    command = report.command_line(models, n, args.seed, args.out, args.device, args.quick, narrowing)
+    result = report.run_report(models, grid=every, n=n, seed=args.seed, out=args.out, device=args.device, command=command,
+                               grids=grids)
     for name, why in result["skipped"].items():
         print(f"not evaluated: {name}: {why}", file=sys.stderr)
     print(f"wrote {result['page']} and {len(result['figures'])} figures: {result['computed']} cells computed, "
@@ -187,10 +209,13 @@ def main(argv=None) -> int:
     r.add_argument("--out", default="docs", help="writes OUT/RESULTS.md and OUT/results/ (figures, cells.json)")
     r.add_argument("--device", default="auto", help="auto: CUDA when available, else the CPU")
     r.add_argument("--quick", action="store_true", help="a tiny grid (5 and 10 steps, linear and cosine) for a smoke test")
-    r.add_argument("--steps", type=_step_counts, default=None, metavar="N,N,...",
-                   help="only these step counts (default 10,20,50,100,1000; 5,10 with --quick)")
-    r.add_argument("--long-run-schedules", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
-                   default=None, metavar="NAME,...", help="run the 1000-step cells only on these schedules (default: all)")
+    per_model = " (MODEL=... for one model; repeat the option for several)"
+    r.add_argument("--steps", type=_for_model(_step_counts), action="append", default=[], metavar="[MODEL=]N,N,...",
+                   help="only these step counts (default 10,20,50,100,1000; 5,10 with --quick)" + per_model)
+    r.add_argument("--schedules", type=_for_model(_names), action="append", default=[], metavar="[MODEL=]NAME,...",
+                   help="only these of the grid's schedules" + per_model)
+    r.add_argument("--long-run-schedules", type=_for_model(_names), action="append", default=[],
+                   metavar="[MODEL=]NAME,...", help="run the 1000-step cells only on these schedules (default: all)" + per_model)
     r.set_defaults(func=cmd_report)
 
     i = sub.add_parser("info", help="list models, schedules and samplers, or print a model card")

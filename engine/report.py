@@ -43,7 +43,7 @@ import platform
 import shlex
 import statistics
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -89,6 +89,20 @@ class Grid:
     n: int
     long_run: int = 1000
     long_run_schedules: tuple[str, ...] | None = None
+
+    def narrowed(self, steps=None, schedules=None, long_run_schedules=None) -> "Grid":
+        """This grid with only ``steps`` (any positive counts), only ``schedules`` (a subset of its schedules, for
+        each objective that has them) and the long runs only on ``long_run_schedules``; None keeps what it is."""
+        offered = list(dict.fromkeys(s for names in self.schedules.values() for s in names))
+        for option, names in (("schedules", schedules), ("long-run schedules", long_run_schedules)):
+            unknown = [s for s in names or () if s not in offered]
+            if unknown:
+                raise ValueError(f"{option}: {', '.join(unknown)} not in the grid's schedules ({', '.join(offered)})")
+        kept = self.schedules if schedules is None else {
+            objective: tuple(s for s in names if s in schedules) for objective, names in self.schedules.items()}
+        return replace(self, steps=self.steps if steps is None else tuple(steps), schedules=kept,
+                                   long_run_schedules=self.long_run_schedules if long_run_schedules is None
+                                   else tuple(long_run_schedules))
 
 
 _VP_AND_EDM = ("linear", "cosine", "sigmoid", "constant", "karras")
@@ -335,21 +349,23 @@ def _evaluate(setup: _Setup, cell: Cell, n: int, seed: int, device: torch.device
     return r
 
 
-def command_line(models, n: int, seed: int, out, device: str, quick: bool, steps=None, long_run_schedules=None) -> str:
-    """The ``python -m engine report`` command, every value spelled out, that reproduces a page."""
+def command_line(models, n: int, seed: int, out, device: str, quick: bool, narrowing=()) -> str:
+    """The ``python -m engine report`` command, every value spelled out, that reproduces a page. ``narrowing``:
+    (option, model or None for every model, names or step counts) in the order given, e.g. ("steps", None, (10, 20))
+    or ("schedules", "mnist-ncsn", ("linear",))."""
     args = ["--models", ",".join(models), "--n", str(n), "--seed", str(seed), "--out", str(out), "--device", device]
-    if steps is not None:
-        args += ["--steps", ",".join(str(s) for s in steps)]
-    if long_run_schedules is not None:
-        args += ["--long-run-schedules", ",".join(long_run_schedules)]
+    for option, model, values in narrowing:
+        args += [f"--{option.replace('_', '-')}", ("" if model is None else f"{model}=") + ",".join(map(str, values))]
     return "python -m engine report " + shlex.join(args + (["--quick"] if quick else []))
 
 
 def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None, seed: int = 0, out="docs",
-               device: str = "auto", directory=None, command: str | None = None) -> dict:
+               device: str = "auto", directory=None, command: str | None = None, grids: dict | None = None) -> dict:
     """Evaluate every cell of the grid (reusing fresh cached cells), then write the page and its figures.
 
-    Returns {"page", "cache", "computed", "reused", "figures", "skipped" {model: why}}.
+    ``grids`` {model: Grid} replaces ``grid`` for some models (e.g. a narrower one for a model whose full grid would
+    take hours on a CPU); the page says which. Returns {"page", "cache", "computed", "reused", "figures",
+    "skipped" {model: why}}.
     """
     models = list(models)
     if not models:
@@ -370,7 +386,8 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
             setups[name] = _prepare(name, dev, n, directory)
         except NotEvaluated as why:
             skipped[name] = str(why)
-    plans = {name: [(c, c.key(n, seed, dev.type)) for c in plan_cells(name, s.card["objective"], grid)]
+    grids = {name: g for name, g in (grids or {}).items() if name in models and g != grid}
+    plans = {name: [(c, c.key(n, seed, dev.type)) for c in plan_cells(name, s.card["objective"], grids.get(name, grid))]
              for name, s in setups.items()}
     todo = [(setups[name], cell, key) for name, plan in plans.items() for cell, key in plan
             if not _fresh(cache.get(key), setups[name])]
@@ -384,7 +401,8 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
 
     results = {name: [cache[key] for _, key in plan] for name, plan in plans.items()}
     figures = [results_dir / "schedules.png"]
-    plot_schedules(list(dict.fromkeys(s for objective in grid.schedules.values() for s in objective)), figures[0])
+    plot_schedules(list(dict.fromkeys(s for g in (grid, *grids.values()) for names in g.schedules.values()
+                                      for s in names)), figures[0])
     samples = {}
     for name, records in results.items():
         figures.append(results_dir / f"fd_vs_nfe_{name}.png")
@@ -399,7 +417,7 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
     page = out / "RESULTS.md"
     command = command or f"engine.report.run_report({models!r}, n={n}, seed={seed}, out={str(out)!r}, device={device!r})"
     page.write_text(render_page(command=command, grid=grid, n=n, seed=seed, results=results, setups=setups,
-                                skipped=skipped, samples=samples, models=models))
+                                skipped=skipped, samples=samples, models=models, grids=grids))
     record_bars(results, n, directory)
     return {"page": page, "cache": cache_path, "computed": len(todo), "reused": total - len(todo),
             "figures": figures, "skipped": skipped}
@@ -608,8 +626,20 @@ def _grid_lines(grid: Grid) -> list[str]:
     return lines
 
 
+def _narrowed_lines(grids: dict, setups: dict) -> list[str]:
+    lines = []
+    for name, g in grids.items():
+        objective = setups[name].card["objective"] if name in setups else None
+        schedules = g.schedules[objective] if objective else list(dict.fromkeys(x for xs in g.schedules.values() for x in xs))
+        long_ = [s for s in g.steps if s >= g.long_run]
+        where = "" if not long_ or g.long_run_schedules is None else f" ({', '.join(map(str, long_))} on {', '.join(g.long_run_schedules)})"
+        lines.append(f"- **{name}** runs a narrower grid: steps {', '.join(map(str, g.steps))}{where}; schedules "
+                     f"{', '.join(schedules)}.")
+    return lines
+
+
 def render_page(*, command: str, grid: Grid, n: int, seed: int, results: dict, setups: dict, skipped: dict,
-                samples: dict, models: list[str]) -> str:
+                samples: dict, models: list[str], grids: dict | None = None) -> str:
     """The markdown of RESULTS.md (figure links relative to it, under results/)."""
     devices = sorted({r["device"] for rs in results.values() for r in rs})
     verdicts = [judge_bar(b, results.get(b.model, []), n) for b in BARS]
@@ -639,7 +669,7 @@ def render_page(*, command: str, grid: Grid, n: int, seed: int, results: dict, s
                      f"{s.card.get('training', {}).get('steps', '?')} steps on {s.dataset} (objective `{s.card['objective']}`); "
                      f"classifier {s.classifier_name} (`{s.classifier_card['sha256'][:12]}…`"
                      + (f", held-out accuracy {_pct(acc)}" if acc is not None else "") + ").")
-    lines += ["", "## The grid", "", *_grid_lines(grid), "",
+    lines += ["", "## The grid", "", *_grid_lines(grid), *_narrowed_lines(grids or {}, setups), "",
               "![ᾱ_t and log-SNR of the schedules](results/schedules.png)", "",
               "## Quality bars", "",
               f"Verdicts: {count}. Each bar is checked per schedule on the cell of its sampler and step counts with the lowest FD "

@@ -56,7 +56,7 @@ def test_train_classifier_makes_the_evaluators_classifier(tmp_path, monkeypatch,
 
 def test_report_steps_restrict_the_grid_and_are_checked(capsys):
     from engine import report
-    line = report.command_line(["mnist-ddpm"], 500, 0, "docs", "cpu", False, (10, 20))
+    line = report.command_line(["mnist-ddpm"], 500, 0, "docs", "cpu", False, [("steps", None, (10, 20))])
     assert line.endswith("--steps 10,20")  # the page's command reproduces the restricted grid
     for bad in ("10,x", "0,10", "10,10", ""):
         with pytest.raises(SystemExit):
@@ -80,3 +80,25 @@ def test_eval_record_stores_the_figures_in_the_card(ckpt_dir, monkeypatch, capsy
 def test_report_long_run_schedules_must_be_in_the_grid(capsys):
     assert main(["report", "--models", "mnist-ddpm", "--long-run-schedules", "linear,nope"]) == 2
     assert "nope not in the grid's schedules" in capsys.readouterr().err
+    assert main(["report", "--models", "mnist-ddpm", "--schedules", "mnist-ddpm=linear,nope"]) == 2
+    assert "schedules: nope not in the grid's schedules" in capsys.readouterr().err
+    assert main(["report", "--models", "mnist-ddpm", "--steps", "mnist-ncsn=10"]) == 2
+    assert "mnist-ncsn not among --models (mnist-ddpm)" in capsys.readouterr().err
+
+
+def test_report_narrows_the_grid_per_model(monkeypatch):
+    """--steps/--schedules/--long-run-schedules for every model, and MODEL=... for one (its own value wins, in any
+    order); the page's command spells every one back."""
+    from engine import report
+    seen = {}
+    monkeypatch.setattr(report, "run_report", lambda models, **kw: seen.update(kw, models=models) or
+                        {"skipped": {}, "page": "p", "figures": [], "computed": 0, "reused": 0, "cache": "c"})
+    assert main(["report", "--models", "a,b", "--steps", "b=20", "--steps", "10,1000", "--schedules", "b=linear,ve-geometric",
+                 "--long-run-schedules", "linear", "--device", "cpu"]) == 0
+    a, b = seen["grids"]["a"], seen["grids"]["b"]
+    assert seen["grid"] == a and a.steps == (10, 1000) and a.long_run_schedules == ("linear",)
+    assert a.schedules == report.FULL.schedules
+    assert b.steps == (20,) and b.schedules == {"ddpm": ("linear",), "dsm": ("linear", "ve-geometric")}
+    assert [c.steps for c in report.plan_cells("b", "dsm", b)] == [20] * 8
+    assert seen["command"].endswith("--steps b=20 --steps 10,1000 --schedules b=linear,ve-geometric "
+                                    "--long-run-schedules linear")

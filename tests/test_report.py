@@ -97,6 +97,12 @@ def test_bar_verdicts_follow_the_numbers(tmp_path):
     assert "Lowest FD: 1.2 (1.20× the real-vs-real baseline) with ddpm · " in page
     assert "Fewest NFE within 1.5× the baseline: 50 (ddim · cosine · 50 steps, 1.50×)." in page
     assert "Fewest NFE within 2× the baseline: 20 (dpm-solver++ · linear · 20 steps, 1.70×)." in page
+    narrow = report.FULL.narrowed(steps=(20, 100), schedules=("linear", "ve-geometric"))
+    page = report.render_page(command="c", grid=report.FULL, n=500, seed=0, results={}, setups={}, skipped={},
+                              samples={}, models=[], grids={"mnist-ncsn": narrow})
+    assert "- **mnist-ncsn** runs a narrower grid: steps 20, 100; schedules linear, ve-geometric." in page
+    with pytest.raises(ValueError, match="schedules: nope not in the grid's schedules"):
+        report.FULL.narrowed(schedules=("nope",))
 
     # the bars' cells go into the model's card, with the bar and its verdict
     card = {"name": "mnist-ddpm", "arch": {"type": "unet"}, "objective": "ddpm", "sha256": "0" * 64,
