@@ -90,10 +90,15 @@ class Grid:
     long_run: int = 1000
     long_run_schedules: tuple[str, ...] | None = None
 
+    @property
+    def all_schedules(self) -> list[str]:
+        """Every schedule of the grid, once, in order (the objectives' lists share most names)."""
+        return list(dict.fromkeys(s for names in self.schedules.values() for s in names))
+
     def narrowed(self, steps=None, schedules=None, long_run_schedules=None) -> "Grid":
         """This grid with only ``steps`` (any positive counts), only ``schedules`` (a subset of its schedules, for
         each objective that has them) and the long runs only on ``long_run_schedules``; None keeps what it is."""
-        offered = list(dict.fromkeys(s for names in self.schedules.values() for s in names))
+        offered = self.all_schedules
         for option, names in (("schedules", schedules), ("long-run schedules", long_run_schedules)):
             unknown = [s for s in names or () if s not in offered]
             if unknown:
@@ -101,8 +106,8 @@ class Grid:
         kept = self.schedules if schedules is None else {
             objective: tuple(s for s in names if s in schedules) for objective, names in self.schedules.items()}
         return replace(self, steps=self.steps if steps is None else tuple(steps), schedules=kept,
-                                   long_run_schedules=self.long_run_schedules if long_run_schedules is None
-                                   else tuple(long_run_schedules))
+                       long_run_schedules=self.long_run_schedules if long_run_schedules is None
+                       else tuple(long_run_schedules))
 
 
 _VP_AND_EDM = ("linear", "cosine", "sigmoid", "constant", "karras")
@@ -401,8 +406,7 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
 
     results = {name: [cache[key] for _, key in plan] for name, plan in plans.items()}
     figures = [results_dir / "schedules.png"]
-    plot_schedules(list(dict.fromkeys(s for g in (grid, *grids.values()) for names in g.schedules.values()
-                                      for s in names)), figures[0])
+    plot_schedules(list(dict.fromkeys(s for g in (grid, *grids.values()) for s in g.all_schedules)), figures[0])
     samples = {}
     for name, records in results.items():
         figures.append(results_dir / f"fd_vs_nfe_{name}.png")
@@ -618,8 +622,8 @@ def _grid_lines(grid: Grid) -> list[str]:
     fewest = min(grid.steps)
     first = get_schedule("linear").timesteps(fewest, DEFAULT_SPACING)[0].item()
     levels = ", ".join(f"{s} {get_schedule(s).alphas_cumprod[first].item():.1e}"
-                       for s in dict.fromkeys(x for xs in grid.schedules.values() for x in xs))
-    last = max(get_schedule(s).alphas_cumprod[-1].item() for xs in grid.schedules.values() for s in xs)
+                       for s in grid.all_schedules)
+    last = max(get_schedule(s).alphas_cumprod[-1].item() for s in grid.all_schedules)
     lines.append(f"- With {DEFAULT_SPACING} spacing a {fewest}-step run starts at t = {first}, not 999, from x_T ~ N(0, I); "
                  f"ᾱ_t there is {levels} (at t = 999 every one is ≤ {last:.0e}): where it is far from 0 the start "
                  "does not match the noise level, which costs FD at few steps.")
@@ -630,7 +634,7 @@ def _narrowed_lines(grids: dict, setups: dict) -> list[str]:
     lines = []
     for name, g in grids.items():
         objective = setups[name].card["objective"] if name in setups else None
-        schedules = g.schedules[objective] if objective else list(dict.fromkeys(x for xs in g.schedules.values() for x in xs))
+        schedules = g.schedules[objective] if objective else g.all_schedules
         long_ = [s for s in g.steps if s >= g.long_run]
         where = "" if not long_ or g.long_run_schedules is None else f" ({', '.join(map(str, long_))} on {', '.join(g.long_run_schedules)})"
         lines.append(f"- **{name}** runs a narrower grid: steps {', '.join(map(str, g.steps))}{where}; schedules "
