@@ -21,9 +21,11 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 1) -> dict[str, list[float]]:
+def interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 1,
+                self_timed: bool = False) -> dict[str, list[float]]:
     """Seconds per call of each of ``fns``, ``reps`` times, the functions taking turns (order reversed on every
-    other repetition) after ``warmup`` untimed calls of each."""
+    other repetition) after ``warmup`` untimed calls of each. ``self_timed``: each call returns its own seconds
+    (e.g. measured inside a subprocess, without the process start) instead of being timed here."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -31,7 +33,7 @@ def interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 1) -
     names = list(fns)
     for r in range(reps):
         for k in names if r % 2 == 0 else names[::-1]:
-            times[k].append(timed(fns[k]))
+            times[k].append(fns[k]() if self_timed else timed(fns[k]))
     return times
 
 

@@ -129,10 +129,7 @@ def wait_policy_table(model_name: str, batches, reps: int, steps: int) -> tuple[
             for n in batches:
                 run = {"default": lambda n=n: _wait_policy_run(model_name, steps, n, False),
                        "passive": lambda n=n: _wait_policy_run(model_name, steps, n, True)}
-                t = {k: [] for k in run}
-                for r in range(reps):  # interleaved, order flipped every repetition; each value a fresh process
-                    for k in (list(run) if r % 2 == 0 else list(run)[::-1]):
-                        t[k].append(run[k]())
+                t = interleaved(run, reps, warmup=0, self_timed=True)  # each value from a fresh process
                 speed = ratio(t["default"], t["passive"])
                 figures[("busy" if busy else "as is", n)] = speed.median
                 cells.append(speed.fmt(".2f", "×"))
