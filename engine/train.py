@@ -9,7 +9,7 @@ Objectives (x_0 from the data, ε ~ N(0, I)):
          v-parameterisation (models.py) weights the network's output by √ᾱ < 0.005, so ε̂ ≈ x_t, which is right.
 Both losses are averaged over dimensions and batch.
 
-AdamW with linear warm-up, gradient clipping, EMA weights (timm's ModelEmaV3), tqdm progress, sample grids while it
+AdamW with linear warm-up (and, if ``lr_decay_start`` is set, a cosine decay to ``min_lr``), gradient clipping, EMA weights (timm's ModelEmaV3), tqdm progress, sample grids while it
 trains, and resumable state (weights, optimiser, EMA, step, RNG states) saved with safetensors — no pickle. Under
 ``torchrun`` it trains with DistributedDataParallel (nccl on GPU, gloo on CPU); each rank draws its own data.
 Every random draw comes from ``seed`` (offset by rank), so a run and its resumed twin give the same weights.
@@ -54,6 +54,8 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 2e-4
     warmup_steps: int = 200
+    lr_decay_start: int | None = None  # cosine decay of the learning rate from this step to min_lr at `steps`
+    min_lr: float = 0.0
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -68,6 +70,10 @@ class TrainConfig:
     data_dir: str | None = None  # IDX directory for fashion-mnist
     device: str = "auto"
 
+    def __post_init__(self):
+        if self.lr_decay_start is not None and not 0 <= self.lr_decay_start < self.steps:
+            raise ValueError(f"lr_decay_start must be in [0, steps) = [0, {self.steps}); got {self.lr_decay_start}")
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
@@ -79,6 +85,17 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "TrainConfig":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of the step after ``step`` steps were taken: linear warm-up to ``lr`` over ``warmup_steps``,
+    then constant, then from ``lr_decay_start`` (if set) a cosine decay to ``min_lr`` at ``steps`` (as nanoGPT):
+        lr_t = min_lr + ½ (lr − min_lr) (1 + cos(π (t − start) / (steps − start)))."""
+    lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    if cfg.lr_decay_start is None or step < cfg.lr_decay_start:
+        return lr
+    frac = min(1.0, (step - cfg.lr_decay_start) / (cfg.steps - cfg.lr_decay_start))
+    return cfg.min_lr + 0.5 * (lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
 
 
 class Objective(nn.Module):
@@ -256,7 +273,7 @@ class Trainer:
     def train_step(self) -> float:
         cfg = self.cfg
         for group in self.opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup_steps))
+            group["lr"] = learning_rate(cfg, self.step)
         x0 = self.data.batch(cfg.batch_size, self.gen)
         level = self.levels.draw(cfg.batch_size, self.gen)
         eps = torch.randn(x0.shape, generator=self.gen)

@@ -131,3 +131,18 @@ def test_torchrun_two_ranks_end_identical(tmp_path):
     single.run(quiet=True)
     exported = load_model("tiny", directory=tmp_path / "ck")
     assert not all(torch.equal(a, b) for a, b in zip(single.ema.module.net.state_dict().values(), exported.net.state_dict().values()))
+
+
+def test_learning_rate_warms_up_holds_then_decays_to_min_lr(tmp_path):
+    from engine.train import learning_rate
+
+    cfg = tiny(tmp_path, steps=100, lr=1e-3, warmup_steps=10, lr_decay_start=60, min_lr=1e-5)
+    lrs = [learning_rate(cfg, s) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # linear warm-up over 10 steps
+    assert lrs[10:61] == [pytest.approx(1e-3)] * 51  # constant until the decay starts
+    assert all(a > b for a, b in zip(lrs[60:], lrs[61:]))  # then strictly decreasing
+    assert lrs[80] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))  # half-way: the cosine's midpoint
+    assert learning_rate(cfg, 100) == pytest.approx(1e-5)
+    assert [learning_rate(tiny(tmp_path, steps=100, lr=1e-3, warmup_steps=10), s) for s in (50, 99)] == [1e-3, 1e-3]
+    with pytest.raises(ValueError, match="lr_decay_start must be in"):
+        tiny(tmp_path, steps=100, lr_decay_start=100)
