@@ -1,4 +1,4 @@
-"""Launch the Diffusion Explorer app: ``python app.py [--host 127.0.0.1] [--port 7860] [--share]``.
+"""Launch the Diffusion Explorer app: ``python app.py [--host 127.0.0.1] [--port 7860] [--share] [--no-compile]``.
 
 On Hugging Face Spaces this file is the ``app_file``; there the defaults apply (host/port from the environment).
 """
@@ -16,6 +16,7 @@ if ROOT not in sys.path:
 
 from space import CSS, build_demo  # noqa: E402
 from space.handlers import warm_up  # noqa: E402
+from space.models import ModelStore  # noqa: E402
 
 log = logging.getLogger("diffusion-explorer")
 
@@ -26,15 +27,19 @@ def main(argv=None) -> None:
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="ask Gradio for a public *.gradio.live link")
     p.add_argument("--checkpoints", default=None, help="checkpoint folder (default: $ENGINE_CHECKPOINTS or checkpoints/)")
+    p.add_argument("--no-compile", action="store_true",
+                   help="keep the networks eager (default: torch.compile them in a background thread, eager until ready)")
     args = p.parse_args(argv)
     # the app's log to stderr with a time stamp: refused requests (INFO), damaged checkpoints and failed requests
     # (ERROR, with the traceback and the reference the client was given); other libraries' warnings only
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)
-    demo = build_demo(args.checkpoints)
+    store = ModelStore(args.checkpoints, background_compile=not args.no_compile)
+    demo = build_demo(store=store)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, prevent_thread_lock=True)
-    # the page is served: now import matplotlib and draw the default schedule plot (left out of the start-up, ~1 s)
-    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+    # the page is served: now import matplotlib, draw the default schedule plot (left out of the start-up, ~1 s) and
+    # queue the default model's compile
+    threading.Thread(target=warm_up, kwargs={"store": store}, name="warm-up", daemon=True).start()
     if args.share and not getattr(demo, "share_url", None):
         log.warning("--share: no public link was made (no internet connection, or the share server refused); "
                     "still serving locally at %s", demo.local_url)

@@ -52,7 +52,7 @@ def top_ops(model, n: int, calls: int | None = None, k: int = 5) -> list[tuple[s
 
 
 def section(model_name: str = "mnist-ddpm", batches=(1, 16, 64), steps: int = 20, reps: int = 3,
-            mm_size: int = 1024, mm_k: dict | None = None, profile_batches=(1, 64)) -> Section:
+            mm_size: int = 1024, mm_k: dict | None = None, profile_batches=(1, 16, 64)) -> Section:
     """``mm_k``: products per timing, by dtype (bfloat16 is ~100× slower than float32 on a CPU without native
     bfloat16 instructions)."""
     model = engine.load_model(model_name)

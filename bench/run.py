@@ -132,8 +132,10 @@ def targets(results: dict[str, Section]) -> list[Target]:
         figs = d.figures
         batches = sorted({n for _, n in figs})
         speeds = {k: v["speedup"].median for k, v in figs.items()}
+        served = {k: v["app"].median for k, v in figs.items()}
         same = all(v["diff"].startswith("—") or float(v["diff"]) < 1e-3 for v in figs.values())
-        measured = "; ".join(f"batch {n}: " + ", ".join(f"{lab} {speeds[lab, m]:.2f}×" for lab, m in figs if m == n)
+        measured = "; ".join(f"batch {n}: " + ", ".join(f"{lab} {speeds[lab, m]:.2f}× (app, compiled: "
+                                                        f"{served[lab, m]:.2f}×)" for lab, m in figs if m == n)
                              for n in batches)
         floors = [(k, v) for k, v in figs.items() if v["network"]]
         bound = ""
@@ -142,15 +144,26 @@ def targets(results: dict[str, Section]) -> list[Target]:
             share = ", ".join(f"{lab} {x:.0%}" for ((lab, _), _), x in zip(floors, shares))
             noise = " (over 100%: load noise)" if max(shares) > 1 else ""
             bound = (f"the network: at batch {floors[0][0][1]} the same number of bare network calls take {share} of "
-                     f"diffusers' loop time{noise}: a better loop can save at most the rest; both sides run the "
-                     "same network, channels-last being the engine's only change to it")
+                     f"diffusers' loop time{noise}: a better loop can save at most the rest. The engine's defaults "
+                     "change the network only by channels-last; the app serves it compiled (background "
+                     "torch.compile)")
             lv = results.get("levers")
             if lv and "torch.compile" in lv.figures:
                 comp = ", ".join(f"{v:.2f}× at batch {n}" for n, v in lv.figures["torch.compile"].items())
-                bound += f". A faster network is the lever: torch.compile measured {comp} (see Levers)"
+                bound += f", which measured {comp} on the bare network (see Levers)"
+            short = sorted({n for (_, n), v in served.items() if v < 1.5})
+            c = results.get("ceiling")
+            if short and c and c.figures and c.figures["top_ops"].get(max(short)):
+                n = max(short)
+                tops = c.figures["top_ops"][n]
+                conv = sum(share for op, share, _ in tops if "conv" in op)
+                bound += (f". At batch {n} the convolutions (oneDNN, the same kernels for diffusers and the engine) "
+                          f"take {conv:.0%} of the network's time (Section 2), and compiling fuses only the "
+                          "elementwise rest; beyond that only lower precision goes further (bfloat16 autocast in "
+                          "Levers), which changes the samples and is not a default")
         out.append(Target("≥ 1.5× diffusers' loops at batch 1 and 16, samples unchanged",
                           measured + ("; samples equal (max |Δ| < 1e-3)" if same else "; SAMPLES DIFFER"),
-                          all(s >= 1.5 for s in speeds.values()) and same, bound))
+                          all(s >= 1.5 for s in served.values()) and same, bound))
     c = results.get("ceiling")
     if c and c.figures:
         big = max(c.figures["rate"])

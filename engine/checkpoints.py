@@ -155,16 +155,23 @@ def load_into(module: torch.nn.Module, state: dict, name: str, directory=None) -
         raise CheckpointError(f"weights file {path} does not fit the architecture in its card: {err}") from None
 
 
-def load_model(name: str, device: str | torch.device = "cpu", directory=None, optimize: bool = True) -> DenoisingModel:
+def load_model(name: str, device: str | torch.device = "cpu", directory=None, optimize: bool = True,
+               background_compile: bool = False) -> DenoisingModel:
     """Load a shipped denoising model by name (sha256 checked, safetensors only), in eval mode on ``device``.
 
     ``optimize=True`` (the default) adds the inference settings measured faster with the same samples
     (channels-last convolutions for image models; bench/ and docs/PERFORMANCE.md); ``optimize=False`` gives the
-    plain eager float32 model, what a user of another library would run — the benchmarks' baseline."""
+    plain eager float32 model, what a user of another library would run — the benchmarks' baseline.
+    ``background_compile=True`` (with ``optimize``) also compiles the network with ``torch.compile`` in a background
+    thread, eager until each batch shape is ready (``DenoisingModel.compile_in_background``): for a long-running
+    server such as the app, not for a short script, which would exit before the compile pays back."""
     card, state = load_weights(name, directory)
     if card.get("kind", "denoiser") != "denoiser":
         raise CheckpointError(f"{name} is a {card['kind']}, not a denoising model")
     model = build_model(card)
     load_into(model.net, state, name, directory)
     model = model.eval().requires_grad_(False).to(device)
-    return model.use_channels_last() if optimize else model
+    if not optimize:
+        return model
+    model.use_channels_last()
+    return model.compile_in_background() if background_compile else model

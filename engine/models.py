@@ -26,6 +26,7 @@ import math
 import torch
 from torch import nn
 
+from .compiling import BackgroundCompiled
 from .schedules import log_snr_from_alpha_bar
 
 
@@ -52,6 +53,14 @@ class DenoisingModel(nn.Module):
         self.data_shape = tuple(int(d) for d in data_shape)
         self.card = dict(card or {})
         self.memory_format = torch.contiguous_format
+        self.compiled: BackgroundCompiled | None = None
+
+    def compile_in_background(self, max_batch: int = 16) -> "DenoisingModel":
+        """Serve calls through ``torch.compile`` once it has compiled their batch shape in a background thread,
+        eager until then (engine/compiling.py): for a long-running server, where the compile time is paid once
+        and every later request runs faster. Returns self."""
+        self.compiled = BackgroundCompiled(self.net, max_batch=max_batch)
+        return self
 
     def use_channels_last(self) -> "DenoisingModel":
         """Keep the network's weights and inputs in channels-last (NHWC) memory format: the same values (to 1e-5),
@@ -64,7 +73,8 @@ class DenoisingModel(nn.Module):
         return self
 
     def _net(self, x: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
-        return self.net(x.contiguous(memory_format=self.memory_format), log_snr)
+        net = self.compiled or self.net
+        return net(x.contiguous(memory_format=self.memory_format), log_snr)
 
     def x0(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
         a = _per_sample(alpha_bar, x_t)

@@ -66,10 +66,17 @@ def generate_curves(schedule: str, sampler: str, steps: int, spacing: str) -> li
     return [{"schedule": schedule, "label": f"{schedule} · {sampler}", "visited": visited}]
 
 
-def warm_up(schedule="cosine", sampler="ddim", steps=50, spacing="leading") -> None:
+def warm_up(schedule="cosine", sampler="ddim", steps=50, spacing="leading", store: ModelStore | None = None,
+            model: str = "mnist-ddpm", batches=(1, 4)) -> None:
     """Import matplotlib and draw the schedule plot of the default Generate settings, so that the first request
-    pays for neither (~1 s); for a background thread once the page is served (app.py)."""
+    pays for neither (~1 s); for a background thread once the page is served (app.py). With a ``store`` whose models
+    compile in the background, also run ``model`` for one step at each of ``batches`` (one image, and the Generate
+    tab's default four), which queues their compile before the first visitor asks."""
     plots.schedule_plot(generate_curves(schedule, sampler, steps, spacing))
+    if store is not None and store.background_compile and model in store.image_models():
+        net = store.load(model)
+        for n in batches:
+            engine.sample(net, schedule=schedule, sampler=sampler, steps=1, seed=0, n=n, spacing=spacing)
 
 
 def _snapshot_indices(total: int, k: int = N_SNAPSHOTS) -> set[int]:

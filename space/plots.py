@@ -27,18 +27,21 @@ def _curves(name: str):
 
 
 _FIGURE = None
+_IMPORT_LOCK = threading.Lock()
 
 
 def _mpl():
-    """matplotlib's Figure class, with the Agg backend (imported on first use)."""
+    """matplotlib's Figure class, with the Agg backend (imported on first use). Under a lock: the warm-up thread and
+    a first request importing it at once failed with a "partially initialized module matplotlib.pyplot" error."""
     global _FIGURE
-    if _FIGURE is None:
-        import matplotlib
+    with _IMPORT_LOCK:
+        if _FIGURE is None:
+            import matplotlib
 
-        matplotlib.use("Agg")
-        from matplotlib.figure import Figure
+            matplotlib.use("Agg")
+            from matplotlib.figure import Figure
 
-        _FIGURE = Figure
+            _FIGURE = Figure
     return _FIGURE
 
 

@@ -61,9 +61,11 @@ def _no_models_text(store: ModelStore, image: list[str], toy: list[str]) -> str:
     return "\n\n".join(lines)
 
 
-def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: float = 300.0) -> gr.Blocks:
-    """The app over the models in ``checkpoint_dir`` (default: $ENGINE_CHECKPOINTS or the repo's checkpoints/)."""
-    store = ModelStore(checkpoint_dir)
+def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: float = 300.0,
+               store: ModelStore | None = None) -> gr.Blocks:
+    """The app over the models in ``checkpoint_dir`` (default: $ENGINE_CHECKPOINTS or the repo's checkpoints/), or
+    over ``store`` when one is given (app.py passes one that compiles the models in the background)."""
+    store = store or ModelStore(checkpoint_dir)
     h = H.Handlers(store, max_nfe=max_nfe, time_budget_s=time_budget_s)
     image_models, toy_models = store.image_models(), store.toy_models()
     default_model = _pick(image_models, "mnist-ddpm")

@@ -1,0 +1,99 @@
+"""Background torch.compile (engine/compiling.py): every call answers at once with the network's values, compiled
+once the background thread has finished that shape, eager before and forever after a failed compile."""
+import logging
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import engine
+from engine.compiling import BackgroundCompiled
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+
+    def forward(self, x, log_snr):
+        return torch.tanh(self.lin(x)) * log_snr[:, None]
+
+
+def _inputs(n: int):
+    g = torch.Generator().manual_seed(n)
+    return torch.randn(n, 2, generator=g), torch.randn(n, generator=g)
+
+
+@pytest.mark.slow
+def test_compiles_in_the_background_and_gives_the_same_values():
+    net = Tiny().eval().requires_grad_(False)
+    bc = BackgroundCompiled(net, max_batch=4)
+    interval = sys.getswitchinterval()
+    x, lam = _inputs(3)
+    with torch.inference_mode():
+        expected = net(x, lam)
+        first = bc(x, lam)  # answered eager at once; the shape is queued
+        assert torch.equal(first, expected)
+        assert len(bc.queued) == 1
+        assert bc.wait(timeout=300), "the background compile did not finish in 300 s"
+        assert bc.failed is None, f"torch.compile failed on this machine: {bc.failed!r}"
+        assert sys.getswitchinterval() == interval  # shortened only while compiling
+        assert BackgroundCompiled.key(x, lam) in bc.ready
+        torch.testing.assert_close(bc(x, lam), expected, atol=1e-5, rtol=1e-5)
+    # a call in another autograd mode is another key (its graph would be guarded on the mode): eager, queued anew
+    with torch.no_grad():
+        assert BackgroundCompiled.key(x, lam) not in bc.ready
+        torch.testing.assert_close(bc(x, lam), expected, atol=1e-5, rtol=1e-5)
+        assert len(bc.queued) == 2
+    assert bc.wait(timeout=300)
+
+
+def test_batches_over_the_limit_are_never_compiled():
+    net = Tiny().eval()
+    bc = BackgroundCompiled(net, max_batch=4)
+    x, lam = _inputs(5)
+    with torch.inference_mode():
+        assert torch.equal(bc(x, lam), net(x, lam))
+    assert not bc.queued and bc.wait(timeout=0)
+
+
+def test_a_failed_compile_leaves_every_call_eager(caplog):
+    net = Tiny().eval()
+    bc = BackgroundCompiled(net, max_batch=4)
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler found")
+
+    bc.compiled = broken
+    x, lam = _inputs(2)
+    with caplog.at_level(logging.WARNING, logger="engine.compiling"), torch.inference_mode():
+        assert torch.equal(bc(x, lam), net(x, lam))
+        assert bc.wait(timeout=60)
+        assert isinstance(bc.failed, RuntimeError) and not bc.ready
+        x3, lam3 = _inputs(3)
+        assert torch.equal(bc(x3, lam3), net(x3, lam3))  # nothing more is queued once compiling has failed
+    assert len(bc.queued) == 1
+    assert "no C++ compiler found" in caplog.text and "stays eager" in caplog.text
+
+
+def test_load_model_compiles_only_when_asked():
+    assert engine.load_model("toy-moons").compiled is None
+    assert engine.load_model("toy-moons", optimize=False, background_compile=True).compiled is None
+    model = engine.load_model("toy-moons", background_compile=True)
+    assert isinstance(model.compiled, BackgroundCompiled) and model.compiled.net is model.net
+
+
+def test_app_warm_up_queues_the_default_shapes(monkeypatch):
+    """app.py's warm-up thread runs the default model once at batch 1 and 4 (Generate's default n), so their compile
+    is queued before the first visitor; the compile itself is stubbed out here."""
+    from space.handlers import warm_up
+    from space.models import ModelStore
+
+    monkeypatch.setattr(BackgroundCompiled, "_work", lambda self: None)
+    store = ModelStore(background_compile=True)
+    warm_up(store=store)
+    compiled = store.load("mnist-ddpm").compiled
+    assert sorted(key[0][0] for key in compiled.queued) == [1, 4]
+    assert not compiled.ready
+    warm_up(store=ModelStore())  # without background compile: the plot only, nothing queued, no error
