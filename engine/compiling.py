@@ -58,9 +58,8 @@ class BackgroundCompiled:
         self.failed: BaseException | None = None
         self._lock = threading.Lock()
         self._jobs: deque = deque()
-        self._idle = threading.Event()
+        self._idle = threading.Event()  # clear while a worker thread runs; it ends when the queue is empty
         self._idle.set()
-        self._working = False  # a worker thread runs while jobs are queued, and ends when the queue is empty
 
     @staticmethod
     def key(x: torch.Tensor, log_snr: torch.Tensor) -> tuple:
@@ -75,10 +74,9 @@ class BackgroundCompiled:
             with self._lock:
                 if key not in self.queued:
                     self.queued.add(key)
-                    self._idle.clear()
                     self._jobs.append((key, torch.zeros_like(x), log_snr.detach().clone()))
-                    if not self._working:
-                        self._working = True
+                    if self._idle.is_set():
+                        self._idle.clear()
                         threading.Thread(target=self._work, name="engine-compile", daemon=True).start()
         return self.net(x, log_snr)
 
@@ -90,7 +88,6 @@ class BackgroundCompiled:
         while True:
             with self._lock:
                 if not self._jobs:
-                    self._working = False
                     self._idle.set()
                     return
                 key, x, log_snr = self._jobs.popleft()
