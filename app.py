@@ -1,4 +1,5 @@
-"""Launch the Diffusion Explorer app: ``python app.py [--host 127.0.0.1] [--port 7860] [--share] [--no-compile]``.
+"""Launch the Diffusion Explorer app: ``python app.py [--host 127.0.0.1] [--port 7860] [--share] [--no-compile]
+[--precision auto|float32|bfloat16]``.
 
 On Hugging Face Spaces this file is the ``app_file``; there the defaults apply (host/port from the environment).
 """
@@ -14,6 +15,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from engine.compiling import PRECISIONS  # noqa: E402
 from space import CSS, build_demo  # noqa: E402
 from space.handlers import warm_up  # noqa: E402
 from space.models import ModelStore  # noqa: E402
@@ -29,12 +31,15 @@ def main(argv=None) -> None:
     p.add_argument("--checkpoints", default=None, help="checkpoint folder (default: $ENGINE_CHECKPOINTS or checkpoints/)")
     p.add_argument("--no-compile", action="store_true",
                    help="keep the networks eager (default: torch.compile them in a background thread, eager until ready)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="the compiled networks' arithmetic: auto (default) is bfloat16 autocast where the CPU or GPU "
+                        "runs it natively, else float32; float32 gives the same pictures as a script's eager model")
     args = p.parse_args(argv)
     # the app's log to stderr with a time stamp: refused requests (INFO), damaged checkpoints and failed requests
     # (ERROR, with the traceback and the reference the client was given); other libraries' warnings only
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)
-    store = ModelStore(args.checkpoints, background_compile=not args.no_compile)
+    store = ModelStore(args.checkpoints, background_compile=not args.no_compile, precision=args.precision)
     demo = build_demo(store=store)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, prevent_thread_lock=True)
     # the page is served: now import matplotlib, draw the default schedule plot (left out of the start-up, ~1 s) and

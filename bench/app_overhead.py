@@ -147,7 +147,10 @@ def imports_s() -> float:
 
 
 def section(model_name: str = "mnist-ddpm", reps: int = 5, steps: int = 50, cold_reps: int = 3,
-            download_reps: int = 2) -> Section:
+            download_reps: int = 2, more=(("Generate's defaults", dict(n=4), 3),
+                                          ("a long run", dict(steps=1000), 2))) -> Section:
+    """``more``: further settings (label, changes to n / steps, repetitions) timed as the browser makes the
+    request, against the bare engine."""
     import httpx
     from gradio_client import Client
 
@@ -184,6 +187,15 @@ def section(model_name: str = "mnist-ddpm", reps: int = 5, steps: int = 50, cold
                          "browser": browser, "handler": handler,
                          "engine": lambda: engine.sample(model, **engine_settings)}, reps)
         browser_first = browser_first[-reps:]  # the warm-up call's is left out
+        extra = {}
+        for label, change, k in more:
+            other = dict(settings, **change)
+            other_data = list(data)
+            other_data[3], other_data[5] = other["steps"], other["n"]
+            other_engine = {key: v for key, v in other.items() if key != "model"}
+            tt = interleaved({"browser": lambda: sse_request(http, root, fn, other_data),
+                              "engine": lambda: engine.sample(model, **other_engine)}, k)
+            extra[label] = (other, tt)
         http.close()
         first = Spread([first_frame(client, settings) for _ in range(reps)])
         downloading = Client(f"http://127.0.0.1:{port}/", verbose=False)
@@ -197,7 +209,7 @@ def section(model_name: str = "mnist-ddpm", reps: int = 5, steps: int = 50, cold
         imports.values.append(imports_s())
         cold.values.append(cold_start())
     added = Spread([v - 1 for v in ratio(t["app"], t["engine"]).values])
-    table = Table(f"App overhead ({model_name}, {settings['schedule']} ddim {steps} steps, n=1, "
+    table = Table(f"App overhead ({model_name}, {settings['schedule']} ddim {steps} steps, n=1 unless said, "
                   f"{threads()}; median, min–max)", ["measure", "value", "reps"])
     table.add("engine.sample", Spread(t["engine"]).fmt(".3f", " s"), reps)
     table.add("/generate through gradio_client (streamed, to the end)", Spread(t["app"]).fmt(".3f", " s"), reps)
@@ -209,6 +221,13 @@ def section(model_name: str = "mnist-ddpm", reps: int = 5, steps: int = 50, cold
     handler_added = Spread([v - 1 for v in ratio(t["handler"], t["engine"]).values])
     table.add("… of which the handler in-process (frames, gallery PNGs, plot, GIF; no server)",
               handler_added.fmt("+.0%"), reps)
+    more_added = {}
+    for label, (other, tt) in extra.items():
+        more_added[label] = Spread([v - 1 for v in ratio(tt["browser"], tt["engine"]).values])
+        table.add(f"{label} (n={other['n']}, {other['steps']} steps): engine.sample / as the browser receives it",
+                  f"{median(tt['engine']):.2f} s / {median(tt['browser']):.2f} s", len(tt["engine"]))
+        table.add("… time the app adds, as the browser receives it", more_added[label].fmt("+.0%"),
+                  len(tt["engine"]))
     table.add("request → first streamed frame (gradio_client)", first.fmt(".3f", " s"), reps)
     table.add("request → first streamed frame, as the browser receives it", Spread(browser_first).fmt(".3f", " s"),
               reps)
@@ -227,5 +246,6 @@ def section(model_name: str = "mnist-ddpm", reps: int = 5, steps: int = 50, cold
                "engine": median(t["engine"]), "app": median(t["app"]), "handler_added": handler_added,
                "default_client": default_client, "steps": steps, "browser": median(t["browser"]),
                "browser_added": browser_added, "browser_first": Spread(browser_first),
-               "floor_client": floor_client, "floor_browser": floor_browser}
+               "floor_client": floor_client, "floor_browser": floor_browser,
+               "more": {label: (other, more_added[label]) for label, (other, _) in extra.items()}}
     return Section("4. App overhead", [table], figures=figures)

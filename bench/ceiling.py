@@ -3,8 +3,10 @@
 Achieved rate = FLOPs per network call (``torch.utils.flop_counter.FlopCounterMode``: convolutions, matrix
 products and attention; the elementwise work is not counted) × NFE ÷ the wall time of an ``engine.generate`` DDIM
 run. The ceilings are ``torch.mm`` of two square matrices in float32 and bfloat16 at the same thread count, timed
-in the same loop as the runs (interleaved), so load falls on both. ``torch.profiler`` then names the operators that
-take the network's time.
+in the same loop as the runs (interleaved), so load falls on both. The same runs are timed on the network as the app
+serves it (``torch.compile``, bfloat16 autocast on a CPU that runs bfloat16 natively; engine/compiling.py), here
+compiled up to the largest batch (the app itself compiles batches up to 16 and runs larger ones eager).
+``torch.profiler`` then names the operators that take the eager network's time.
 """
 from __future__ import annotations
 
@@ -60,10 +62,19 @@ def section(model_name: str = "mnist-ddpm", batches=(1, 16, 64), steps: int = 20
     fns, flops = {}, {}
     for name, dtype in (("mm float32", torch.float32), ("mm bfloat16", torch.bfloat16)):
         fns[name], flops[name] = matmul(mm_size, dtype, mm_k[dtype])
+    served = engine.load_model(model_name, background_compile=True)
+    served.compiled.max_batch = max(batches)
+    precision = served.compiled.precision
     nfe = {n: run_generate(model, "ddim", steps, n).nfe for n in batches}
+    for n in batches:
+        run_generate(served, "ddim", 1, n)  # queues the shape's compile
+    served.compiled.wait()
     for n in batches:
         fns[f"batch {n}"] = lambda n=n: run_generate(model, "ddim", steps, n)
         flops[f"batch {n}"] = flops_per_call(model, n) * nfe[n]
+    for n in batches:
+        fns[f"app, batch {n}"] = lambda n=n: run_generate(served, "ddim", steps, n)
+        flops[f"app, batch {n}"] = flops[f"batch {n}"]
     t = interleaved(fns, reps)
     rate = {k: Spread([flops[k] / s / 1e9 for s in t[k]]) for k in fns}
     ceil = {"float32": rate["mm float32"].median, "bfloat16": rate["mm bfloat16"].median}
@@ -75,10 +86,15 @@ def section(model_name: str = "mnist-ddpm", batches=(1, 16, 64), steps: int = 20
         if k.startswith("mm"):
             table.add(f"{k} {mm_size}² (ceiling)", "—", rate[k].fmt(".1f"), "—", "—")
         else:
-            table.add(k, f"{flops[k] / nfe[int(k.split()[1])] / 1e9:.3f}", rate[k].fmt(".1f"),
+            n = int(k.split()[-1])
+            label = f"{k.replace('app, ', '')}, " + (f"app's graph (compiled, {precision})" if k.startswith("app")
+                                                     else "load_model default (eager float32)")
+            table.add(label, f"{flops[k] / nfe[n] / 1e9:.3f}", rate[k].fmt(".1f"),
                       f"{rate[k].median / ceil['float32']:.0%}", f"{rate[k].median / ceil['bfloat16']:.0%}")
     table.note = ("GFLOP counts convolutions, matrix products and attention (FlopCounterMode; one multiply-add = "
-                  "2 FLOPs); the mm rows are the ceilings, timed interleaved with the runs.")
+                  "2 FLOPs); the mm rows are the ceilings, timed interleaved with the runs. The app's graph rows do "
+                  "the same FLOPs per call" + (", in bfloat16, so the bfloat16 column is theirs." if
+                                               precision == "bfloat16" else "."))
     prof = Table("Where the network's time goes (torch.profiler, self CPU time, load_model default, "
                  f"{threads()})",
                  ["batch", "operator", "share", "calls per network call"])
@@ -88,8 +104,11 @@ def section(model_name: str = "mnist-ddpm", batches=(1, 16, 64), steps: int = 20
         for op, share, count in tops[n]:
             prof.add(n, op, f"{share:.0%}", count)
     figures = {"ceiling": ceil, "rate": {n: rate[f"batch {n}"] for n in batches}, "top_ops": tops,
+               "app_rate": {n: rate[f"app, batch {n}"] for n in batches}, "precision": precision,
                "gflop_per_call": {n: flops[f"batch {n}"] / nfe[n] / 1e9 for n in batches}}
-    text = [f"bfloat16 mm runs at {ceil['bfloat16'] / ceil['float32']:.1%} of float32's rate on this machine, so "
-            "here the bfloat16 ceiling is the lower one (whether the CPU has native bfloat16 instructions: see "
-            "Machine); the float32 column is the meaningful one."]
+    speed = ceil["bfloat16"] / ceil["float32"]
+    text = [f"bfloat16 mm runs at {speed:.0%} of float32's rate on this machine" + (
+        ": the CPU runs bfloat16 natively (see Machine), and the bfloat16 ceiling is the higher one." if speed > 1
+        else ", so here the bfloat16 ceiling is the lower one (whether the CPU has native bfloat16 instructions: "
+             "see Machine); the float32 column is the meaningful one.")]
     return Section("2. Against the arithmetic ceiling", [table, prof], text, figures)

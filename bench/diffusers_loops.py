@@ -6,9 +6,12 @@ which our "linear" schedule equals), ``torch.no_grad()``, and the network fed th
 each timestep. The engine side is ``engine.sample`` with its defaults on ``load_model(name)`` (optimized default);
 a third side runs the model as the app serves it, ``load_model(name, background_compile=True)``, timed warm (after
 its background ``torch.compile`` of that batch shape has finished, as on a server that has answered one request).
-Both start from the same x_T (the engine's draw for the seed); where the algorithms coincide (DDIM η = 0 with
-leading spacing and set_alpha_to_one; DPM-Solver++(2M) with trailing spacing and a zero final sigma) the samples
-must agree, and the largest difference is reported. DDPM draws its noise in another order: timing only.
+On a machine that runs bfloat16 natively the app's graph computes in bfloat16 (``precision="auto"``,
+engine/compiling.py). Both start from the same x_T (the engine's draw for the seed); where the algorithms coincide
+(DDIM η = 0 with leading spacing and set_alpha_to_one; DPM-Solver++(2M) with trailing spacing and a zero final sigma)
+the engine's float32 samples must agree with diffusers', and the largest difference is reported; the app's are
+compared by their mean difference and, below, by the evaluator (FD, n = 500, against float32 eager from the same
+seeds: "unchanged quality" is FD within 5 %). DDPM draws its noise in another order: timing only.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 import engine
+
+from engine.evaluate import evaluate_images, load_classifier
 
 from .common import Section, Table, interleaved, median, ratio, threads
 from .sampler_overhead import run_generate
@@ -53,17 +58,46 @@ def network_only(net, calls: int, x_T: torch.Tensor) -> None:
             net(x_T, lam)
 
 
+def quality(plain, served, classifier: str, dataset: str, cases, n: int, batch: int) -> tuple[Table, dict]:
+    """The evaluator's figures for the app's network against float32 eager, same seeds; ``batch`` at most the
+    compiled shapes' limit, so the app side runs its compiled graph."""
+    clf = load_classifier(classifier)
+    precision = served.compiled.precision
+    for rows in {batch, n % batch} - {0}:  # every batch shape of the runs compiled first
+        engine.sample(served, schedule="cosine", sampler="ddim", steps=1, seed=0, n=rows)
+    served.compiled.wait()
+    table = Table(f"Sample quality: the app's network ({precision}, compiled) against float32 eager (evaluator, "
+                  f"n={n}, batches of {batch}, same seeds)",
+                  ["sampler", "schedule", "steps", "FD float32", f"FD {precision}", "FD ratio", "confident float32",
+                   f"confident {precision}"])
+    figures = {}
+    for sampler, schedule, steps in cases:
+        run = dict(sampler=sampler, schedule=schedule, steps=steps, n=n, batch=batch)
+        ref = evaluate_images(plain, clf, dataset, **run)
+        app = evaluate_images(served, clf, dataset, **run)
+        r = app["fd"] / ref["fd"]
+        table.add(sampler, schedule, steps, f"{ref['fd']:.2f}", f"{app['fd']:.2f}", f"{r:.3f}",
+                  f"{ref['confident']:.1%}", f"{app['confident']:.1%}")
+        figures[(sampler, schedule, steps)] = r
+    table.note = (f"FD against {n} held-out real images in the classifier's feature space (engine/evaluate.py; the "
+                  "real-vs-real baseline is in docs/RESULTS.md). FD ratio = app / float32: within 0.95–1.05 is "
+                  "the target's \"unchanged quality\".")
+    return table, figures
+
+
 def section(model_name: str = "mnist-ddpm", batches=(1, 16), reps: int | dict = 5, steps_scale: float = 1.0,
-            floor_batches=(1,)) -> Section:
-    """``reps``: repetitions, or a dict of them by batch size."""
+            floor_batches=(1,), quality_n: int = 500, quality_cases=(("ddim", "cosine", 50),
+                                                                     ("dpm-solver++", "cosine", 20))) -> Section:
+    """``reps``: repetitions, or a dict of them by batch size. ``quality_n``: images per evaluator run (0: none)."""
     reps = reps if isinstance(reps, dict) else {n: reps for n in batches}
     plain = engine.load_model(model_name, optimize=False)
     ours = engine.load_model(model_name)
     served = engine.load_model(model_name, background_compile=True)
-    table = Table(f"diffusers loops vs engine.generate ({model_name}, float32, {threads()}; "
+    precision = served.compiled.precision
+    table = Table(f"diffusers loops vs engine.generate ({model_name}, {threads()}; "
                   "median of " + " / ".join(f"{reps[n]} at batch {n}" for n in batches) + ", min–max)",
-                  ["method", "batch", "steps", "diffusers s", "engine s", "speed-up", "app (compiled) s",
-                   "app speed-up", "net-only s", "max |Δ|"])
+                  ["method", "batch", "steps", "diffusers s", "engine s", "speed-up", f"app ({precision}) s",
+                   "app speed-up", "net-only s", "engine max |Δ|", "app mean |Δ|"])
     figures = {}
     for n in batches:
         x_T = torch.randn((n, *plain.data_shape), generator=torch.Generator().manual_seed(SEED))
@@ -82,20 +116,29 @@ def section(model_name: str = "mnist-ddpm", batches=(1, 16), reps: int | dict = 
             run_generate(served, sampler, steps, n, **opts)
             served.compiled.wait()
             compiled = run_generate(served, sampler, steps, n, **opts).x_t
-            diff = (f"{max((theirs - mine).abs().max().item(), (theirs - compiled).abs().max().item()):.1e}"
-                    if deterministic else "— (stochastic)")
+            diff = f"{(theirs - mine).abs().max().item():.1e}" if deterministic else "— (stochastic)"
+            # in grey levels (255 per unit of [0, 1], i.e. 127.5 per unit of [−1, 1])
+            app_diff = f"{(theirs - compiled).abs().mean().item() * 127.5:.2f} levels" if deterministic else "—"
             t = interleaved(fns, reps[n], warmup=0)
             speed, app = ratio(t["diffusers"], t["engine"]), ratio(t["diffusers"], t["app"])
             floor = f"{median(t['network']):.3f}" if "network" in t else "—"
             table.add(label, n, steps, f"{median(t['diffusers']):.3f}", f"{median(t['engine']):.3f}",
-                      speed.fmt(".2f", "×"), f"{median(t['app']):.3f}", app.fmt(".2f", "×"), floor, diff)
+                      speed.fmt(".2f", "×"), f"{median(t['app']):.3f}", app.fmt(".2f", "×"), floor, diff, app_diff)
             figures[(label, n)] = {"speedup": speed, "app": app, "diff": diff,
                                    "network": median(t["network"]) if "network" in t else None,
                                    "diffusers": median(t["diffusers"]), "engine": median(t["engine"])}
     failed = f" Background compile FAILED here ({served.compiled.failed!r}): the app side ran eager." \
         if served.compiled.failed else ""
     table.note = ("speed-up = diffusers time / engine time per repetition; app speed-up = diffusers time / the time "
-                  "of the model as the app serves it (background torch.compile, warm). net-only = the same number "
-                  "of bare eager network calls (the diffusers loop's floor). max |Δ| = largest difference between "
-                  "diffusers' sample and either engine side's (pixels in [−1, 1])." + failed)
-    return Section("1. Against diffusers' scheduler loops", [table], figures=figures)
+                  f"of the model as the app serves it (background torch.compile, warm; {precision}). net-only = the "
+                  "same number of bare eager network calls (the diffusers loop's floor). engine max |Δ| = largest "
+                  "difference between diffusers' sample and the engine's (pixels in [−1, 1]); app mean |Δ| = mean "
+                  "difference between diffusers' sample and the app's, in grey levels of 255." + failed)
+    tables = [table]
+    if quality_n:
+        dataset = "mnist" if model_name.startswith("mnist") else "fashion-mnist"
+        q, figures["quality"] = quality(plain, served, f"{dataset}-classifier", dataset, quality_cases, quality_n,
+                                        served.compiled.max_batch)
+        tables.append(q)
+    figures["precision"] = precision
+    return Section("1. Against diffusers' scheduler loops", tables, figures=figures)

@@ -3,7 +3,10 @@
 Batched: ``engine.compare(model, panels, seed, n)`` iterated to the end (one network call serves every panel that
 needs ε̂ at that moment). Sequential: ``engine.sample`` of each panel in turn, same seed. Two sets: the Compare
 tab's six default panels (space/ui.py PANEL_DEFAULTS: mixed samplers and NFE, so batches empty as panels finish),
-and six schedules with DDIM at 50 steps each (the same NFE per round: batches stay full).
+and six schedules with DDIM at 50 steps each (the same NFE per round: batches stay full). Each on two networks:
+``load_model``'s default (eager float32) and the network as the app serves it (``torch.compile`` in the background,
+bfloat16 autocast on a CPU that runs it natively; timed once every batch shape is compiled), which is what the
+Compare tab runs.
 """
 from __future__ import annotations
 
@@ -44,21 +47,28 @@ def sequential(model, panels: list[Panel], n: int = 1) -> int:
 
 def section(model_name: str = "mnist-ddpm", reps: int = 3, steps_scale: float = 1.0, n: int = 1) -> Section:
     model = engine.load_model(model_name)
+    served = engine.load_model(model_name, background_compile=True)
+    networks = {"load_model default (eager float32)": model,
+                f"app's network (compiled, {served.compiled.precision})": served}
     table = Table(f"Lock-step batching vs one panel after another ({model_name}, n={n}, "
                   f"{threads()}; median of {reps}, min–max)",
-                  ["set", "panels", "NFE (sequential)", "batched calls", "rows per call", "sequential s",
+                  ["set", "network", "panels", "NFE (sequential)", "batched calls", "rows per call", "sequential s",
                    "batched s", "speed-up"])
     figures = {}
     for name, panels in SETS.items():
         panels = scaled(panels, steps_scale)
-        run, nfe = batched(model, panels, n), sequential(model, panels, n)  # also the warm-up
-        t = interleaved({"sequential": lambda: sequential(model, panels, n),
-                         "batched": lambda: batched(model, panels, n)}, reps, warmup=0)
-        speed = ratio(t["sequential"], t["batched"])
-        table.add(name, len(panels), nfe, run.batches, f"{run.batch_rows / run.batches / n:.2f}",
-                  f"{median(t['sequential']):.2f}", f"{median(t['batched']):.2f}", speed.fmt(".2f", "×"))
-        figures[name] = {"speedup": speed, "batches": run.batches, "nfe": nfe, "rows": run.batch_rows / run.batches,
-                         "sequential": median(t["sequential"]), "batched": median(t["batched"])}
+        for label, net in networks.items():
+            run, nfe = batched(net, panels, n), sequential(net, panels, n)  # also the warm-up (queues the compiles)
+            if net.compiled:
+                net.compiled.wait()
+            t = interleaved({"sequential": lambda: sequential(net, panels, n),
+                             "batched": lambda: batched(net, panels, n)}, reps, warmup=0)
+            speed = ratio(t["sequential"], t["batched"])
+            table.add(name, label, len(panels), nfe, run.batches, f"{run.batch_rows / run.batches / n:.2f}",
+                      f"{median(t['sequential']):.2f}", f"{median(t['batched']):.2f}", speed.fmt(".2f", "×"))
+            figures[name, label] = {"speedup": speed, "batches": run.batches, "nfe": nfe,
+                                    "rows": run.batch_rows / run.batches, "sequential": median(t["sequential"]),
+                                    "batched": median(t["batched"]), "served": net is served}
     table.note = ("speed-up = sequential time / batched time per repetition. rows per call = panels served per "
                   "batched network call on average.")
     return Section("3. Lock-step comparison", [table], figures=figures)

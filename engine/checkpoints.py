@@ -17,6 +17,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .mlp import MLPConfig, MLPDenoiser
+from .compiling import resolve_precision
 from .models import DenoisingModel, EpsModel, ScoreModel
 from .unet import UNet, UNetConfig
 
@@ -156,7 +157,7 @@ def load_into(module: torch.nn.Module, state: dict, name: str, directory=None) -
 
 
 def load_model(name: str, device: str | torch.device = "cpu", directory=None, optimize: bool = True,
-               background_compile: bool = False) -> DenoisingModel:
+               background_compile: bool = False, precision: str = "auto") -> DenoisingModel:
     """Load a shipped denoising model by name (sha256 checked, safetensors only), in eval mode on ``device``.
 
     ``optimize=True`` (the default) adds the inference settings measured faster with the same samples
@@ -164,7 +165,10 @@ def load_model(name: str, device: str | torch.device = "cpu", directory=None, op
     plain eager float32 model, what a user of another library would run — the benchmarks' baseline.
     ``background_compile=True`` (with ``optimize``) also compiles the network with ``torch.compile`` in a background
     thread, eager until each batch shape is ready (``DenoisingModel.compile_in_background``): for a long-running
-    server such as the app, not for a short script, which would exit before the compile pays back."""
+    server such as the app, not for a short script, which would exit before the compile pays back. ``precision``
+    is the compiled graph's (engine/compiling.py): "auto" (bfloat16 autocast where the device runs bfloat16
+    natively, else float32), "float32" or "bfloat16"; eager calls are always float32."""
+    resolve_precision(precision, device)  # a bad value is an error whether or not the model compiles
     card, state = load_weights(name, directory)
     if card.get("kind", "denoiser") != "denoiser":
         raise CheckpointError(f"{name} is a {card['kind']}, not a denoising model")
@@ -174,4 +178,4 @@ def load_model(name: str, device: str | torch.device = "cpu", directory=None, op
     if not optimize:
         return model
     model.use_channels_last()
-    return model.compile_in_background() if background_compile else model
+    return model.compile_in_background(precision=precision) if background_compile else model

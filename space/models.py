@@ -24,10 +24,12 @@ LOAD_ERRORS = (engine.CheckpointError, ValueError, KeyError, TypeError, OSError)
 class ModelStore:
     """Models in one checkpoint directory. ``image_models()`` have (C, H, W) data, ``toy_models()`` (2,)."""
 
-    def __init__(self, directory=None, max_loaded: int = 4, background_compile: bool = False):
+    def __init__(self, directory=None, max_loaded: int = 4, background_compile: bool = False,
+                 precision: str = "auto"):
         self.directory = Path(checkpoint_dir(directory))
         self.max_loaded = max_loaded
         self.background_compile = background_compile  # engine.load_model's: torch.compile off the request path
+        self.precision = precision  # engine.load_model's: the compiled graph's (auto: bfloat16 where native)
         self._cache: OrderedDict = OrderedDict()  # (name, files' signature) → loaded model, least recent first
         self._lock = threading.RLock()
         self._classifiers: dict = {}
@@ -68,7 +70,8 @@ class ModelStore:
                 if kind == "classifier":  # kept: classifier_for serves this very load
                     self._keep_classifier((name, sig), load_classifier(name, self.directory))
                 elif kind == "denoiser":
-                    model = engine.load_model(name, directory=self.directory, background_compile=self.background_compile)
+                    model = engine.load_model(name, directory=self.directory, background_compile=self.background_compile,
+                                           precision=self.precision)
                 else:
                     problem = f"unknown kind {kind!r} in its card"
             except LOAD_ERRORS as err:
@@ -163,6 +166,7 @@ class ModelStore:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-            model = engine.load_model(name, directory=self.directory, background_compile=self.background_compile)
+            model = engine.load_model(name, directory=self.directory, background_compile=self.background_compile,
+                                           precision=self.precision)
             self._remember(key, model)
             return model
