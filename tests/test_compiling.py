@@ -53,6 +53,29 @@ def test_compiles_in_the_background_and_gives_the_same_values():
     assert bc.wait(timeout=300)
 
 
+@pytest.mark.slow
+def test_each_network_keeps_its_own_graphs_past_dynamo_s_default_limit():
+    """Two networks of one class, five batch shapes each: ten graphs of one ``forward``, past dynamo's default of 8
+    per code object (after which it silently ran eager). Each network's graphs compute its own weights (no module
+    guards are kept, so sharing would give the other's values)."""
+    nets = [Tiny().eval().requires_grad_(False) for _ in range(2)]
+    with torch.no_grad():
+        nets[1].lin.weight.add_(1.0)
+    compiled = [BackgroundCompiled(net, max_batch=5) for net in nets]
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    with torch.inference_mode():
+        for bc in compiled:
+            for n in range(1, 6):
+                bc(*_inputs(n))
+            assert bc.wait(timeout=600) and bc.failed is None
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 10
+        for net, bc in zip(nets, compiled):
+            for n in range(1, 6):
+                x, lam = _inputs(n)
+                torch.testing.assert_close(bc(x, lam), net(x, lam), atol=1e-5, rtol=1e-5)
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 10  # nothing recompiled
+
+
 def test_batches_over_the_limit_are_never_compiled():
     net = Tiny().eval()
     bc = BackgroundCompiled(net, max_batch=4)
