@@ -21,14 +21,14 @@ Only batches up to ``max_batch`` are compiled: that is where the speed-up was me
 number of graphs per function. If compiling fails (no C++ compiler, an unsupported platform), the failure is logged
 once and every later call stays eager.
 
-A served network is fixed, and the compile says so (``COMPILE_OPTIONS``): inductor's ``freezing`` folds the weights
-into the graph as constants; dynamo keeps no guards on the module (its ~100 parameters cost 0.2–0.35 ms of guard
-checks per call); ``cpp_wrapper`` runs the graph's kernel calls from C++ instead of Python. So the graph does not
-see later changes to the weights — the app loads a new checkpoint file as a new model. Each ``BackgroundCompiled``
-keeps its graphs apart (``isolate_recompiles``): without it, dynamo counts every graph of one class's ``forward``
-together — three U-Nets × batch shapes — and after 8 silently runs the rest eager. Measured on the 2-core CPU at
-batch 1 against plain eager float32, interleaved: plain ``torch.compile`` 1.3×, frozen 1.37×, + no module guards
-1.42×, + C++ wrapper 1.57×.
+A served network is fixed, and the compile says so (``COMPILE_OPTIONS``): dynamo keeps no guards on the module (its
+~100 parameters cost 0.2–0.35 ms of guard checks per call), and ``cpp_wrapper`` runs the graph's kernel calls from
+C++ instead of Python. Each ``BackgroundCompiled`` keeps its graphs apart (``isolate_recompiles``): without it,
+dynamo counts every graph of one class's ``forward`` together — three U-Nets × batch shapes — and after 8 silently
+runs the rest eager; and without module guards, two U-Nets would share one graph. Measured on the 2-core CPU at
+batch 1 against plain eager float32, interleaved: plain ``torch.compile`` 1.37×, no module guards 1.42×, + C++
+wrapper 1.50–1.57×. (Inductor's ``freezing`` measured no faster here: with dynamo's inlining of built-in modules it
+froze no weight, and with that inlining off the same time.)
 
 With ``precision="bfloat16"`` the graph runs the network under bfloat16 autocast (convolutions and matrix products
 in bfloat16, the output back in float32): on the AVX-512 BF16 CPU 1.5× plain eager float32 at batch 1 and 1.65× at
@@ -53,8 +53,7 @@ COMPILE_NICENESS = 10  # added to the compile thread's nice value: it takes the 
 COMPILE_SWITCH_INTERVAL_S = 1e-4  # sys.setswitchinterval while compiling (default 5e-3): requests get the GIL back
 _ONE_COMPILE_AT_A_TIME = threading.Lock()  # across models: the switch interval is the process's
 PRECISIONS = ("auto", "float32", "bfloat16")
-COMPILE_OPTIONS = {"freezing": True, "cpp_wrapper": True,
-                   "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
+COMPILE_OPTIONS = {"cpp_wrapper": True, "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
 _NATIVE_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 
@@ -127,6 +126,7 @@ class BackgroundCompiled:
         self._jobs: deque = deque()
         self._idle = threading.Event()  # clear while a worker thread runs; it ends when the queue is empty
         self._idle.set()
+        self._worker: threading.Thread | None = None
 
     @staticmethod
     def key(x: torch.Tensor, log_snr: torch.Tensor) -> tuple:
@@ -148,7 +148,8 @@ class BackgroundCompiled:
                     self._jobs.append((key, torch.zeros_like(x), log_snr.detach().clone()))
                     if self._idle.is_set():
                         self._idle.clear()
-                        threading.Thread(target=self._work, name="engine-compile", daemon=True).start()
+                        self._worker = threading.Thread(target=self._work, name="engine-compile", daemon=True)
+                        self._worker.start()
         return self.net(x, log_snr)
 
     def _work(self) -> None:
@@ -180,4 +181,11 @@ class BackgroundCompiled:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the queued shapes are compiled (or compiling failed); False if ``timeout`` ran out first."""
-        return self._idle.wait(timeout)
+        if not self._idle.wait(timeout):
+            return False
+        # and until the worker thread has ended: a process that exits while a daemon thread is still inside torch's
+        # C++ code (here, its thread teardown) is aborted ("terminate called without an active exception")
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join()
+        return True
