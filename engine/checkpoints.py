@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from .mlp import MLPConfig, MLPDenoiser
 from .compiling import resolve_precision
+from .mlp import MLPConfig, MLPDenoiser
 from .models import DenoisingModel, EpsModel, ScoreModel
 from .unet import UNet, UNetConfig
 
