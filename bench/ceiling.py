@@ -64,7 +64,6 @@ def section(model_name: str = "mnist-ddpm", batches=(1, 16, 64), steps: int = 20
         fns[name], flops[name] = matmul(mm_size, dtype, mm_k[dtype])
     served = engine.load_model(model_name, background_compile=True)
     served.compiled.max_batch = max(batches)
-    precision = served.compiled.precision
     nfe = {n: run_generate(model, "ddim", steps, n).nfe for n in batches}
     for n in batches:
         run_generate(served, "ddim", 1, n)  # queues the shape's compile
@@ -87,14 +86,13 @@ def section(model_name: str = "mnist-ddpm", batches=(1, 16, 64), steps: int = 20
             table.add(f"{k} {mm_size}² (ceiling)", "—", rate[k].fmt(".1f"), "—", "—")
         else:
             n = int(k.split()[-1])
-            label = f"{k.replace('app, ', '')}, " + (f"app's graph (compiled, {precision})" if k.startswith("app")
-                                                     else "load_model default (eager float32)")
+            label = f"{k.replace('app, ', '')}, " + (f"app's graph (compiled, {served.compiled.precision_for(n)})"
+                                                     if k.startswith("app") else "load_model default (eager float32)")
             table.add(label, f"{flops[k] / nfe[n] / 1e9:.3f}", rate[k].fmt(".1f"),
                       f"{rate[k].median / ceil['float32']:.0%}", f"{rate[k].median / ceil['bfloat16']:.0%}")
     table.note = ("GFLOP counts convolutions, matrix products and attention (FlopCounterMode; one multiply-add = "
                   "2 FLOPs); the mm rows are the ceilings, timed interleaved with the runs. The app's graph rows do "
-                  "the same FLOPs per call" + (", in bfloat16, so the bfloat16 column is theirs." if
-                                               precision == "bfloat16" else "."))
+                  "the same FLOPs per call; a bfloat16 graph's column is the bfloat16 one.")
     prof = Table("Where the network's time goes (torch.profiler, self CPU time, load_model default, "
                  f"{threads()})",
                  ["batch", "operator", "share", "calls per network call"])
@@ -104,7 +102,8 @@ def section(model_name: str = "mnist-ddpm", batches=(1, 16, 64), steps: int = 20
         for op, share, count in tops[n]:
             prof.add(n, op, f"{share:.0%}", count)
     figures = {"ceiling": ceil, "rate": {n: rate[f"batch {n}"] for n in batches}, "top_ops": tops,
-               "app_rate": {n: rate[f"app, batch {n}"] for n in batches}, "precision": precision,
+               "app_rate": {n: rate[f"app, batch {n}"] for n in batches},
+               "precision": {n: served.compiled.precision_for(n) for n in batches},
                "gflop_per_call": {n: flops[f"batch {n}"] / nfe[n] / 1e9 for n in batches}}
     speed = ceil["bfloat16"] / ceil["float32"]
     text = [f"bfloat16 mm runs at {speed:.0%} of float32's rate on this machine" + (

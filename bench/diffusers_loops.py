@@ -6,8 +6,8 @@ which our "linear" schedule equals), ``torch.no_grad()``, and the network fed th
 each timestep. The engine side is ``engine.sample`` with its defaults on ``load_model(name)`` (optimized default);
 a third side runs the model as the app serves it, ``load_model(name, background_compile=True)``, timed warm (after
 its background ``torch.compile`` of that batch shape has finished, as on a server that has answered one request).
-On a machine that runs bfloat16 natively the app's graph computes in bfloat16 (``precision="auto"``,
-engine/compiling.py). Both start from the same x_T (the engine's draw for the seed); where the algorithms coincide
+On a machine that runs bfloat16 natively the app's graph computes in bfloat16 from batch 2 on, float32 at batch 1
+where that measured faster (``precision="auto"``, engine/compiling.py). Both start from the same x_T (the engine's draw for the seed); where the algorithms coincide
 (DDIM η = 0 with leading spacing and set_alpha_to_one; DPM-Solver++(2M) with trailing spacing and a zero final sigma)
 the engine's float32 samples must agree with diffusers', and the largest difference is reported; the app's are
 compared by their mean difference and, below, by the evaluator (FD, n = 500, against float32 eager from the same
@@ -62,7 +62,7 @@ def quality(plain, served, classifier: str, dataset: str, cases, n: int, batch: 
     """The evaluator's figures for the app's network against float32 eager, same seeds; ``batch`` at most the
     compiled shapes' limit, so the app side runs its compiled graph."""
     clf = load_classifier(classifier)
-    precision = served.compiled.precision
+    precision = served.compiled.precision_for(batch)
     for rows in {batch, n % batch} - {0}:  # every batch shape of the runs compiled first
         engine.sample(served, schedule="cosine", sampler="ddim", steps=1, seed=0, n=rows)
     served.compiled.wait()
@@ -96,7 +96,7 @@ def section(model_name: str = "mnist-ddpm", batches=(1, 16), reps: int | dict = 
     precision = served.compiled.precision
     table = Table(f"diffusers loops vs engine.generate ({model_name}, {threads()}; "
                   "median of " + " / ".join(f"{reps[n]} at batch {n}" for n in batches) + ", min–max)",
-                  ["method", "batch", "steps", "diffusers s", "engine s", "speed-up", f"app ({precision}) s",
+                  ["method", "batch", "steps", "diffusers s", "engine s", "speed-up", "app s",
                    "app speed-up", "net-only s", "engine max |Δ|", "app mean |Δ|"])
     figures = {}
     for n in batches:

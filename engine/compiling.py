@@ -31,11 +31,13 @@ wrapper 1.50–1.57×. (Inductor's ``freezing`` measured no faster here: with dy
 froze no weight, and with that inlining off the same time.)
 
 With ``precision="bfloat16"`` the graph runs the network under bfloat16 autocast (convolutions and matrix products
-in bfloat16, the output back in float32): on the AVX-512 BF16 CPU 1.5× plain eager float32 at batch 1 and 1.65× at
-batch 16 (float32 graph: 1.08× at 16), with the evaluator's FD within 0.3 % of float32 (n = 500, DDIM 50 and
+in bfloat16, the output back in float32): on the AVX-512 BF16 CPU 1.4× plain eager float32 at batch 1 and 1.6× at
+batch 16 (the float32 graph: 1.5× and 1.1×), with the evaluator's FD within 0.3 % of float32 (n = 500, DDIM 50 and
 DPM-Solver++ 20). Its ε̂ differ from float32 by up to ~1e-1 per call, so a seed's images differ from a float32 run's
 by a mean 0.2–0.3 grey levels, a few stroke edges by up to ~50 (docs/PERFORMANCE.md). ``"auto"`` picks bfloat16
-only where the hardware runs it natively (``native_bfloat16``); elsewhere it is emulated and slower than float32.
+only where the hardware runs it natively (``native_bfloat16``; elsewhere it is emulated and slower than float32), and
+only from batch 2 on (``BFLOAT16_FROM_BATCH``): at batch 1 the float32 graph measured faster. A one-image run is then
+float32 throughout, the same picture as a script's.
 """
 from __future__ import annotations
 
@@ -53,6 +55,10 @@ COMPILE_NICENESS = 10  # added to the compile thread's nice value: it takes the 
 COMPILE_SWITCH_INTERVAL_S = 1e-4  # sys.setswitchinterval while compiling (default 5e-3): requests get the GIL back
 _ONE_COMPILE_AT_A_TIME = threading.Lock()  # across models: the switch interval is the process's
 PRECISIONS = ("auto", "float32", "bfloat16")
+# "auto" on bfloat16 hardware: the float32 graph below this many rows. Measured on the 2-core AVX-512 BF16 CPU
+# against plain eager float32: batch 1 float32 graph 1.52×, bfloat16 graph 1.38×; batch 2 1.24× / 1.41×;
+# batch 4 1.14× / 1.43×; batch 16 1.11× / 1.58×.
+BFLOAT16_FROM_BATCH = 2
 COMPILE_OPTIONS = {"cpp_wrapper": True, "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
 _NATIVE_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
 
@@ -106,19 +112,23 @@ def _mode_key() -> tuple[bool, bool]:
 class BackgroundCompiled:
     """Calls ``net(x, log_snr)`` through a ``torch.compile``-d copy once the copy is ready for that input shape.
 
-    ``precision`` is the compiled graph's: "float32", "bfloat16" (autocast), or "auto" (``resolve_precision`` on the
-    network's device); eager calls are always the network itself. ``wait()`` blocks until every queued shape has
-    been compiled (benchmarks and tests use it to time or check the warm state)."""
+    ``precision`` is the compiled graphs': "float32", "bfloat16" (autocast), or "auto": where the device runs
+    bfloat16 natively, float32 below ``BFLOAT16_FROM_BATCH`` rows and bfloat16 from there on, else float32
+    (``precision_for`` tells which for a batch size). Eager calls are always the network itself. ``wait()`` blocks
+    until every queued shape has been compiled (benchmarks and tests use it to time or check the warm state)."""
 
     def __init__(self, net: nn.Module, max_batch: int = 16, precision: str = "float32"):
         self.net = net
         self.max_batch = max_batch
         device = next((p.device for p in net.parameters()), torch.device("cpu"))
-        self.precision = resolve_precision(precision, device)
-        graph = _Autocast(net) if self.precision == "bfloat16" else net
-        # its own graphs (isolate_recompiles), up to one per batch shape and autograd mode
-        self.compiled = torch.compile(graph, dynamic=False, options=COMPILE_OPTIONS, isolate_recompiles=True,
-                                      recompile_limit=4 * max_batch)
+        bfloat16 = resolve_precision(precision, device) == "bfloat16"
+        # the first batch size served in bfloat16 (None: none is)
+        self.bfloat16_from = (BFLOAT16_FROM_BATCH if precision == "auto" else 1) if bfloat16 else None
+        wanted = {self.precision_for(n) for n in range(1, max_batch + 1)}
+        # each its own graphs (isolate_recompiles), up to one per batch shape and autograd mode
+        self.graphs = {p: torch.compile(_Autocast(net) if p == "bfloat16" else net, dynamic=False,
+                                        options=COMPILE_OPTIONS, isolate_recompiles=True,
+                                        recompile_limit=4 * max_batch) for p in sorted(wanted)}
         self.ready: set[tuple] = set()
         self.queued: set[tuple] = set()
         self.failed: BaseException | None = None
@@ -127,6 +137,22 @@ class BackgroundCompiled:
         self._idle = threading.Event()  # clear while a worker thread runs; it ends when the queue is empty
         self._idle.set()
         self._worker: threading.Thread | None = None
+
+    def precision_for(self, batch: int) -> str:
+        """"float32" or "bfloat16": the arithmetic of the compiled graph for ``batch`` rows."""
+        return "bfloat16" if self.bfloat16_from is not None and batch >= self.bfloat16_from else "float32"
+
+    @property
+    def precision(self) -> str:
+        """The compiled graphs' arithmetic, in words."""
+        if self.bfloat16_from is None:
+            return "float32"
+        if self.bfloat16_from == 1:
+            return "bfloat16"
+        return f"bfloat16 from batch {self.bfloat16_from}, float32 below"
+
+    def _graph(self, x: torch.Tensor):
+        return self.graphs[self.precision_for(x.shape[0])]
 
     @staticmethod
     def key(x: torch.Tensor, log_snr: torch.Tensor) -> tuple:
@@ -140,7 +166,7 @@ class BackgroundCompiled:
             x, log_snr = (v if v.is_inference() else v.clone() for v in (x, log_snr))
         key = self.key(x, log_snr)
         if key in self.ready:
-            return self.compiled(x, log_snr)
+            return self._graph(x)(x, log_snr)
         if self.failed is None and x.shape[0] <= self.max_batch:
             with self._lock:
                 if key not in self.queued:
@@ -170,7 +196,7 @@ class BackgroundCompiled:
                     sys.setswitchinterval(COMPILE_SWITCH_INTERVAL_S)
                     try:
                         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
-                            self.compiled(x, log_snr)
+                            self._graph(x)(x, log_snr)
                         self.ready.add(key)
                     except Exception as err:  # noqa: BLE001 - any failure means: stay eager
                         self.failed = err

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import engine
+from engine import compiling
 from engine.compiling import BackgroundCompiled, native_bfloat16, resolve_precision
 
 
@@ -92,7 +93,7 @@ def test_a_failed_compile_leaves_every_call_eager(caplog):
     def broken(*args):
         raise RuntimeError("no C++ compiler found")
 
-    bc.compiled = broken
+    bc.graphs = {"float32": broken}
     x, lam = _inputs(2)
     with caplog.at_level(logging.WARNING, logger="engine.compiling"), torch.inference_mode():
         assert torch.equal(bc(x, lam), net(x, lam))
@@ -119,11 +120,25 @@ def test_precision_is_checked_and_auto_picks_bfloat16_only_where_native():
     assert resolve_precision("float32") == "float32" and resolve_precision("bfloat16") == "bfloat16"
     assert resolve_precision("auto") == ("bfloat16" if native_bfloat16("cpu") else "float32")
     assert not native_bfloat16("meta")
-    image = engine.load_model("mnist-ddpm", background_compile=True)
-    assert image.compiled.precision == resolve_precision("auto")
-    assert engine.load_model("mnist-ddpm", background_compile=True, precision="float32").compiled.precision == "float32"
+    image = engine.load_model("mnist-ddpm", background_compile=True).compiled
+    # auto: float32 at batch 1 (measured faster there), bfloat16 from batch 2 where the hardware runs it natively
+    assert image.precision_for(1) == "float32" and image.precision_for(2) == resolve_precision("auto")
+    assert set(image.graphs) == {"float32", resolve_precision("auto")}
+    plain = engine.load_model("mnist-ddpm", background_compile=True, precision="float32").compiled
+    assert plain.precision == "float32" and set(plain.graphs) == {"float32"}
+    forced = engine.load_model("mnist-ddpm", background_compile=True, precision="bfloat16").compiled
+    assert forced.precision == "bfloat16" and forced.precision_for(1) == "bfloat16"
     # a toy MLP's calls are a few small matrix products: "auto" keeps them float32
     assert engine.load_model("toy-moons", background_compile=True).compiled.precision == "float32"
+
+
+def test_auto_precision_on_bfloat16_hardware_is_float32_only_below_the_crossover(monkeypatch):
+    monkeypatch.setattr(compiling, "native_bfloat16", lambda device="cpu": True)
+    bc = BackgroundCompiled(Tiny(), max_batch=4, precision="auto")
+    assert [bc.precision_for(n) for n in range(1, 5)] == ["float32"] + ["bfloat16"] * 3
+    assert bc.precision == "bfloat16 from batch 2, float32 below" and set(bc.graphs) == {"float32", "bfloat16"}
+    monkeypatch.setattr(compiling, "native_bfloat16", lambda device="cpu": False)
+    assert BackgroundCompiled(Tiny(), max_batch=4, precision="auto").precision == "float32"
 
 
 @pytest.mark.slow
