@@ -103,6 +103,10 @@ t0 = time.perf_counter()
 engine.sample(model, schedule="linear", sampler="ddim", steps=steps, seed=0, n=n)
 print(time.perf_counter() - t0, torch.get_num_threads())
 """
+# keeps one core busy; Linux kills it when the process that started it ends (prctl PR_SET_PDEATHSIG, SIGKILL), so
+# a killed benchmark leaves no spinner behind
+SPINNER = ("import ctypes, signal\ntry:\n    ctypes.CDLL(None).prctl(1, signal.SIGKILL)\nexcept (OSError, AttributeError):"
+           "\n    pass\nwhile True:\n    pass")
 WAIT_POLICY_PREDICTION = {
     False: "0.9–1.0× on an idle machine: a sleeping thread wakes later than a spinning one",
     True: "≫ 1×: a spinning thread holds its core while its partner waits for a time slice at every parallel region",
@@ -129,7 +133,7 @@ def wait_policy_table(model_name: str, batches, reps: int, steps: int) -> tuple[
                   ["machine", "prediction", *(f"batch {n}: default / passive" for n in batches), "default time"])
     figures = {}
     for busy in (False, True):
-        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+        spinner = subprocess.Popen([sys.executable, "-c", SPINNER]) if busy else None
         try:
             cells, times = [], []
             for n in batches:
