@@ -7,7 +7,7 @@ each timestep. The engine side is ``engine.sample`` with its defaults on ``load_
 a third side runs the model as the app serves it, ``load_model(name, background_compile=True)``, timed warm (after
 its background ``torch.compile`` of that batch shape has finished, as on a server that has answered one request).
 On a machine that runs bfloat16 natively the app's graph computes in bfloat16 from batch 2 on, float32 at batch 1
-where that measured faster (``precision="auto"``, engine/compiling.py). Both start from the same x_T (the engine's draw for the seed); where the algorithms coincide
+where bfloat16 measured no faster (``precision="auto"``, engine/compiling.py). Both start from the same x_T (the engine's draw for the seed); where the algorithms coincide
 (DDIM η = 0 with leading spacing and set_alpha_to_one; DPM-Solver++(2M) with trailing spacing and a zero final sigma)
 the engine's float32 samples must agree with diffusers', and the largest difference is reported; the app's are
 compared by their mean difference and, below, by the evaluator (FD, n = 500, against float32 eager from the same

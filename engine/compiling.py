@@ -36,8 +36,8 @@ batch 16 (the float32 graph: 1.5× and 1.1×), with the evaluator's FD within 0.
 DPM-Solver++ 20). Its ε̂ differ from float32 by up to ~1e-1 per call, so a seed's images differ from a float32 run's
 by a mean 0.2–0.3 grey levels, a few stroke edges by up to ~50 (docs/PERFORMANCE.md). ``"auto"`` picks bfloat16
 only where the hardware runs it natively (``native_bfloat16``; elsewhere it is emulated and slower than float32), and
-only from batch 2 on (``BFLOAT16_FROM_BATCH``): at batch 1 the float32 graph measured faster. A one-image run is then
-float32 throughout, the same picture as a script's.
+only from batch 2 on (``BFLOAT16_FROM_BATCH``): at batch 1 it measured no faster than the float32 graph, and a
+one-image run then stays float32 throughout, the same picture as a script's.
 """
 from __future__ import annotations
 
@@ -56,8 +56,10 @@ COMPILE_SWITCH_INTERVAL_S = 1e-4  # sys.setswitchinterval while compiling (defau
 _ONE_COMPILE_AT_A_TIME = threading.Lock()  # across models: the switch interval is the process's
 PRECISIONS = ("auto", "float32", "bfloat16")
 # "auto" on bfloat16 hardware: the float32 graph below this many rows. Measured on the 2-core AVX-512 BF16 CPU
-# against plain eager float32: batch 1 float32 graph 1.52×, bfloat16 graph 1.38×; batch 2 1.24× / 1.41×;
-# batch 4 1.14× / 1.43×; batch 16 1.11× / 1.58×.
+# against plain eager float32, interleaved (another process kept the other core busy): batch 1 float32 graph 1.52×,
+# bfloat16 graph 1.38×; batch 2 1.24× / 1.41×; batch 4 1.14× / 1.43×; batch 16 1.11× / 1.58×. At batch 1 the two
+# are within the noise of each other (docs/PERFORMANCE.md's levers, quiet machine, 3 repetitions: 1.55× / 1.76×),
+# and float32 keeps one-image runs the same pictures as a script's.
 BFLOAT16_FROM_BATCH = 2
 COMPILE_OPTIONS = {"cpp_wrapper": True, "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
 _NATIVE_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
