@@ -106,6 +106,19 @@ class _Autocast(nn.Module):
         return out.to(x.dtype)
 
 
+def _trace_fx_once() -> None:
+    """Inductor makes one fx GraphModule per process by symbolic tracing (torch._inductor.loop_body's
+    ``InterpreterShim``), the first time it generates code. While fx traces, it replaces ``nn.Module.__call__`` for
+    every thread, so an eager network call in a request thread at that moment failed ("module is not installed as a
+    submodule"; seen through the app during its first compile). Done here, when a model is loaded, before any compile
+    thread runs, it overlaps no request. A torch without that cache simply skips it."""
+    try:
+        from torch._inductor.loop_body import InterpreterShim
+        InterpreterShim._dummy_gm()
+    except (ImportError, AttributeError):
+        pass
+
+
 def _mode_key() -> tuple[bool, bool]:
     """The autograd modes a compiled graph is guarded on: a call in another mode would recompile in the caller."""
     return torch.is_grad_enabled(), torch.is_inference_mode_enabled()
@@ -120,6 +133,7 @@ class BackgroundCompiled:
     until every queued shape has been compiled (benchmarks and tests use it to time or check the warm state)."""
 
     def __init__(self, net: nn.Module, max_batch: int = 16, precision: str = "float32"):
+        _trace_fx_once()
         self.net = net
         self.max_batch = max_batch
         device = next((p.device for p in net.parameters()), torch.device("cpu"))

@@ -77,6 +77,16 @@ def test_each_network_keeps_its_own_graphs_past_dynamo_s_default_limit():
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 10  # nothing recompiled
 
 
+def test_inductor_s_one_fx_trace_is_done_before_any_compile_thread():
+    """fx's symbolic tracing swaps nn.Module.__call__ for every thread while it runs; inductor's one trace per process
+    (InterpreterShim's GraphModule) must not overlap a request's eager call, so a BackgroundCompiled does it first."""
+    from torch._inductor.loop_body import InterpreterShim
+
+    InterpreterShim._dummy_gm.cache_clear()
+    BackgroundCompiled(Tiny())
+    assert InterpreterShim._dummy_gm.cache_info().currsize == 1
+
+
 def test_batches_over_the_limit_are_never_compiled():
     net = Tiny().eval()
     bc = BackgroundCompiled(net, max_batch=4)
