@@ -1,5 +1,5 @@
 """Launch the Diffusion Explorer app: ``python app.py [--host 127.0.0.1] [--port 7860] [--share] [--no-compile]
-[--precision auto|float32|bfloat16]``.
+[--precision auto|float32|bfloat16] [--threads 1]``.
 
 On Hugging Face Spaces this file is the ``app_file``; there the defaults apply (host/port from the environment).
 """
@@ -14,6 +14,8 @@ import threading
 ROOT = os.path.dirname(os.path.abspath(__file__))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
 
 from engine.compiling import PRECISIONS  # noqa: E402
 from space import CSS, build_demo  # noqa: E402
@@ -34,7 +36,13 @@ def main(argv=None) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the compiled networks' arithmetic: auto (default) is bfloat16 autocast where the CPU or GPU "
                         "runs it natively, else float32; float32 gives the same pictures as a script's eager model")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads per request's model work (default 1: requests side by side on separate cores, "
+                        "and no slow-down when another process keeps a core busy; see README, Performance)")
     args = p.parse_args(argv)
+    if args.threads < 1:
+        p.error(f"--threads must be a whole number of at least 1; got {args.threads}")
+    torch.set_num_threads(args.threads)  # before any model work: the engine threads and compiled graphs use it
     # the app's log to stderr with a time stamp: refused requests (INFO), damaged checkpoints and failed requests
     # (ERROR, with the traceback and the reference the client was given); other libraries' warnings only
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")

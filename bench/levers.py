@@ -19,7 +19,7 @@ import torch
 import engine
 from space import imaging
 
-from .common import Section, Table, interleaved, median, ratio, threads
+from .common import Section, Spread, Table, interleaved, median, ratio, threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Written before the first measurement; the table prints them beside what was measured.
@@ -153,9 +153,94 @@ def wait_policy_table(model_name: str, batches, reps: int, steps: int) -> tuple[
     table.note = ("speed-up = time with GNU OpenMP's default wait policy / time with OMP_WAIT_POLICY=PASSIVE; "
                   "\"+ one core kept busy\": another process also spins on one core for the whole measurement. Not "
                   "a default: on an idle machine passive waiting measured 1.5–2.3× slower (a sleeping thread wakes "
-                  "late at each of a call's ~150 parallel regions), and the app samples in worker threads, which "
-                  "were not slowed by a busy core. For scripts and the command line on a busy machine, "
+                  "late at each of a call's ~150 parallel regions); the app uses one intra-op thread per request "
+                  "(next table). For scripts and the command line on a busy machine, "
                   "OMP_WAIT_POLICY=PASSIVE or OMP_NUM_THREADS=1 (README, Performance notes).")
+    return table, figures
+
+
+# One Generate request's handler as the app serves it: the store made by the main thread (as build_demo does), the
+# handler's generator consumed by another thread (as Gradio does), timed after two untimed runs. THREADS: torch's
+# intra-op threads, set first as app.py does ("default": left as torch sets them). "before": as the app was before
+# its engine threads, the handler's model work in the request's thread and checkpoints loaded in the main thread.
+ENGINE_THREAD_RUN = """
+import functools, os, sys, time
+import torch
+from concurrent.futures import ThreadPoolExecutor
+sys.path.insert(0, os.getcwd())
+import space.models
+from space.handlers import Handlers
+from space.models import ModelStore
+name, compiled, mode, threads, steps, n = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+if threads != "default":
+    torch.set_num_threads(int(threads))
+if mode == "before":
+    space.models.in_passing_thread = lambda fn, *args, **kwargs: fn(*args, **kwargs)
+store = ModelStore(background_compile=compiled)
+h = Handlers(store)
+handler = functools.partial(Handlers.generate.__wrapped__, h) if mode == "before" else h.generate
+request = ThreadPoolExecutor(1)
+run = lambda: request.submit(lambda: list(handler(model=name, schedule="cosine", sampler="ddim", steps=steps, seed=0,
+                                                  n=n))).result()
+run()
+if compiled:
+    store.load(name).compiled.wait()
+run()
+t0 = time.perf_counter()
+run()
+print(time.perf_counter() - t0)
+"""
+# (mode, intra-op threads) of each row, and its prediction, written before the rows were measured side by side
+ENGINE_THREAD_ROWS = {
+    "before: each request's thread, torch's default threads": (("before", "default"),
+        "idle ~1.2 s (the live app: 0.9–1.2 s); busy: as idle, its workers already sleep"),
+    "one engine thread, torch's default threads": (("engine", "default"),
+        "idle 2–3× faster than before (one team, spinning); busy ≫ idle: a spinning partner waits for a time slice"),
+    "the app: engine threads, 1 intra-op thread": (("engine", "1"),
+        "idle within ~20 % of the spinning team; busy about as idle (no partner thread to wait for)"),
+}
+
+
+def _engine_thread_run(model_name: str, mode: str, threads: str, steps: int, n: int) -> float:
+    """Seconds of the timed run of ENGINE_THREAD_RUN in a fresh process (the suite's OMP_NUM_THREADS left out: the
+    rows set their own thread counts)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", ENGINE_THREAD_RUN, model_name, "1", mode, threads, str(steps),
+                          str(n)], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
+def engine_thread_table(model_name: str, reps: int, steps: int, n: int) -> tuple[Table, dict]:
+    """The /generate handler (the app's compiled network) as the app runs it against two other arrangements, on the
+    machine as it is and with one core kept busy by another process; each value from a fresh process (an OpenMP
+    team lasts as long as its thread, so arrangements cannot share a process)."""
+    table = Table(f"Where the app's model work runs, and on how many threads ({model_name}, /generate handler, "
+                  f"compiled, ddim {steps} steps, n={n}, {os.cpu_count()} cores, a fresh process per value; "
+                  f"median of {reps}, min–max)", ["arrangement", "prediction", "as the machine is", "+ one core busy"])
+    figures = {}
+    cells: dict[str, list[str]] = {name: [] for name in ENGINE_THREAD_ROWS}
+    for busy in (False, True):
+        spinner = subprocess.Popen([sys.executable, "-c", SPINNER]) if busy else None
+        try:
+            run = {name: lambda args=args: _engine_thread_run(model_name, *args, steps, n)
+                   for name, (args, _) in ENGINE_THREAD_ROWS.items()}
+            t = interleaved(run, reps, warmup=0, self_timed=True)
+        finally:
+            if spinner is not None:
+                spinner.kill()
+                spinner.wait()
+        for name in ENGINE_THREAD_ROWS:
+            figures[(name, "busy" if busy else "as is")] = median(t[name])
+            cells[name].append(Spread(t[name]).fmt(".3f", " s"))
+    for name, (_, prediction) in ENGINE_THREAD_ROWS.items():
+        table.add(name, prediction, *cells[name])
+    table.note = ("GNU OpenMP keeps a team of worker threads per thread that starts parallel work. Before, the main "
+                  "thread's team (from loading the models) and each request thread's held more threads than there "
+                  "are cores, and libgomp then puts idle workers to sleep after every parallel region. One lasting "
+                  "team spins instead, which is fast on an idle machine and slow when another process holds a "
+                  "core. The app runs each request on one of cores ÷ threads engine threads with one intra-op thread "
+                  "(python app.py --threads N to change) and loads checkpoints in threads that end "
+                  "(space/engine_thread.py).")
     return table, figures
 
 
@@ -202,7 +287,7 @@ def verdict(name: str, speed: dict[int, float], compile_s: dict[int, float], per
 
 
 def section(model_name: str = "mnist-ddpm", batches=(1, 16), reps: int = 3, calls=None, steps: int = 20,
-            cold_compile: bool = True, wait_steps: int = 10) -> Section:
+            cold_compile: bool = True, wait_steps: int = 10, thread_steps: int = 50, thread_n: int = 4) -> Section:
     calls = calls or {1: 20, 16: 3}
     base = engine.load_model(model_name, optimize=False)
     channels_last = engine.load_model(model_name)
@@ -259,4 +344,5 @@ def section(model_name: str = "mnist-ddpm", batches=(1, 16), reps: int = 3, call
                      if "cold" in compile_s else "") + ".")
     figures["compile_s"] = compile_s
     wait_table, figures["wait_policy"] = wait_policy_table(model_name, batches, reps, wait_steps)
-    return Section("Levers", [table, wait_table], figures=figures)
+    thread_table, figures["engine_thread"] = engine_thread_table(model_name, reps, thread_steps, thread_n)
+    return Section("Levers", [table, wait_table, thread_table], figures=figures)

@@ -37,7 +37,8 @@ QUICK = {
     "lockstep": dict(reps=1, steps_scale=0.04),
     "app": dict(reps=1, steps=3, cold_reps=1, download_reps=1, more=(("Generate's defaults", dict(n=4), 1),)),
     "gpu": dict(batches=(1, 8), reps=1, calls=3, steps=3),
-    "levers": dict(batches=(1, 2), reps=1, calls={1: 2, 2: 1}, steps=2, cold_compile=False, wait_steps=2),
+    "levers": dict(batches=(1, 2), reps=1, calls={1: 2, 2: 1}, steps=2, cold_compile=False, wait_steps=2,
+                   thread_steps=3, thread_n=1),
 }
 # section name → module (imported when the section runs: diffusers and gradio take seconds to import)
 SECTIONS = {"diffusers": "diffusers_loops", "ceiling": "ceiling", "lockstep": "lockstep", "app": "app_overhead",

@@ -25,6 +25,8 @@ from engine import fields as engine_fields
 from engine import forward as engine_forward
 
 from . import imaging, plots
+from . import engine_thread
+from .engine_thread import on_engine_thread
 from .guard import shown
 from .models import ModelStore
 from .settings import (MAX_N, MAX_SEED, MAX_STEPS, OPTION_DEFAULTS, SAMPLERS, SCHEDULES, SPACINGS, as_float, as_int,
@@ -71,12 +73,14 @@ def warm_up(schedule="cosine", sampler="ddim", steps=50, spacing="leading", stor
     """Import matplotlib and draw the schedule plot of the default Generate settings, so that the first request
     pays for neither (~1 s); for a background thread once the page is served (app.py). With a ``store`` whose models
     compile in the background, also run ``model`` for one step at each of ``batches`` (one image, and the Generate
-    tab's default four), which queues their compile before the first visitor asks."""
+    tab's default four), which queues their compile before the first visitor asks; that run is made on the engine
+    thread, like every request's."""
     plots.schedule_plot(generate_curves(schedule, sampler, steps, spacing))
     if store is not None and store.background_compile and model in store.image_models():
         net = store.load(model)
         for n in batches:
-            engine.sample(net, schedule=schedule, sampler=sampler, steps=1, seed=0, n=n, spacing=spacing)
+            engine_thread.run(engine.sample, net, schedule=schedule, sampler=sampler, steps=1, seed=0, n=n,
+                              spacing=spacing)
 
 
 def _snapshot_indices(total: int, k: int = N_SNAPSHOTS) -> set[int]:
@@ -146,6 +150,7 @@ class Handlers:
 
     # ---------------------------------------------------------------------------------------- generate ---
 
+    @on_engine_thread
     def generate(self, model, schedule, sampler, steps, seed, n=1, spacing="leading", eta=0.0,
                  variance="fixed_small", n_steps_each=5, step_size=0.5, snr=0.16, n_corrector=1,
                  request: gr.Request = None):
@@ -240,6 +245,7 @@ class Handlers:
 
     # ----------------------------------------------------------------------------------------- compare ---
 
+    @on_engine_thread
     def compare(self, model, seed, panels=3, n=1, request: gr.Request = None, **panel_values):
         """Run up to 6 panels in lock-step from one seed. Yields (gallery, plot, table, status, trajectories,
         scrub-slider update, link)."""
@@ -324,6 +330,7 @@ class Handlers:
 
     # ----------------------------------------------------------------------------------------- forward ---
 
+    @on_engine_thread
     def forward(self, dataset="mnist", index=0, schedules=("linear", "cosine"), timesteps="0, 50, 100, 250, 500, 750, 999",
                 seed=0, upload=None):
         """q(x_t | x_0) at the chosen t for each schedule. Returns (gallery, plot, x_0 image, x_0 description).
@@ -376,6 +383,7 @@ class Handlers:
 
     # ------------------------------------------------------------------------------------- score field ---
 
+    @on_engine_thread
     def score_field(self, model, sigma=0.5, sampler="ddim", schedule="cosine", steps=50, seed=0, particles=500):
         """Score arrows at σ over p_σ, and particles moved by the sampler. Returns (plot, gallery, status)."""
         sigma = as_float("sigma", sigma, *FIELD_SIGMA)

@@ -16,6 +16,8 @@ import engine
 from engine.checkpoints import NAME_PATTERN, checkpoint_dir
 from engine.evaluate import load_classifier
 
+from .engine_thread import in_passing_thread
+
 log = logging.getLogger("diffusion-explorer")
 # what loading a damaged checkpoint raises: engine's CheckpointError, or a card with missing or mistyped fields
 LOAD_ERRORS = (engine.CheckpointError, ValueError, KeyError, TypeError, OSError)
@@ -68,10 +70,9 @@ class ModelStore:
             try:
                 kind = engine.model_card(name, self.directory).get("kind", "denoiser")
                 if kind == "classifier":  # kept: classifier_for serves this very load
-                    self._keep_classifier((name, sig), load_classifier(name, self.directory))
+                    self._keep_classifier((name, sig), in_passing_thread(load_classifier, name, self.directory))
                 elif kind == "denoiser":
-                    model = engine.load_model(name, directory=self.directory, background_compile=self.background_compile,
-                                           precision=self.precision)
+                    model = self._load_model(name)
                 else:
                     problem = f"unknown kind {kind!r} in its card"
             except LOAD_ERRORS as err:
@@ -82,6 +83,12 @@ class ModelStore:
             self._remember((name, sig), model)
         self._checked[name] = (sig, kind, problem)
         return kind, problem
+
+    def _load_model(self, name: str):
+        """``engine.load_model`` in a thread of its own (``in_passing_thread``: the app's model work stays on one
+        thread's OpenMP team)."""
+        return in_passing_thread(engine.load_model, name, directory=self.directory,
+                                 background_compile=self.background_compile, precision=self.precision)
 
     def verify(self) -> dict[str, str]:
         """Check every checkpoint in the folder (only those whose files changed since the last check are loaded
@@ -136,7 +143,7 @@ class ModelStore:
             key = (clf_name, self._checked[clf_name][0])
             if key not in self._classifiers:
                 try:
-                    self._keep_classifier(key, load_classifier(clf_name, self.directory))
+                    self._keep_classifier(key, in_passing_thread(load_classifier, clf_name, self.directory))
                 except LOAD_ERRORS as err:  # replaced since it was verified
                     log.error("classifier %s could not be loaded: %s", clf_name, err)
                     return None
@@ -166,7 +173,6 @@ class ModelStore:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-            model = engine.load_model(name, directory=self.directory, background_compile=self.background_compile,
-                                           precision=self.precision)
+            model = self._load_model(name)
             self._remember(key, model)
             return model
