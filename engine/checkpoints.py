@@ -178,4 +178,7 @@ def load_model(name: str, device: str | torch.device = "cpu", directory=None, op
     if not optimize:
         return model
     model.use_channels_last()
-    return model.compile_in_background(precision=precision) if background_compile else model
+    if not background_compile:
+        return model
+    # the checkpoint it came from: each batch shape is compiled in a child process first (engine/compiling.py)
+    return model.compile_in_background(precision=precision, source=(name, str(checkpoint_dir(directory))))

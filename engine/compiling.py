@@ -10,12 +10,16 @@ the queue is empty). Once the graph is ready, later calls of that shape use it. 
 computes the same function (its outputs differ from eager by float rounding, ~4e-6 per call measured), so a run's
 samples do not depend on whether the graph was ready; in bfloat16 (below) they do, by that precision's rounding.
 
-Compiling still shares the machine with the requests. Its thread runs at a lower CPU priority (nice +10, Linux), and
-while it compiles the interpreter switches threads every 0.1 ms instead of 5 ms: dynamo and inductor are mostly
-Python, and a request, which needs the GIL back after every torch operator, waited up to 5 ms each time. Measured
-through the app on the 2-core machine (one core busy with other work, inductor's cache empty): 100-step DDIM
-requests during the first minute's compile took 0.8–1.5 s against 0.6–0.8 s with the app's --no-compile (with
-the 5 ms interval: 10× slower), and 0.55 s once compiled.
+Compiling still shares the machine with the requests. Dynamo and inductor are mostly Python, and a request needs
+the GIL back after every torch operator, so while this process compiles, requests wait for the GIL: through the app
+on the 2-core machine, with inductor's cache empty, 50-step Generate requests during the first minute and a half
+took 4.5–8 s against 0.4–0.9 s once compiled. So a network loaded from a checkpoint (``source``, which load_model
+gives) has each shape compiled in a child process first (``compile_for_parent``): the child fills inductor's
+on-disk caches (FX graph and AOT autograd) and this process then loads the graph from them — for the U-Net at
+batch 4, 39.6 s in the child and 2.5 s here. The same requests then took 0.4–1 s throughout (once 3.3 s, during one
+of those short loads). The compile thread also runs at a lower CPU priority (nice +10, Linux; the child and its C++
+compilers inherit it), and while it compiles here the interpreter switches threads every 0.1 ms instead of 5 ms.
+A child that fails (no process can be started, a changed checkpoint) is logged and the compile runs here in full.
 
 Only batches up to ``max_batch`` are compiled: that is where the speed-up was measured, and dynamo keeps a bounded
 number of graphs per function. If compiling fails (no C++ compiler, an unsupported platform), the failure is logged
@@ -41,10 +45,13 @@ one-image run then stays float32 throughout, the same picture as a script's.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
 import sys
 import threading
+import time
 from collections import deque
 
 import torch
@@ -63,6 +70,8 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 BFLOAT16_FROM_BATCH = 2
 COMPILE_OPTIONS = {"cpp_wrapper": True, "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
 _NATIVE_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
+CHILD_TIMEOUT_S = 900  # a child compile taking longer is abandoned (the compile then runs in the parent)
+_CHILD = "import json, sys; from engine.compiling import compile_for_parent; compile_for_parent(json.loads(sys.argv[1]))"
 
 
 def native_bfloat16(device: str | torch.device = "cpu") -> bool:
@@ -132,10 +141,13 @@ class BackgroundCompiled:
     (``precision_for`` tells which for a batch size). Eager calls are always the network itself. ``wait()`` blocks
     until every queued shape has been compiled (benchmarks and tests use it to time or check the warm state)."""
 
-    def __init__(self, net: nn.Module, max_batch: int = 16, precision: str = "float32"):
+    def __init__(self, net: nn.Module, max_batch: int = 16, precision: str = "float32",
+                 source: tuple[str, str] | None = None):
         _trace_fx_once()
         self.net = net
         self.max_batch = max_batch
+        self.precision_arg = precision
+        self.source = source  # (checkpoint name, folder) of ``net``: each shape is first compiled in a child process
         device = next((p.device for p in net.parameters()), torch.device("cpu"))
         bfloat16 = resolve_precision(precision, device) == "bfloat16"
         # the first batch size served in bfloat16 (None: none is)
@@ -208,18 +220,48 @@ class BackgroundCompiled:
             if self.failed is None:
                 grad, inference = key[-2], key[-1]
                 with _ONE_COMPILE_AT_A_TIME:
+                    t0 = time.perf_counter()
+                    in_child = self.source is not None and self._compile_in_child(key)
+                    t1 = time.perf_counter()
                     interval = sys.getswitchinterval()
                     sys.setswitchinterval(COMPILE_SWITCH_INTERVAL_S)
                     try:
                         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
                             self._graph(x)(x, log_snr)
                         self.ready.add(key)
+                        log.info("batch %d compiled (%s): %s%.1f s in this process", key[0][0],
+                                 self.precision_for(key[0][0]), f"{t1 - t0:.1f} s in a child process, " if in_child
+                                 else "", time.perf_counter() - t1)
                     except Exception as err:  # noqa: BLE001 - any failure means: stay eager
                         self.failed = err
                         log.warning("torch.compile is unavailable here (%s: %s); the network stays eager",
                                     type(err).__name__, str(err).splitlines()[0] if str(err) else "")
                     finally:
                         sys.setswitchinterval(interval)
+
+    def _compile_in_child(self, key: tuple) -> bool:
+        """Compile ``key``'s graph in a child process first (``compile_for_parent``, at this thread's nice
+        value), which fills inductor's on-disk caches; the compile in this process then loads the result instead of
+        generating it. The child holds its own GIL: a request here waits for the GIL only during the short cached
+        compile. False (logged; the compile here still runs in full) if the child failed."""
+        shape, stride, dtype, device, lshape, ldtype, grad, inference = key
+        spec = {"name": self.source[0], "directory": self.source[1], "precision": self.precision_arg,
+                "max_batch": self.max_batch, "threads": torch.get_num_threads(), "shape": list(shape),
+                "stride": list(stride), "dtype": str(dtype).removeprefix("torch."), "device": str(device),
+                "log_snr_shape": list(lshape), "log_snr_dtype": str(ldtype).removeprefix("torch."), "grad": grad,
+                "inference": inference}
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        try:
+            done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(spec)], cwd=root,
+                                  capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            log.info("compiling batch %s in a child process failed (%s); compiling here", shape[0], err)
+            return False
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            log.info("compiling batch %s in a child process failed (%s); compiling here", shape[0], last)
+            return False
+        return True
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the queued shapes are compiled (or compiling failed); False if ``timeout`` ran out first."""
@@ -231,3 +273,21 @@ class BackgroundCompiled:
         if worker is not None and worker is not threading.current_thread():
             worker.join()
         return True
+
+
+def compile_for_parent(spec: dict) -> None:
+    """A child process's side of ``BackgroundCompiled._compile_in_child``: load the checkpoint as the parent did
+    (``load_model``'s defaults), rebuild its BackgroundCompiled (without a source: no grandchild) and compile the
+    one graph ``spec`` describes, with the parent's intra-op thread count, input layout and autograd modes — the
+    same graph, so the same entries in inductor's on-disk caches."""
+    from .checkpoints import load_model  # imported here: engine.checkpoints imports this module
+
+    torch.set_num_threads(spec["threads"])
+    model = load_model(spec["name"], device=spec["device"], directory=spec["directory"])
+    compiled = BackgroundCompiled(model.net, max_batch=spec["max_batch"], precision=spec["precision"])
+    with torch.inference_mode(spec["inference"]), torch.set_grad_enabled(spec["grad"]):
+        x = torch.empty_strided(spec["shape"], spec["stride"], dtype=getattr(torch, spec["dtype"]),
+                                device=spec["device"]).zero_()
+        log_snr = torch.zeros(spec["log_snr_shape"], dtype=getattr(torch, spec["log_snr_dtype"]),
+                              device=spec["device"])
+        compiled._graph(x)(x, log_snr)

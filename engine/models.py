@@ -55,15 +55,18 @@ class DenoisingModel(nn.Module):
         self.memory_format = torch.contiguous_format
         self.compiled: BackgroundCompiled | None = None
 
-    def compile_in_background(self, max_batch: int = 16, precision: str = "float32") -> "DenoisingModel":
+    def compile_in_background(self, max_batch: int = 16, precision: str = "float32",
+                              source: tuple[str, str] | None = None) -> "DenoisingModel":
         """Serve calls through ``torch.compile`` once it has compiled their batch shape in a background thread,
         eager until then (engine/compiling.py): for a long-running server, where the compile time is paid once
         and every later request runs faster. ``precision``: the compiled graph's, one of compiling.PRECISIONS;
         "auto" considers bfloat16 only for image models (the U-Net's convolutions are where it measured faster;
-        a toy MLP's calls are a few small matrix products). Returns self."""
+        a toy MLP's calls are a few small matrix products). ``source``: the (checkpoint name, folder) the network
+        was loaded from, if any; each batch shape is then compiled in a child process first (load_model gives
+        it). Returns self."""
         if precision == "auto" and len(self.data_shape) != 3:
             precision = "float32"
-        self.compiled = BackgroundCompiled(self.net, max_batch=max_batch, precision=precision)
+        self.compiled = BackgroundCompiled(self.net, max_batch=max_batch, precision=precision, source=source)
         return self
 
     def use_channels_last(self) -> "DenoisingModel":
