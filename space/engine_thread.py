@@ -6,7 +6,7 @@ calls a handler — and each ``next()`` of a streaming handler — on whichever 
 few requests several teams exist. Once they hold more threads than the machine has cores, libgomp stops letting idle
 workers spin and puts them to sleep after every parallel region: every operator then pays a wake-up, in every thread.
 Measured on 2 cores (bench "levers", where the app's model work runs), a 50-step n=4 DDIM run of the compiled
-network took 1.2 s that way against 0.4–0.5 s with one team.
+network took 1.0–1.2 s that way against 0.4–0.5 s with one team.
 
 So the app keeps ``cores // torch.get_num_threads()`` engine threads (at least one), each a single-thread executor
 with its own lasting team, and runs a whole request on one of them (the least busy when it starts): teams never

@@ -1,5 +1,5 @@
 """The app's model work runs on one thread (space/engine_thread.py), whichever thread Gradio calls a handler from;
-checkpoints load in threads that end. Both keep GNU OpenMP to one lasting team (bench levers: 2–2.8× per request)."""
+checkpoints load in threads that end. Both keep GNU OpenMP to one lasting team per engine thread (bench levers: about 2× per request)."""
 import contextvars
 import inspect
 import threading
