@@ -1,7 +1,7 @@
 """torch.compile for a long-running server, without the wait: compile in a background thread, run eager until then.
 
 ``torch.compile`` made the mnist U-Net 1.43× faster at batch 1 on a 2-core CPU (docs/PERFORMANCE.md, Levers), but
-its first call per input shape costs ~10 s with inductor's disk cache warm and ~30 s with it empty, and every new
+its first call per input shape costs ~2.5 s with inductor's disk cache warm and ~30–40 s with it empty, and every new
 process pays it again. A Generate run is 20–1000 network calls (0.1–6 s), so compiling in the request path would
 make the first request of every shape far slower than eager. ``BackgroundCompiled`` instead answers every call
 at once: a call whose shape has a finished compiled graph runs it; any other call runs the eager network and, the
@@ -254,14 +254,13 @@ class BackgroundCompiled:
         try:
             done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(spec)], cwd=root,
                                   capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+            if done.returncode == 0:
+                return True
+            why = (done.stderr.strip().splitlines() or ["no output"])[-1]
         except (OSError, subprocess.TimeoutExpired) as err:
-            log.info("compiling batch %s in a child process failed (%s); compiling here", shape[0], err)
-            return False
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            log.info("compiling batch %s in a child process failed (%s); compiling here", shape[0], last)
-            return False
-        return True
+            why = err
+        log.info("compiling batch %s in a child process failed (%s); compiling here", shape[0], why)
+        return False
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the queued shapes are compiled (or compiling failed); False if ``timeout`` ran out first."""

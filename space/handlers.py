@@ -24,8 +24,7 @@ from engine import evaluate
 from engine import fields as engine_fields
 from engine import forward as engine_forward
 
-from . import imaging, plots
-from . import engine_thread
+from . import engine_thread, imaging, plots
 from .engine_thread import on_engine_thread
 from .guard import shown
 from .models import ModelStore

@@ -70,7 +70,7 @@ class ModelStore:
             try:
                 kind = engine.model_card(name, self.directory).get("kind", "denoiser")
                 if kind == "classifier":  # kept: classifier_for serves this very load
-                    self._keep_classifier((name, sig), in_passing_thread(load_classifier, name, self.directory))
+                    self._keep_classifier((name, sig), self._load_classifier(name))
                 elif kind == "denoiser":
                     model = self._load_model(name)
                 else:
@@ -89,6 +89,10 @@ class ModelStore:
         thread's OpenMP team)."""
         return in_passing_thread(engine.load_model, name, directory=self.directory,
                                  background_compile=self.background_compile, precision=self.precision)
+
+    def _load_classifier(self, name: str):
+        """``load_classifier`` in a thread of its own, like ``_load_model``."""
+        return in_passing_thread(load_classifier, name, self.directory)
 
     def verify(self) -> dict[str, str]:
         """Check every checkpoint in the folder (only those whose files changed since the last check are loaded
@@ -143,7 +147,7 @@ class ModelStore:
             key = (clf_name, self._checked[clf_name][0])
             if key not in self._classifiers:
                 try:
-                    self._keep_classifier(key, in_passing_thread(load_classifier, clf_name, self.directory))
+                    self._keep_classifier(key, self._load_classifier(clf_name))
                 except LOAD_ERRORS as err:  # replaced since it was verified
                     log.error("classifier %s could not be loaded: %s", clf_name, err)
                     return None
