@@ -6,13 +6,13 @@
         ...  # step.x_t, step.x0_pred, step.t, step.sigma, step.nfe
 """
 from .checkpoints import CheckpointError, list_models, load_model, model_card, save_model
-from .generate import generate, levels_for, sample, sampler_options
+from .generate import MAX_SEED, generate, levels_for, sample, sampler_options, sampler_spec
 from .models import EpsModel, GaussianModel, ScoreModel
 from .samplers import SAMPLERS, Step
 from .schedules import SCHEDULES, SPACINGS, Schedule, get_schedule
 
 __all__ = [
-    "CheckpointError", "EpsModel", "GaussianModel", "SAMPLERS", "SCHEDULES", "SPACINGS", "Schedule", "ScoreModel",
+    "CheckpointError", "EpsModel", "MAX_SEED", "GaussianModel", "SAMPLERS", "SCHEDULES", "SPACINGS", "Schedule", "ScoreModel",
     "Step", "generate", "get_schedule", "levels_for", "list_models", "load_model", "model_card", "sample",
-    "sampler_options", "save_model",
+    "sampler_options", "sampler_spec", "save_model",
 ]

@@ -90,7 +90,8 @@ def cmd_eval(args) -> int:
     else:
         classifier_name = args.classifier or f"{dataset}-classifier"
         classifier = evaluate.load_classifier(classifier_name)
-        result = evaluate.evaluate_images(model, classifier, dataset, spacing=args.spacing, **common)
+        spacing = args.spacing or SAMPLERS[args.sampler].spacing  # recorded with the figures
+        result = evaluate.evaluate_images(model, classifier, dataset, spacing=spacing, **common)
         result["classifier"] = {"name": classifier_name, "sha256": checkpoints.model_card(classifier_name)["sha256"]}
     print(json.dumps(result, indent=2))
     if args.record:
@@ -154,7 +155,8 @@ def cmd_info(args) -> int:
         if "sde" in defaults:
             defaults["sde"] = "the schedule's kind (vp or ve)"  # what generate() uses when sde is not given
         opts = ", ".join(f"{k}={v!r}" for k, v in defaults.items()) or "no options"
-        print(f"sampler {name}: {opts}")
+        spec = SAMPLERS[name]
+        print(f"sampler {name}: {opts}; spacing {spec.spacing}; {spec.evals_per_step(spec.options)} network evaluations per step at these defaults")
     return 0
 
 
@@ -169,7 +171,7 @@ def main(argv=None) -> int:
     s.add_argument("--steps", type=int, default=50)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--n", type=int, default=16)
-    s.add_argument("--spacing", default="leading", choices=list(SPACINGS))
+    s.add_argument("--spacing", default=None, choices=list(SPACINGS), help="default: the sampler's own (trailing for dpm-solver++, else leading)")
     s.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE", help="sampler option, e.g. eta=0.5")
     s.add_argument("--device", default="cpu")
     s.add_argument("--out", default="samples.png")
@@ -193,7 +195,7 @@ def main(argv=None) -> int:
     e.add_argument("--schedule", default="linear")
     e.add_argument("--sampler", default="ddim", choices=list(SAMPLERS))
     e.add_argument("--steps", type=int, default=50)
-    e.add_argument("--spacing", default="leading", choices=list(SPACINGS))
+    e.add_argument("--spacing", default=None, choices=list(SPACINGS), help="default: the sampler's own (trailing for dpm-solver++, else leading)")
     e.add_argument("--n", type=int, default=500)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--classifier", default=None, help="default: DATASET-classifier")

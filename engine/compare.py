@@ -43,7 +43,7 @@ class Panel:
     schedule: str
     sampler: str
     steps: int
-    spacing: str = "leading"
+    spacing: str | None = None  # None: the sampler's own (engine.samplers.SamplerSpec.spacing)
     options: dict = field(default_factory=dict)
 
     def label(self) -> str:

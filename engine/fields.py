@@ -78,7 +78,7 @@ def noisy_density(toy: str, sigma: float, lim: float = 3.0, n: int = 80, m: int 
     return {"xs": xs, "density": dens.reshape(n, n).float()}
 
 
-def particles(model, *, schedule: str, sampler: str, steps: int, seed: int, n: int = 500, spacing: str = "leading",
+def particles(model, *, schedule: str, sampler: str, steps: int, seed: int, n: int = 500, spacing: str | None = None,
               **options) -> list[Step]:
     """Move ``n`` particles from x_T ~ N(0, I) with ``sampler``; returns every Step (``step.x_t`` is (n, 2))."""
     _check_toy_model(model)

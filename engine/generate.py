@@ -7,13 +7,12 @@ comparison of schedules and samplers fair.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Iterator
 
 import torch
 
 from .models import check_model
-from .samplers import SAMPLERS, Step, check_option
+from .samplers import SAMPLERS, SamplerSpec, Step, check_option
 from .schedules import SPACINGS, Schedule, get_schedule
 
 MAX_SEED = 2**32 - 1
@@ -46,12 +45,16 @@ def _check_int(name: str, value, lo: int, hi: int) -> int:
     return value
 
 
-def sampler_options(sampler: str) -> dict:
-    """The options a sampler takes, with their defaults: ``{"eta": 0.0}`` for ddim."""
+def sampler_spec(sampler: str) -> SamplerSpec:
+    """The registry record of ``sampler`` (engine.samplers.SAMPLERS), or ValueError listing the names."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
-    sig = inspect.signature(SAMPLERS[sampler])
-    return {k: p.default for k, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return SAMPLERS[sampler]
+
+
+def sampler_options(sampler: str) -> dict:
+    """The options a sampler takes, with their defaults: ``{"eta": 0.0}`` for ddim."""
+    return sampler_spec(sampler).options
 
 
 def _check_options(sampler: str, options: dict, schedule: Schedule) -> dict:
@@ -83,23 +86,24 @@ def generate(
     steps: int,
     seed: int,
     n: int = 1,
-    spacing: str = "leading",
+    spacing: str | None = None,
     x_T: torch.Tensor | None = None,
     device: str | torch.device | None = None,
     **sampler_options,
 ) -> Iterator[Step]:
     """Sample ``n`` items; returns an iterator of ``Step`` (the last Step's ``x_t`` is the sample).
 
-    Arguments are checked before anything runs; a bad one raises ValueError (TypeError for a non-model) saying
-    what was wrong and what is allowed.
+    ``spacing`` (diffusers' ``timestep_spacing``) defaults to the one that suits the sampler (its registry
+    record: trailing for dpm-solver++, leading for the others). Arguments are checked before anything runs; a bad
+    one raises ValueError (TypeError for a non-model) saying what was wrong and what is allowed.
     """
     check_model(model)
     sched = schedule if isinstance(schedule, Schedule) else get_schedule(schedule)
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    spec = sampler_spec(sampler)
     _check_int("steps", steps, 1, sched.T)
     _check_int("seed", seed, 0, MAX_SEED)
     _check_int("n", n, 1, 1_000_000)
+    spacing = spec.spacing if spacing is None else spacing
     if spacing not in SPACINGS:
         raise ValueError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
     opts = _check_options(sampler, sampler_options, sched)
@@ -111,7 +115,7 @@ def generate(
     elif tuple(x_T.shape) != shape:
         raise ValueError(f"x_T must have shape {shape} (n, *data_shape); got {tuple(x_T.shape)}")
     levels = levels_for(sched, steps, spacing)
-    return _run(SAMPLERS[sampler], _CountingNet(model), x_T.float().to(device), levels, gen, opts)
+    return _run(spec.fn, _CountingNet(model), x_T.float().to(device), levels, gen, opts)
 
 
 @torch.inference_mode()

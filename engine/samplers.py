@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+import inspect
 from typing import Callable, Iterator
 
 import torch
@@ -239,17 +240,6 @@ def dpm_solver_pp(net: Net, x, levels: Levels, noise: Noise) -> Iterator[Step]:
         yield Step(i, t, a, _sigma(a), x, x0, eps, None, net.nfe, _sigma(a_next))
 
 
-SAMPLERS = {
-    "ddpm": ddpm,
-    "ddim": ddim,
-    "langevin": langevin,
-    "euler-maruyama": euler_maruyama,
-    "pc": pc,
-    "ode": ode,
-    "dpm-solver++": dpm_solver_pp,
-}
-
-
 @dataclass(frozen=True)
 class Range:
     """Allowed values of a numeric option: lo ≤ v ≤ hi (lo < v when lo_open), an integer when ``integer``."""
@@ -292,3 +282,45 @@ def check_option(name: str, value):
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
     return value
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """Everything the engine, the report and the app know about one sampler, in one record.
+
+    ``fn`` is the sampler function; its keyword-only parameters and their defaults are the sampler's options (the
+    allowed values of each are in ``OPTION_VALUES``). ``spacing`` is the timestep spacing ``generate`` uses when
+    the caller gives none: the one that suits the method. ``evals_per_step(options)`` is the number of network
+    evaluations one step makes and ``evals_extra`` those made once per run, so ``nfe`` is exact.
+    """
+
+    name: str
+    fn: Callable[..., Iterator[Step]]
+    spacing: str = "leading"
+    evals_per_step: Callable[[dict], int] = lambda opts: 1
+    evals_extra: int = 0
+
+    @property
+    def options(self) -> dict:
+        """The options the sampler takes, with their defaults: ``{"eta": 0.0}`` for ddim."""
+        params = inspect.signature(self.fn).parameters.values()
+        return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    def nfe(self, steps: int, options: dict | None = None) -> int:
+        """Network evaluations of a ``steps``-step run with ``options`` (missing ones at their defaults)."""
+        opts = {**self.options, **(options or {})}
+        return steps * self.evals_per_step(opts) + self.evals_extra
+
+
+SAMPLERS = {spec.name: spec for spec in (
+    SamplerSpec("ddpm", ddpm),
+    SamplerSpec("ddim", ddim),
+    # n_steps_each updates per level, then one final denoise at the last level
+    SamplerSpec("langevin", langevin, evals_per_step=lambda o: int(o["n_steps_each"]), evals_extra=1),
+    SamplerSpec("euler-maruyama", euler_maruyama),
+    SamplerSpec("pc", pc, evals_per_step=lambda o: int(o["n_corrector"]) + 1),
+    # Heun: two evaluations a step, except the last (an Euler step to σ' = 0)
+    SamplerSpec("ode", ode, evals_per_step=lambda o: 2, evals_extra=-1),
+    # trailing: see dpm_solver_pp's docstring
+    SamplerSpec("dpm-solver++", dpm_solver_pp, spacing="trailing"),
+)}

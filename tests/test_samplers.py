@@ -13,9 +13,9 @@ N = 4000
 # (ddpm at its native 1000 steps: with skipped steps its fixed variances ignore the x̂0 uncertainty, which shows
 # on schedules whose smallest noise is large, like constant)
 STEPS = {"ddpm": 1000, "ddim": 100, "langevin": 200, "euler-maruyama": 500, "pc": 200, "ode": 40, "dpm-solver++": 25}
-# DPM-Solver++(2M) is run with trailing spacing, as diffusers recommends: "leading" ends on t = 0, and the second
-# order step into it extrapolates x̂0 over a large jump in log-SNR (measured: covariance error 0.16 vs 0.04).
-OPTIONS = {"langevin": {"n_steps_each": 10}, "dpm-solver++": {"spacing": "trailing"}}
+# DPM-Solver++(2M) runs with its registry spacing, trailing, as diffusers recommends: "leading" ends on t = 0, and
+# the second order step into it extrapolates x̂0 over a large jump in log-SNR (measured: covariance error 0.16 vs 0.04).
+OPTIONS = {"langevin": {"n_steps_each": 10}}
 SCHEDS = ["linear", "cosine", "sigmoid", "quadratic", "constant", "ve-geometric", "karras"]
 
 
@@ -37,7 +37,7 @@ def test_oracle_mean_and_covariance(sampler, schedule):
     assert torch.isfinite(x).all()
     # standard error of the mean is ~0.016 at n=4000; of a covariance entry ~0.02
     mean_err = (x.mean(0) - MEAN.double()).abs().max().item()
-    cov_err = (torch.cov(x.T) - expected_cov(schedule, STEPS[sampler], opts.get("spacing", "leading"))).abs().max().item()
+    cov_err = (torch.cov(x.T) - expected_cov(schedule, STEPS[sampler], engine.SAMPLERS[sampler].spacing)).abs().max().item()
     # annealed Langevin lags the shrinking noise (a known bias of few steps per level): looser bound
     cov_tol = 0.15 if sampler == "langevin" else 0.08
     assert mean_err < 0.06, f"mean off by {mean_err:.3f}"
@@ -174,3 +174,31 @@ def test_inference_mode_does_not_leak_to_the_caller():
     w = torch.ones(2, requires_grad=True)
     (w * 2).sum().backward()  # would fail inside inference mode
     assert w.grad is not None
+
+
+@pytest.mark.parametrize("sampler, options", [
+    ("ddpm", {}), ("ddim", {"eta": 0.5}), ("langevin", {}), ("langevin", {"n_steps_each": 3}), ("euler-maruyama", {}),
+    ("pc", {}), ("pc", {"n_corrector": 0}), ("pc", {"n_corrector": 3}), ("ode", {}), ("dpm-solver++", {}),
+])
+def test_registry_nfe_is_the_count_a_run_makes(sampler, options):
+    """The app's work budget and the report read SamplerSpec.nfe: it must equal what a run counts."""
+    model = GaussianModel(MEAN, COV)
+    for steps in (1, 7):
+        last = None
+        for last in generate(model, schedule="cosine", sampler=sampler, steps=steps, seed=0, n=2, **options):
+            pass
+        assert last.nfe == engine.SAMPLERS[sampler].nfe(steps, options), (sampler, options, steps)
+
+
+def test_default_spacing_is_the_samplers_own():
+    """dpm-solver++ called without a spacing runs on trailing timesteps (its best samples); the others on leading."""
+    model = GaussianModel(MEAN, COV)
+    for sampler in ("dpm-solver++", "ddim"):
+        spacing = engine.SAMPLERS[sampler].spacing
+        default = list(generate(model, schedule="linear", sampler=sampler, steps=10, seed=3, n=4))
+        explicit = list(generate(model, schedule="linear", sampler=sampler, steps=10, seed=3, n=4, spacing=spacing))
+        assert [s.t for s in default] == [s.t for s in explicit]
+        assert torch.equal(default[-1].x_t, explicit[-1].x_t)
+    assert engine.SAMPLERS["dpm-solver++"].spacing == "trailing" and engine.SAMPLERS["ddim"].spacing == "leading"
+    first = next(iter(generate(model, schedule="linear", sampler="dpm-solver++", steps=10, seed=3)))
+    assert first.t == 999
