@@ -7,12 +7,13 @@
 """
 from .checkpoints import CheckpointError, list_models, load_model, model_card, save_model
 from .generate import MAX_SEED, generate, levels_for, sample, sampler_options, sampler_spec
+from .likelihood import Likelihood, bits_per_dim, log_likelihood
 from .models import EpsModel, GaussianModel, ScoreModel
 from .samplers import SAMPLERS, Step
 from .schedules import SCHEDULES, SPACINGS, Schedule, get_schedule
 
 __all__ = [
-    "CheckpointError", "EpsModel", "MAX_SEED", "GaussianModel", "SAMPLERS", "SCHEDULES", "SPACINGS", "Schedule", "ScoreModel",
-    "Step", "generate", "get_schedule", "levels_for", "list_models", "load_model", "model_card", "sample",
+    "CheckpointError", "EpsModel", "Likelihood", "MAX_SEED", "GaussianModel", "SAMPLERS", "SCHEDULES", "SPACINGS", "Schedule", "ScoreModel",
+    "Step", "bits_per_dim", "generate", "get_schedule", "levels_for", "list_models", "log_likelihood", "load_model", "model_card", "sample",
     "sampler_options", "sampler_spec", "save_model",
 ]
