@@ -6,6 +6,7 @@
         ...  # step.x_t, step.x0_pred, step.t, step.sigma, step.nfe
 """
 from .checkpoints import CheckpointError, list_models, load_model, model_card, save_model
+from .editing import img2img, inpaint, interpolate, invert, slerp
 from .generate import MAX_SEED, generate, levels_for, sample, sampler_options, sampler_spec
 from .likelihood import Likelihood, bits_per_dim, log_likelihood
 from .models import EpsModel, GaussianModel, ScoreModel
@@ -14,6 +15,6 @@ from .schedules import SCHEDULES, SPACINGS, Schedule, get_schedule
 
 __all__ = [
     "CheckpointError", "EpsModel", "Likelihood", "MAX_SEED", "GaussianModel", "SAMPLERS", "SCHEDULES", "SPACINGS", "Schedule", "ScoreModel",
-    "Step", "bits_per_dim", "generate", "get_schedule", "levels_for", "list_models", "log_likelihood", "load_model", "model_card", "sample",
-    "sampler_options", "sampler_spec", "save_model",
+    "Step", "bits_per_dim", "generate", "img2img", "inpaint", "interpolate", "invert", "get_schedule", "levels_for", "list_models", "log_likelihood", "load_model", "model_card", "sample",
+    "sampler_options", "sampler_spec", "save_model", "slerp",
 ]

@@ -7,6 +7,7 @@ comparison of schedules and samplers fair.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -78,6 +79,48 @@ def levels_for(schedule: Schedule, steps: int, spacing: str = "leading") -> list
     return [(int(t), float(v)) for t, v in zip(ts, a)]
 
 
+@dataclass
+class Run:
+    """A checked run, ready to start from any x: the schedule, the sampler's record, the levels it visits, its
+    checked options, the seeded generator every draw comes from, and the device."""
+
+    schedule: Schedule
+    spec: SamplerSpec
+    levels: list[tuple[int, float]]
+    options: dict
+    gen: torch.Generator
+    device: torch.device
+
+    def start(self, model, x: torch.Tensor, levels: list[tuple[int, float]] | None = None) -> Iterator[Step]:
+        """Run the sampler from state ``x`` (VP-scaled, at the first of ``levels``; default: all of the run's)."""
+        return _run(self.spec.fn, _CountingNet(model), x.float().to(self.device), levels or self.levels, self.noise,
+                    self.options)
+
+    def noise(self, like: torch.Tensor) -> torch.Tensor:
+        """N(0, I) shaped like ``like``, the run's next draw (made on the CPU, so a seed gives the same draws on
+        every device)."""
+        return torch.randn(like.shape, generator=self.gen).to(device=like.device, dtype=like.dtype)
+
+
+def plan(model, *, schedule: str | Schedule, sampler: str, steps: int, seed: int, spacing: str | None = None,
+         device: str | torch.device | None = None, **sampler_options) -> Run:
+    """Check a run's settings (ValueError saying what is wrong and what is allowed; TypeError for a non-model) and
+    return it ready to start. ``spacing`` (diffusers' ``timestep_spacing``) defaults to the one that suits the
+    sampler (its registry record: trailing for dpm-solver++, leading for the others)."""
+    check_model(model)
+    sched = schedule if isinstance(schedule, Schedule) else get_schedule(schedule)
+    spec = sampler_spec(sampler)
+    _check_int("steps", steps, 1, sched.T)
+    _check_int("seed", seed, 0, MAX_SEED)
+    spacing = spec.spacing if spacing is None else spacing
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
+    opts = _check_options(sampler, sampler_options, sched)
+    device = torch.device(device) if device is not None else model_device(model)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    return Run(sched, spec, levels_for(sched, steps, spacing), opts, gen, device)
+
+
 def generate(
     model,
     *,
@@ -93,38 +136,23 @@ def generate(
 ) -> Iterator[Step]:
     """Sample ``n`` items; returns an iterator of ``Step`` (the last Step's ``x_t`` is the sample).
 
-    ``spacing`` (diffusers' ``timestep_spacing``) defaults to the one that suits the sampler (its registry
-    record: trailing for dpm-solver++, leading for the others). Arguments are checked before anything runs; a bad
-    one raises ValueError (TypeError for a non-model) saying what was wrong and what is allowed.
+    Settings are checked before anything runs (``plan``). x_T is the run's first draw from ``seed`` unless given.
     """
-    check_model(model)
-    sched = schedule if isinstance(schedule, Schedule) else get_schedule(schedule)
-    spec = sampler_spec(sampler)
-    _check_int("steps", steps, 1, sched.T)
-    _check_int("seed", seed, 0, MAX_SEED)
+    run = plan(model, schedule=schedule, sampler=sampler, steps=steps, seed=seed, spacing=spacing, device=device,
+               **sampler_options)
     _check_int("n", n, 1, 1_000_000)
-    spacing = spec.spacing if spacing is None else spacing
-    if spacing not in SPACINGS:
-        raise ValueError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
-    opts = _check_options(sampler, sampler_options, sched)
-    device = torch.device(device) if device is not None else model_device(model)
     shape = (n, *model.data_shape)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
     if x_T is None:
-        x_T = torch.randn(shape, generator=gen)
+        x_T = torch.randn(shape, generator=run.gen)
     elif tuple(x_T.shape) != shape:
         raise ValueError(f"x_T must have shape {shape} (n, *data_shape); got {tuple(x_T.shape)}")
-    levels = levels_for(sched, steps, spacing)
-    return _run(spec.fn, _CountingNet(model), x_T.float().to(device), levels, gen, opts)
+    return run.start(model, x_T)
 
 
 @torch.inference_mode()
-def _run(fn, net, x, levels, gen, opts) -> Iterator[Step]:
+def _run(fn, net, x, levels, noise, opts) -> Iterator[Step]:
     # torch's context decorators enter and leave inference mode around each resumption of a generator,
     # so the caller's code between steps is not affected.
-    def noise(like: torch.Tensor) -> torch.Tensor:
-        return torch.randn(like.shape, generator=gen).to(device=like.device, dtype=like.dtype)
-
     yield from fn(net, x, levels, noise, **opts)
 
 

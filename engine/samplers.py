@@ -292,6 +292,7 @@ class SamplerSpec:
     allowed values of each are in ``OPTION_VALUES``). ``spacing`` is the timestep spacing ``generate`` uses when
     the caller gives none: the one that suits the method. ``evals_per_step(options)`` is the number of network
     evaluations one step makes and ``evals_extra`` those made once per run, so ``nfe`` is exact.
+    ``draws_noise(options)``: whether a run draws noise after x_T (if not, x_T alone decides the sample).
     """
 
     name: str
@@ -299,6 +300,7 @@ class SamplerSpec:
     spacing: str = "leading"
     evals_per_step: Callable[[dict], int] = lambda opts: 1
     evals_extra: int = 0
+    draws_noise: Callable[[dict], bool] = lambda opts: True
 
     @property
     def options(self) -> dict:
@@ -311,16 +313,20 @@ class SamplerSpec:
         opts = {**self.options, **(options or {})}
         return steps * self.evals_per_step(opts) + self.evals_extra
 
+    def deterministic(self, options: dict | None = None) -> bool:
+        """Whether x_T alone decides the sample with these ``options`` (missing ones at their defaults)."""
+        return not self.draws_noise({**self.options, **(options or {})})
+
 
 SAMPLERS = {spec.name: spec for spec in (
     SamplerSpec("ddpm", ddpm),
-    SamplerSpec("ddim", ddim),
+    SamplerSpec("ddim", ddim, draws_noise=lambda o: o["eta"] > 0),
     # n_steps_each updates per level, then one final denoise at the last level
     SamplerSpec("langevin", langevin, evals_per_step=lambda o: int(o["n_steps_each"]), evals_extra=1),
     SamplerSpec("euler-maruyama", euler_maruyama),
     SamplerSpec("pc", pc, evals_per_step=lambda o: int(o["n_corrector"]) + 1),
     # Heun: two evaluations a step, except the last (an Euler step to σ' = 0)
-    SamplerSpec("ode", ode, evals_per_step=lambda o: 2, evals_extra=-1),
+    SamplerSpec("ode", ode, evals_per_step=lambda o: 2, evals_extra=-1, draws_noise=lambda o: False),
     # trailing: see dpm_solver_pp's docstring
-    SamplerSpec("dpm-solver++", dpm_solver_pp, spacing="trailing"),
+    SamplerSpec("dpm-solver++", dpm_solver_pp, spacing="trailing", draws_noise=lambda o: False),
 )}
