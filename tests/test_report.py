@@ -40,7 +40,7 @@ def test_full_grid_is_what_the_page_promises():
         assert {c.sampler for c in plan if c.steps == 1000} == long_run
         for c in plan:
             assert c.steps in (10, 20, 50, 100, 1000)
-            assert c.spacing == ("trailing" if c.sampler == "dpm-solver++" else "leading")
+            assert c.spacing == engine.SAMPLERS[c.sampler].spacing  # the sampler's own, as generate() picks it
     assert len(eps) == 5 * (4 * 4 + 2) and len(score) == 6 * (4 * 4 + 1)
     assert "ve-geometric" in {c.schedule for c in score}
     # every bar is judged on cells the full grid runs
@@ -50,12 +50,18 @@ def test_full_grid_is_what_the_page_promises():
         assert all((bar.sampler, s) in plan for s in bar.steps)
         assert any(sampler == bar.sampler for sampler, _ in plan)
         assert bar.reference is None or bar.reference in plan
-    text = "\n".join(report._grid_lines(report.FULL))
-    assert "1000 only for ddpm, ddim, euler-maruyama" in text and "dpm-solver++: trailing" in text
+    text = "\n".join(report.page.grid_lines(report.FULL))
+    assert "1000 only for ddpm, ddim, euler-maruyama (1000 NFE at 1000 steps" in text
+    assert "trailing for dpm-solver++." in text and "leading for ddpm, ddim, ode, langevin" in text
+    # the NFE the page states are the registry's
+    nfe = {s: engine.SAMPLERS[s].nfe(1000) for s in ("ode", "pc", "langevin")}
+    assert f"would cost {nfe['ode']}, {nfe['pc']} and {nfe['langevin']} NFE" in text
+    # a leading 10-step run starts at t = 900; trailing starts at t = 999, so only leading gets the warning
+    assert "With leading spacing a 10-step run starts at t = 900, not 999" in text and "With trailing" not in text
 
 
 def _record(cell: report.Cell, fd: float, nn_ratio: float = 1.0) -> dict:
-    nfe = {"ode": 2 * cell.steps - 1}.get(cell.sampler, cell.steps)
+    nfe = engine.SAMPLERS[cell.sampler].nfe(cell.steps, cell.options)
     return {"model": cell.model, "sampler": cell.sampler, "schedule": cell.schedule, "steps": cell.steps,
             "spacing": cell.spacing, "options": cell.options, "n": 500, "nfe": nfe, "fd": fd, "fd_baseline": 1.0,
             "fd_ratio": fd, "confident": 0.9, "coverage_min_class": 0.08, "nn_ratio": nn_ratio,
@@ -182,7 +188,7 @@ def test_report_command(ckpt, tmp_path, monkeypatch, capsys):
     page = (out / "RESULTS.md").read_text()
     assert (f"`python -m engine report --models tiny-score --n 10 --seed 0 --out {out} --device cpu --quick`"
             in page)
-    assert "| langevin | cosine | 10 | leading | 51 |" in page  # n_steps_each = 5 per level, then the final denoise
+    assert f"| langevin | cosine | 10 | leading | {engine.SAMPLERS['langevin'].nfe(10)} |" in page  # counted = registry
     assert main(["report", "--models", "tiny-score", "--n", "500", "--out", str(out), "--device", "cpu"]) == 2
     assert "n must be at most 180" in capsys.readouterr().err
 
@@ -193,4 +199,4 @@ def test_long_run_cells_can_be_limited_to_some_schedules():
     plan = report.plan_cells("m", "ddpm", grid)
     assert {(c.sampler, c.schedule) for c in plan if c.steps == 1000} == {("ddpm", "linear"), ("ddim", "linear")}
     assert len([c for c in plan if c.steps < 1000]) == len([c for c in report.plan_cells("m", "ddpm") if c.steps < 1000])
-    assert "only for ddpm, ddim, euler-maruyama on linear" in "\n".join(report._grid_lines(grid))
+    assert "only for ddpm, ddim, euler-maruyama on linear" in "\n".join(report.page.grid_lines(grid))
