@@ -1,0 +1,21 @@
+"""``python -m engine report``: the results page ``OUT/RESULTS.md``, its figures, and a cache of evaluated cells.
+
+A cell is (model, sampler, schedule, steps, spacing), scored on n samples by the evaluator that ``python -m engine
+eval`` runs. The package, a concept a module:
+
+  * ``grid``: which cells a page evaluates (``FULL``, ``QUICK``, ``plan_cells``);
+  * ``cache``: the finished cells in ``OUT/results/cells.json``, reused while the weights are unchanged;
+  * ``bars``: the models' quality bars, as data, and their verdicts;
+  * ``figures``: the schedules, FD against NFE, and samples from each model's best cell;
+  * ``page``: the markdown, every table and sentence computed from the cells and the samplers' registry;
+  * ``run``: ``run_report``, which the command calls: evaluate what the cache lacks, write the page and figures.
+"""
+from .bars import BAR_MIN_N, BARS, Bar, Criterion, judge_bar, record_bars
+from .grid import FULL, QUICK, Cell, Grid, plan_cells
+from .page import render_page
+from .run import DEFAULT_MODELS, NotEvaluated, command_line, run_report
+
+__all__ = [
+    "BAR_MIN_N", "BARS", "Bar", "Cell", "Criterion", "DEFAULT_MODELS", "FULL", "Grid", "NotEvaluated", "QUICK",
+    "command_line", "judge_bar", "plan_cells", "record_bars", "render_page", "run_report",
+]

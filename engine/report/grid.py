@@ -1,0 +1,108 @@
+"""The report's grid: which cells (model, sampler, schedule, steps, spacing) a results page evaluates.
+
+A model's samplers are its training objective's family (``SAMPLERS_BY_OBJECTIVE``): ancestral, DDIM, DPM-Solver++
+and the probability-flow ODE for ε-prediction models trained with the DDPM objective; the score family (annealed
+Langevin, reverse-SDE Euler–Maruyama, predictor–corrector, the ODE) for models trained by denoising score matching
+(``dsm``). One network serves both views, since ε = −σ s.
+
+Step counts of ``Grid.long_run`` or more are run only by ``LONG_RUN_SAMPLERS``, the samplers that take one network
+evaluation per step and are run that long in their papers; for the others a run that long costs several
+evaluations per step, or lies far past the few steps the method is made for. These are the slowest cells of a
+grid, so ``Grid.long_run_schedules`` can limit them to some schedules.
+
+Every cell runs its sampler's default options on its sampler's own timestep spacing, both read from the sampler's
+registry record (``engine.SAMPLERS``): a cell is what ``generate`` does when given only the cell's settings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..generate import sampler_spec
+from ..schedules import get_schedule
+
+SAMPLERS_BY_OBJECTIVE = {
+    "ddpm": ("ddpm", "ddim", "dpm-solver++", "ode"),
+    "dsm": ("langevin", "euler-maruyama", "pc", "ode"),
+}
+LONG_RUN_SAMPLERS = ("ddpm", "ddim", "euler-maruyama")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The step counts and the schedules (per training objective) of a report, and its default n.
+
+    Step counts of ``long_run`` or more are run only by ``LONG_RUN_SAMPLERS``, and only on ``long_run_schedules``
+    when that is given.
+    """
+
+    steps: tuple[int, ...]
+    schedules: dict
+    n: int
+    long_run: int = 1000
+    long_run_schedules: tuple[str, ...] | None = None
+
+    @property
+    def all_schedules(self) -> list[str]:
+        """Every schedule of the grid, once, in order (the objectives' lists share most names)."""
+        return list(dict.fromkeys(s for names in self.schedules.values() for s in names))
+
+    def narrowed(self, steps=None, schedules=None, long_run_schedules=None) -> "Grid":
+        """This grid with only ``steps`` (any positive counts), only ``schedules`` (a subset of its schedules, for
+        each objective that has them) and the long runs only on ``long_run_schedules``; None keeps what it is."""
+        offered = self.all_schedules
+        for option, names in (("schedules", schedules), ("long-run schedules", long_run_schedules)):
+            unknown = [s for s in names or () if s not in offered]
+            if unknown:
+                raise ValueError(f"{option}: {', '.join(unknown)} not in the grid's schedules ({', '.join(offered)})")
+        kept = self.schedules if schedules is None else {
+            objective: tuple(s for s in names if s in schedules) for objective, names in self.schedules.items()}
+        return replace(self, steps=self.steps if steps is None else tuple(steps), schedules=kept,
+                       long_run_schedules=self.long_run_schedules if long_run_schedules is None
+                       else tuple(long_run_schedules))
+
+
+_VP_AND_EDM = ("linear", "cosine", "sigmoid", "constant", "karras")
+FULL = Grid(steps=(10, 20, 50, 100, 1000), schedules={"ddpm": _VP_AND_EDM, "dsm": (*_VP_AND_EDM, "ve-geometric")}, n=500)
+QUICK = Grid(steps=(5, 10), schedules={"ddpm": ("linear", "cosine"), "dsm": ("linear", "cosine")}, n=64)
+
+
+def grid_samplers() -> list[str]:
+    """Every sampler of the grid, once, in the order of the objectives' families."""
+    return list(dict.fromkeys(s for family in SAMPLERS_BY_OBJECTIVE.values() for s in family))
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    sampler: str
+    schedule: str
+    steps: int
+    spacing: str
+
+    @property
+    def options(self) -> dict:
+        """The sampler's default options, with ``sde`` resolved to the schedule's kind as generate() does."""
+        opts = sampler_spec(self.sampler).options
+        if "sde" in opts:
+            opts["sde"] = get_schedule(self.schedule).kind
+        return opts
+
+    def key(self, n: int, seed: int, device_type: str) -> str:
+        """The cell's key in the cell cache: its settings with its options, n, seed and the device type."""
+        opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.model}|{self.sampler}|{self.schedule}|{self.steps}|{self.spacing}|{opts}|n={n}|seed={seed}|{device_type}"
+
+
+def plan_cells(model: str, objective: str, grid: Grid = FULL) -> list[Cell]:
+    """The cells of one model: its family's samplers × the grid's schedules for its objective × step counts, each
+    on its sampler's own spacing."""
+    if objective not in SAMPLERS_BY_OBJECTIVE:
+        raise ValueError(f"no sampler family for objective {objective!r}; known: {', '.join(SAMPLERS_BY_OBJECTIVE)}")
+    return [
+        Cell(model, sampler, schedule, steps, sampler_spec(sampler).spacing)
+        for sampler in SAMPLERS_BY_OBJECTIVE[objective]
+        for schedule in grid.schedules[objective]
+        for steps in grid.steps
+        if steps < grid.long_run or (sampler in LONG_RUN_SAMPLERS
+                                     and (grid.long_run_schedules is None or schedule in grid.long_run_schedules))
+    ]

@@ -1,0 +1,158 @@
+"""Running a report: load each model and its classifier, evaluate the grid's cells that the cache lacks, then write
+the page, its figures, and the bars' cells into the model cards.
+
+Each cell is scored by ``evaluate.evaluate_images`` — the function ``python -m engine eval`` runs — on n samples
+drawn from ``seed``, so every cell of a model starts from the same x_T. The record adds FD / baseline
+(``fd_ratio``) and the median nearest-training-image distance of the samples over that of held-out images
+(``nn_ratio``: below 1 the samples sit closer to training images than unseen real images do, a sign of
+memorisation).
+"""
+from __future__ import annotations
+
+import datetime
+import shlex
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .. import checkpoints, evaluate
+from ..data import TOYS, load_dataset
+from ..devices import describe_device, resolve_device
+from .bars import record_bars
+from .cache import is_fresh, load_cache, write_cache
+from .figures import plot_fd_vs_nfe, plot_samples, plot_schedules
+from .grid import FULL, SAMPLERS_BY_OBJECTIVE, Cell, Grid, plan_cells
+from .page import render_page
+from .text import label
+
+DEFAULT_MODELS = ("mnist-ddpm", "mnist-ncsn", "fashion-ddpm")
+
+
+class NotEvaluated(Exception):
+    """A model the report cannot evaluate here; the message says why and what to do."""
+
+
+@dataclass
+class Setup:
+    """A model ready to evaluate: its card, its weights on the device, its dataset and the classifier that scores it."""
+
+    name: str
+    card: dict
+    model: torch.nn.Module
+    dataset: str
+    classifier_name: str
+    classifier_card: dict
+    classifier: torch.nn.Module
+
+
+def prepare(name: str, device: torch.device, n: int, directory=None) -> Setup:
+    """Load model ``name`` and its dataset's classifier, or raise NotEvaluated saying why the report cannot score it
+    (ValueError when n exceeds the held-out images)."""
+    if name not in checkpoints.list_models(directory):
+        config = Path(__file__).resolve().parents[1] / "configs" / f"{name}.json"
+        hint = f"; train it with `python -m engine train --config engine/configs/{name}.json`" if config.is_file() else ""
+        raise NotEvaluated(f"no checkpoint {name} in {checkpoints.checkpoint_dir(directory)}{hint}")
+    card = checkpoints.model_card(name, directory)  # read before loading: toys are skipped unloaded
+    dataset = card.get("data", {}).get("dataset")
+    if dataset in TOYS or card["objective"] not in SAMPLERS_BY_OBJECTIVE:
+        raise NotEvaluated(f"{name} is not an image model with a sampler family here (dataset {dataset}, "
+                           f"objective {card['objective']}); score it with `python -m engine eval`")
+    classifier_name = f"{dataset}-classifier"
+    if classifier_name not in checkpoints.list_models(directory, kind="classifier"):
+        raise NotEvaluated(f"no classifier {classifier_name} in {checkpoints.checkpoint_dir(directory)}; train it with "
+                           f"`python -c \"from engine.evaluate import train_classifier; train_classifier('{dataset}')\"`")
+    try:
+        held_out = len(load_dataset(dataset, "test")[0])
+    except FileNotFoundError as err:
+        raise NotEvaluated(str(err)) from None
+    if n > held_out:
+        raise ValueError(f"n must be at most {held_out} (the held-out images of {dataset}, for {name}); got {n}")
+    model = checkpoints.load_model(name, device, directory)
+    # model.card is the card the loaded weights were checked against (a training run may export new ones meanwhile)
+    return Setup(name, model.card, model, dataset, classifier_name, checkpoints.model_card(classifier_name, directory),
+                 evaluate.load_classifier(classifier_name, directory))
+
+
+def _evaluate(setup: Setup, cell: Cell, n: int, seed: int, device: torch.device) -> dict:
+    r = evaluate.evaluate_images(setup.model, setup.classifier, setup.dataset, sampler=cell.sampler,
+                                 schedule=cell.schedule, steps=cell.steps, n=n, seed=seed, spacing=cell.spacing,
+                                 **cell.options)
+    r.update(
+        model=cell.model, seed=seed, fd_ratio=r["fd"] / r["fd_baseline"],
+        nn_ratio=r["nn_distance_samples"] / r["nn_distance_heldout"],
+        sha256=setup.card["sha256"], classifier_sha256=setup.classifier_card["sha256"],
+        device=describe_device(device), date=datetime.date.today().isoformat(),
+    )
+    return r
+
+
+def command_line(models, n: int, seed: int, out, device: str, quick: bool, narrowing=()) -> str:
+    """The ``python -m engine report`` command, every value spelled out, that reproduces a page. ``narrowing``:
+    (option, model or None for every model, names or step counts) in the order given, e.g. ("steps", None, (10, 20))
+    or ("schedules", "mnist-ncsn", ("linear",))."""
+    args = ["--models", ",".join(models), "--n", str(n), "--seed", str(seed), "--out", str(out), "--device", device]
+    for option, model, values in narrowing:
+        args += [f"--{option.replace('_', '-')}", ("" if model is None else f"{model}=") + ",".join(map(str, values))]
+    return "python -m engine report " + shlex.join(args + (["--quick"] if quick else []))
+
+
+def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None, seed: int = 0, out="docs",
+               device: str = "auto", directory=None, command: str | None = None, grids: dict | None = None) -> dict:
+    """Evaluate every cell of the grid (reusing fresh cached cells), then write the page and its figures.
+
+    ``grids`` {model: Grid} replaces ``grid`` for some models (e.g. a narrower one for a model whose full grid would
+    take hours on a CPU); the page says which. Returns {"page", "cache", "computed", "reused", "figures",
+    "skipped" {model: why}}.
+    """
+    models = list(models)
+    if not models:
+        raise ValueError("name at least one model")
+    n = grid.n if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an integer of at least 2; got {n!r}")
+    dev = resolve_device(device)
+    out = Path(out)
+    results_dir = out / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    cache_path = results_dir / "cells.json"
+    cache = load_cache(cache_path)
+
+    setups, skipped = {}, {}
+    for name in models:
+        try:
+            setups[name] = prepare(name, dev, n, directory)
+        except NotEvaluated as why:
+            skipped[name] = str(why)
+    grids = {name: g for name, g in (grids or {}).items() if name in models and g != grid}
+    plans = {name: [(c, c.key(n, seed, dev.type)) for c in plan_cells(name, s.card["objective"], grids.get(name, grid))]
+             for name, s in setups.items()}
+    todo = [(setups[name], cell, key) for name, plan in plans.items() for cell, key in plan
+            if not is_fresh(cache.get(key), setups[name].card["sha256"], setups[name].classifier_card["sha256"])]
+    total = sum(map(len, plans.values()))
+    with tqdm(total=total, initial=total - len(todo), desc="report", unit="cell") as progress:
+        for setup, cell, key in todo:
+            progress.set_postfix_str(f"{cell.model}: {label(asdict(cell))}")
+            cache[key] = _evaluate(setup, cell, n, seed, dev)
+            write_cache(cache_path, cache)
+            progress.update()
+
+    results = {name: [cache[key] for _, key in plan] for name, plan in plans.items()}
+    figures = [results_dir / "schedules.png"]
+    plot_schedules(list(dict.fromkeys(s for g in (grid, *grids.values()) for s in g.all_schedules)), figures[0])
+    samples = {}
+    for name, records in results.items():
+        figures.append(results_dir / f"fd_vs_nfe_{name}.png")
+        plot_fd_vs_nfe(name, records, figures[-1])
+        samples[name] = min(records, key=lambda r: r["fd"])
+        figures.append(results_dir / f"samples_{name}.png")
+        plot_samples(setups[name].model, samples[name], seed, figures[-1])
+
+    page = out / "RESULTS.md"
+    command = command or f"engine.report.run_report({models!r}, n={n}, seed={seed}, out={str(out)!r}, device={device!r})"
+    page.write_text(render_page(command=command, grid=grid, n=n, seed=seed, results=results, setups=setups,
+                                skipped=skipped, samples=samples, models=models, grids=grids))
+    record_bars(results, n, directory)
+    return {"page": page, "cache": cache_path, "computed": len(todo), "reused": total - len(todo),
+            "figures": figures, "skipped": skipped}

@@ -1,0 +1,21 @@
+"""How the results page writes its numbers and names its cells (one format for the tables, the sentences and the bars)."""
+from __future__ import annotations
+
+
+def label(r: dict) -> str:
+    """A cell's name on the page: "sampler · schedule · steps steps" (from a record or a Cell's fields)."""
+    return f"{r['sampler']} · {r['schedule']} · {r['steps']} steps"
+
+
+def num(x: float) -> str:
+    """A figure such as an FD: three significant digits, whole numbers from 100 on."""
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def secs(s: float) -> str:
+    return f"{s:.1f} s" if s < 100 else f"{s:.0f} s"
+
+
+def pct(x: float) -> str:
+    """A share in [0, 1] as a percentage with one decimal."""
+    return f"{100 * x:.1f} %"
