@@ -1,4 +1,4 @@
-"""Launch the Diffusion Explorer app: ``python app.py [--host 127.0.0.1] [--port 7860] [--share] [--no-compile]
+"""Launch the Denoisery app: ``python app.py [--host 127.0.0.1] [--port 7860] [--share] [--no-compile]
 [--precision auto|float32|bfloat16] [--threads 1]``.
 
 On Hugging Face Spaces this file is the ``app_file``; there the defaults apply (host/port from the environment).
@@ -22,11 +22,11 @@ from space import CSS, build_demo  # noqa: E402
 from space.handlers import warm_up  # noqa: E402
 from space.models import ModelStore  # noqa: E402
 
-log = logging.getLogger("diffusion-explorer")
+log = logging.getLogger("denoisery")
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Diffusion Explorer web app")
+    p = argparse.ArgumentParser(description="Denoisery web app")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="ask Gradio for a public *.gradio.live link")

@@ -27,7 +27,7 @@ from gradio.utils import get_upload_folder, is_in_or_equal
 
 from .imaging import MAX_UPLOAD_BYTES, check_upload
 
-log = logging.getLogger("diffusion-explorer")
+log = logging.getLogger("denoisery")
 
 MAX_TEXT = 1000  # characters accepted in a text field or a custom-value dropdown
 _PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[\\/](?:[\w.@+-]+[\\/])+[\w.@+-]*")

@@ -5,7 +5,6 @@ keyword names of the API endpoints.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -28,8 +27,8 @@ from . import engine_thread, imaging, plots
 from .engine_thread import on_engine_thread
 from .guard import shown
 from .models import ModelStore
-from .settings import (MAX_N, MAX_SEED, MAX_STEPS, OPTION_DEFAULTS, SAMPLERS, SCHEDULES, SPACINGS, as_float, as_int,
-                       base_url, choice, nfe_estimate, query_string, sampler_opts)
+from .settings import (MAX_N, MAX_STEPS, OPTIONS, SAMPLERS, SCHEDULES, SPACINGS, as_float, as_int, base_url, choice,
+                       query_string, sampler_opts)
 
 N_SNAPSHOTS = 12  # x_t / x̂0 pairs in the gallery
 N_GIF_FRAMES = 60
@@ -42,7 +41,7 @@ FIELD_MAX_STEPS = 200
 FIELD_PARTICLES = (10, 2000)
 RESULTS_MAX_AGE_S = 3600  # result folders (PNG, GIF) older than this are removed when a new one is made
 
-log = logging.getLogger("diffusion-explorer")
+log = logging.getLogger("denoisery")
 
 
 def _err(err: Exception) -> gr.Error:
@@ -99,7 +98,7 @@ class Handlers:
         folder (``GRADIO_TEMP_DIR``), so Gradio serves them as they are instead of hashing and copying each file at
         every streamed update. Folders older than RESULTS_MAX_AGE_S are removed here (Gradio's ``delete_cache``
         removes the files too)."""
-        root = os.path.join(get_upload_folder(), "diffusion-explorer")
+        root = os.path.join(get_upload_folder(), "denoisery")
         os.makedirs(root, exist_ok=True)
         cutoff = time.time() - RESULTS_MAX_AGE_S
         for name in os.listdir(root):
@@ -136,23 +135,23 @@ class Handlers:
             "schedule": choice("schedule", schedule, SCHEDULES),
             "sampler": choice("sampler", sampler, SAMPLERS),
             "steps": as_int("steps", steps, 1, MAX_STEPS),
-            "seed": as_int("seed", seed, 0, MAX_SEED),
+            "seed": as_int("seed", seed, 0, engine.MAX_SEED),
             "n": as_int("n", n, 1, MAX_N),
             "spacing": choice("spacing", spacing, SPACINGS),
         }
         s["options"] = sampler_opts(s["sampler"], opts_in)
-        est = nfe_estimate(s["sampler"], s["steps"], s["options"]) * s["n"]
+        est = engine.sampler_spec(s["sampler"]).nfe(s["steps"], s["options"]) * s["n"]
         if est > self.max_nfe:
-            raise gr.Error(f"this run needs about {est:,} network evaluations (steps × per-step evaluations × n); "
+            raise gr.Error(f"this run needs {est:,} network evaluations (steps × per-step evaluations × n); "
                            f"the limit per request is {self.max_nfe:,}: use fewer steps, images or corrector steps")
         return s
 
     # ---------------------------------------------------------------------------------------- generate ---
 
     @on_engine_thread
-    def generate(self, model, schedule, sampler, steps, seed, n=1, spacing="leading", eta=0.0,
-                 variance="fixed_small", n_steps_each=5, step_size=0.5, snr=0.16, n_corrector=1,
-                 request: gr.Request = None):
+    def generate(self, model, schedule, sampler, steps, seed, n=1, spacing="leading", eta=OPTIONS["eta"],
+                 variance=OPTIONS["variance"], n_steps_each=OPTIONS["n_steps_each"], step_size=OPTIONS["step_size"],
+                 snr=OPTIONS["snr"], n_corrector=OPTIONS["n_corrector"], request: gr.Request = None):
         """Stream a sampling run. Yields (image, gallery, gif, png, plot, status, link).
 
         What each streamed update costs is kept small (a 50-step run sends 3–5, at most one per UPDATE_EVERY_S):
@@ -227,7 +226,7 @@ class Handlers:
             frames.append(step.x_t.detach().clone())
         settings = {k: v for k, v in s.items() if k != "options"}
         settings.update(s["options"])
-        settings["app"] = "diffusion-explorer"
+        settings["app"] = "denoisery"
         settings["nfe"] = step.nfe
         stem = f"{s['model']}_{s['schedule']}_{s['sampler']}_{s['steps']}_seed{s['seed']}"
         png = imaging.png_with_settings(final, settings, tmp, stem)
@@ -248,7 +247,7 @@ class Handlers:
     def compare(self, model, seed, panels=3, n=1, request: gr.Request = None, **panel_values):
         """Run up to 6 panels in lock-step from one seed. Yields (gallery, plot, table, status, trajectories,
         scrub-slider update, link)."""
-        seed = as_int("seed", seed, 0, MAX_SEED)
+        seed = as_int("seed", seed, 0, engine.MAX_SEED)
         count = as_int("panels", panels, 1, engine_compare.MAX_PANELS)
         n = as_int("n", n, 1, 4)
         specs = []
@@ -256,11 +255,10 @@ class Handlers:
             sched = choice(f"schedule of panel {k}", panel_values.get(f"schedule_{k}"), SCHEDULES)
             samp = choice(f"sampler of panel {k}", panel_values.get(f"sampler_{k}"), SAMPLERS)
             steps = as_int(f"steps of panel {k}", panel_values.get(f"steps_{k}"), 1, MAX_STEPS)
-            spacing = "trailing" if samp == "dpm-solver++" else "leading"
-            specs.append(engine_compare.Panel(sched, samp, steps, spacing))
-        est = sum(nfe_estimate(p.sampler, p.steps, OPTION_DEFAULTS) for p in specs) * n
+            specs.append(engine_compare.Panel(sched, samp, steps, engine.sampler_spec(samp).spacing))
+        est = sum(engine.sampler_spec(p.sampler).nfe(p.steps) for p in specs) * n
         if est > self.max_nfe:
-            raise gr.Error(f"these panels need about {est:,} network evaluations; the limit per request is "
+            raise gr.Error(f"these panels need {est:,} network evaluations; the limit per request is "
                            f"{self.max_nfe:,}: use fewer steps or panels")
         net = self._model(model)
         try:
@@ -336,7 +334,7 @@ class Handlers:
 
         ``upload`` is the path of an uploaded image file (or None: the dataset's image ``index``); it is decoded
         by ``imaging.open_upload``, within the app's byte and pixel caps."""
-        seed = as_int("seed", seed, 0, MAX_SEED)
+        seed = as_int("seed", seed, 0, engine.MAX_SEED)
         if isinstance(schedules, str):
             schedules = [schedules]
         schedules = list(schedules or [])
@@ -387,7 +385,7 @@ class Handlers:
         """Score arrows at σ over p_σ, and particles moved by the sampler. Returns (plot, gallery, status)."""
         sigma = as_float("sigma", sigma, *FIELD_SIGMA)
         steps = as_int("steps", steps, 1, FIELD_MAX_STEPS)
-        seed = as_int("seed", seed, 0, MAX_SEED)
+        seed = as_int("seed", seed, 0, engine.MAX_SEED)
         count = as_int("particles", particles, *FIELD_PARTICLES)
         choice("sampler", sampler, SAMPLERS)
         choice("schedule", schedule, SCHEDULES)
@@ -397,9 +395,7 @@ class Handlers:
             field = engine_fields.score_field(net, sigma, lim=3.0, n=21)
             toy = engine_fields.toy_of(net)
             dens = engine_fields.noisy_density(toy, sigma, lim=3.0, n=80) if toy else None
-            spacing = "trailing" if sampler == "dpm-solver++" else "leading"
-            run = engine_fields.particles(net, schedule=schedule, sampler=sampler, steps=steps, seed=seed, n=count,
-                                          spacing=spacing)
+            run = engine_fields.particles(net, schedule=schedule, sampler=sampler, steps=steps, seed=seed, n=count)
         except (ValueError, TypeError) as err:
             raise _err(err) from None
         final = run[-1].x_t.numpy()
@@ -412,9 +408,3 @@ class Handlers:
                             f"step {i + 1}/{len(run)} · t={st.t} · σ={st.sigma:.3g} → {st.sigma_next:.3g} · NFE {st.nfe}"))
         status = f"{count} particles · {len(run)} steps · NFE {run[-1].nfe} · {time.perf_counter() - t0:.2f} s"
         return fig, gallery, status
-
-
-def settings_json(path: str) -> str:
-    """Pretty JSON of the settings in a PNG written by the app (for the UI's 'read settings' helper)."""
-    return json.dumps(imaging.read_settings(path), indent=2)
-

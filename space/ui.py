@@ -10,13 +10,16 @@ import random
 
 import gradio as gr
 
+import engine
+from engine.samplers import OPTION_VALUES
+
 from . import handlers as H
 from .about import ABOUT
 from .guard import GuardedBlocks
 from .models import ModelStore
-from .settings import MAX_N, MAX_SEED, MAX_STEPS, OPTION_DEFAULTS, SAMPLERS, SCHEDULES, SPACINGS, VARIANCES, parse_query
+from .settings import MAX_N, MAX_STEPS, OPTIONS, SAMPLERS, SCHEDULES, SPACINGS, parse_query
 
-log = logging.getLogger("diffusion-explorer")
+log = logging.getLogger("denoisery")
 PANEL_DEFAULTS = [("cosine", "ddim", 50), ("linear", "ddim", 50), ("karras", "ode", 25),
                   ("cosine", "dpm-solver++", 20), ("linear", "ddpm", 100), ("ve-geometric", "pc", 50)]
 DEFAULT_SETTINGS = {"schedule": "cosine", "sampler": "ddim", "steps": 50, "seed": 0, "n": 4, "spacing": "leading"}
@@ -72,8 +75,8 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
     log.info("models in %s: %s; skipped as damaged: %s", store.directory, ", ".join(image_models + toy_models) or "none",
              ", ".join(store.skipped()) or "none")
 
-    with GuardedBlocks(title="Diffusion Explorer", delete_cache=DELETE_CACHE) as demo:
-        gr.Markdown("# Diffusion Explorer\nDDPM and score-based diffusion from scratch: watch images emerge "
+    with GuardedBlocks(title="Denoisery", delete_cache=DELETE_CACHE) as demo:
+        gr.Markdown("# Denoisery\nDDPM and score-based diffusion from scratch: watch images emerge "
                     "from noise, compare samplers and schedules from the same noise, see the forward process and "
                     "the learned score.")
         notice_text = _no_models_text(store, image_models, toy_models)
@@ -90,23 +93,25 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                         g_sampler = gr.Dropdown(SAMPLERS, value="ddim", label="sampler", elem_id="g-sampler")
                         g_steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="steps", elem_id="g-steps")
                         with gr.Row(equal_height=True):
-                            g_seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed",
+                            g_seed = gr.Number(0, precision=0, minimum=0, maximum=engine.MAX_SEED, label="seed",
                                                elem_id="g-seed", scale=4)
                             g_dice = gr.Button("random", scale=1, min_width=60, elem_id="g-dice")
                         g_n = gr.Slider(1, MAX_N, value=4, step=1, label="images (n)", elem_id="g-n")
                         with gr.Accordion("Advanced (sampler options)", open=False):
                             g_spacing = gr.Radio(SPACINGS, value="leading", label="timestep spacing",
-                                                 info="dpm-solver++ works best with trailing")
-                            g_eta = gr.Slider(0, 1, value=OPTION_DEFAULTS["eta"], step=0.01, label="DDIM η",
+                                                 info="choosing a sampler sets the spacing that suits it",
+                                                 elem_id="g-spacing")
+                            g_eta = gr.Slider(0, 1, value=OPTIONS["eta"], step=0.01, label="DDIM η",
                                               info="0 = deterministic, 1 = DDPM-like noise")
-                            g_variance = gr.Radio(VARIANCES, value="fixed_small", label="DDPM variance")
-                            g_nse = gr.Slider(1, 100, value=OPTION_DEFAULTS["n_steps_each"], step=1,
+                            g_variance = gr.Radio(list(OPTION_VALUES["variance"]), value=OPTIONS["variance"],
+                                                  label="DDPM variance")
+                            g_nse = gr.Slider(1, 100, value=OPTIONS["n_steps_each"], step=1,
                                               label="Langevin steps per level")
-                            g_ss = gr.Slider(0.001, 1.0, value=OPTION_DEFAULTS["step_size"], step=0.001,
+                            g_ss = gr.Slider(0.001, 1.0, value=OPTIONS["step_size"], step=0.001,
                                              label="Langevin step size (α = size·σ²)")
-                            g_snr = gr.Slider(0.01, 1.0, value=OPTION_DEFAULTS["snr"], step=0.01,
+                            g_snr = gr.Slider(0.01, 1.0, value=OPTIONS["snr"], step=0.01,
                                               label="PC corrector SNR")
-                            g_nc = gr.Slider(0, 20, value=OPTION_DEFAULTS["n_corrector"], step=1,
+                            g_nc = gr.Slider(0, 20, value=OPTIONS["n_corrector"], step=1,
                                              label="PC corrector steps")
                         with gr.Row():
                             g_run = gr.Button("Generate", variant="primary", elem_id="g-run")
@@ -132,7 +137,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                 with gr.Row():
                     c_model = gr.Dropdown(image_models, value=default_model, label="model", elem_id="c-model",
                                           allow_custom_value=True)
-                    c_seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed", elem_id="c-seed")
+                    c_seed = gr.Number(0, precision=0, minimum=0, maximum=engine.MAX_SEED, label="seed", elem_id="c-seed")
                     c_n = gr.Slider(1, 4, value=1, step=1, label="images per panel", elem_id="c-n")
                     c_panels = gr.Slider(1, 6, value=3, step=1, label="panels", elem_id="c-panels")
                 c_rows = []
@@ -171,7 +176,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                         f_schedules = gr.CheckboxGroup(SCHEDULES, value=["linear", "cosine", "karras"],
                                                        label="schedules")
                         f_ts = gr.Textbox("0, 50, 100, 250, 500, 750, 999", label="t values (comma separated)")
-                        f_seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed")
+                        f_seed = gr.Number(0, precision=0, minimum=0, maximum=engine.MAX_SEED, label="seed")
                         f_run = gr.Button("Show q(x_t | x_0)", variant="primary", elem_id="f-run")
                         f_x0 = gr.Image(label="x_0", format="png", interactive=False, height=140)
                         f_src = gr.Textbox(label="source", interactive=False, elem_id="f-src")
@@ -193,7 +198,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                         s_schedule = gr.Dropdown(SCHEDULES, value="cosine", label="schedule")
                         s_steps = gr.Slider(1, H.FIELD_MAX_STEPS, value=50, step=1, label="steps")
                         s_particles = gr.Slider(*H.FIELD_PARTICLES, value=500, step=10, label="particles")
-                        s_seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed")
+                        s_seed = gr.Number(0, precision=0, minimum=0, maximum=engine.MAX_SEED, label="seed")
                         s_run = gr.Button("Draw field and move particles", variant="primary", elem_id="s-run")
                         s_status = gr.Textbox(label="status", interactive=False, elem_id="s-status")
                     with gr.Column(scale=2):
@@ -211,7 +216,10 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
         gen_event = g_run.click(h.generate, inputs=g_inputs, outputs=g_outputs, api_name="generate",
                                 show_progress_on=[g_status], concurrency_limit=WORKERS, concurrency_id="generate")
         g_stop.click(None, cancels=[gen_event], api_visibility="private")
-        g_dice.click(lambda: random.randint(0, MAX_SEED), outputs=g_seed, api_visibility="private", queue=False)
+        # the user's choice of sampler brings its spacing (a link's restored values leave the link's spacing)
+        g_sampler.input(lambda name: engine.sampler_spec(name).spacing, g_sampler, g_spacing, api_visibility="private",
+                        queue=False)
+        g_dice.click(lambda: random.randint(0, engine.MAX_SEED), outputs=g_seed, api_visibility="private", queue=False)
 
         def set_panels(count):
             return [gr.update(visible=k < int(count)) for k in range(6)]
@@ -248,9 +256,9 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
             out = [gr.Tabs(selected=tab), gr.update(value=txt, visible=bool(txt)),
                    gr.update(choices=imgs, value=g_m), val("schedule", "cosine"), val("sampler", "ddim"),
                    val("steps", 50), val("seed", 0), val("n", 4), val("spacing", "leading"),
-                   val("eta", OPTION_DEFAULTS["eta"]), val("variance", "fixed_small"),
-                   val("n_steps_each", OPTION_DEFAULTS["n_steps_each"]), val("step_size", OPTION_DEFAULTS["step_size"]),
-                   val("snr", OPTION_DEFAULTS["snr"]), val("n_corrector", OPTION_DEFAULTS["n_corrector"]),
+                   val("eta", OPTIONS["eta"]), val("variance", OPTIONS["variance"]),
+                   val("n_steps_each", OPTIONS["n_steps_each"]), val("step_size", OPTIONS["step_size"]),
+                   val("snr", OPTIONS["snr"]), val("n_corrector", OPTIONS["n_corrector"]),
                    gr.update(choices=imgs, value=g_m), val("seed", 0), min(val("n", 1), 4), val("panels", 3),
                    gr.update(choices=toys, value=s_m),
                    tab if tab in ("generate", "compare") and "model" in q and g_m == model else False]

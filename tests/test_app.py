@@ -88,7 +88,7 @@ def test_generate_outputs_and_png_settings(app):
     with Image.open(gif) as g:
         assert g.format == "GIF" and g.n_frames >= 2
     with Image.open(png) as p:
-        settings = json.loads(p.text["diffusion-explorer"])
+        settings = json.loads(p.text["denoisery"])
         assert p.size == (17, 8)  # native resolution: two 8×8 tiles and a 1-pixel gap
     assert settings["model"] == "tiny-digits" and settings["steps"] == 6 and settings["seed"] == 3
     assert settings["schedule"] == "cosine" and settings["sampler"] == "ddim" and settings["eta"] == 0.0
@@ -238,7 +238,7 @@ def test_generate_every_sampler(app, sampler, extra):
     out = client.predict(**dict(GEN, sampler=sampler, steps=3, n=1, **extra), api_name="/generate")
     assert out[5].startswith("done: 3/3 steps")
     with Image.open(out[3]) as p:
-        s = json.loads(p.text["diffusion-explorer"])
+        s = json.loads(p.text["denoisery"])
     for k, v in extra.items():
         assert s[k] == v
 

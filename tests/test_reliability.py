@@ -27,7 +27,7 @@ from PIL import Image
 import engine
 from tests.test_app import free_port, make_fixture_checkpoints
 
-LOGGER = "diffusion-explorer"
+LOGGER = "denoisery"
 # an absolute path, as the guard redacts them: no message a client sees may contain one
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[\\/](?:[\w.@+-]+[\\/])+[\w.@+-]*")
 HOSTILE = st.one_of(
