@@ -50,9 +50,10 @@ def main(argv=None) -> None:
     store = ModelStore(args.checkpoints, background_compile=not args.no_compile, precision=args.precision)
     demo = build_demo(store=store)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, prevent_thread_lock=True)
-    # the page is served: now import matplotlib, draw the default schedule plot (left out of the start-up, ~1 s) and
-    # queue the default model's compile
-    threading.Thread(target=warm_up, kwargs={"store": store}, name="warm-up", daemon=True).start()
+    # the page is served: now import matplotlib, draw the default schedule plot (left out of the start-up, ~1 s), queue
+    # the default model's compile and make the default settings' result that every page opens with
+    threading.Thread(target=warm_up, kwargs={"store": store, "handlers": demo.handlers}, name="warm-up",
+                     daemon=True).start()
     if args.share and not getattr(demo, "share_url", None):
         log.warning("--share: no public link was made (no internet connection, or the share server refused); "
                     "still serving locally at %s", demo.local_url)

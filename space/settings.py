@@ -27,6 +27,16 @@ def _offered_options(names: tuple[str, ...]) -> dict:
 
 
 OPTIONS = _offered_options(("eta", "variance", "n_steps_each", "step_size", "snr", "n_corrector"))
+# the Generate tab's settings when the page opens (the model: DEFAULT_MODEL when there is one, see ``pick``)
+DEFAULTS = {"schedule": "cosine", "sampler": "ddim", "steps": 50, "seed": 0, "n": 4, "spacing": "leading"}
+DEFAULT_MODEL = "mnist-ddpm"
+
+
+def pick(names: list[str], preferred: str | None = None) -> str | None:
+    """``preferred`` if it is one of ``names``, else the first name (None when there is none)."""
+    if preferred in names:
+        return preferred
+    return names[0] if names else None
 
 
 def as_int(name: str, value, lo: int, hi: int) -> int:

@@ -133,17 +133,17 @@ def test_generate_streams_the_plot_with_the_current_step(app):
     """The live updates carry the schedule plot with the current step marked: the marker moves between updates,
     the curves stay put; the gallery and the live frames are files the server serves as they are."""
     _, _, port = app
-    from space import handlers as H
+    from space import streaming
 
     client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
-    old = H.UPDATE_EVERY_S
-    H.UPDATE_EVERY_S = 0.0  # an update at every step, whatever the machine's speed
+    old = streaming.UPDATE_EVERY_S
+    streaming.UPDATE_EVERY_S = 0.0  # an update at every step, whatever the machine's speed
     try:
         job = client.submit(**dict(GEN, sampler="ddpm", steps=40, n=1), api_name="/generate")
         final = job.result(timeout=120)
         outs = job.outputs()
     finally:
-        H.UPDATE_EVERY_S = old
+        streaming.UPDATE_EVERY_S = old
     plots = [o[4] for o in outs if isinstance(o[4], dict) and o[4].get("plot")]
     assert len(plots) >= 3, "the plot comes with the streamed updates, not only at the end"
     first, mid, last = _plot_pixels(plots[0]), _plot_pixels(plots[len(plots) // 2]), _plot_pixels(final[4])
