@@ -91,10 +91,11 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
         models_for = {"score": pick(score_models, "mnist-ncsn")}
         examples = []  # (button, the link's settings)
         with gr.Row(equal_height=True, elem_id="examples"):
-            gr.Markdown("**Try:**", elem_classes="examples-label")
+            with gr.Column(scale=0, min_width=40):
+                gr.Markdown("**Try:**")
             for label, query in EXAMPLES:
                 model = models_for.get(query.get("model"), default_model)
-                button = gr.Button(label, size="sm", variant="secondary", min_width=0, visible=model is not None)
+                button = gr.Button(label, size="sm", variant="secondary", visible=model is not None)
                 examples.append((button, {**query, "model": model}))
         with gr.Tabs(selected="generate") as tabs:
             # ----------------------------------------------------------------------------------- Generate ---
