@@ -160,10 +160,8 @@ class Handlers:
 
     # ---------------------------------------------------------------------------------------- generate ---
 
-    def generate_settings(self, model, schedule, sampler, steps, seed, n=1, spacing="leading", eta=OPTIONS["eta"],
-                          variance=OPTIONS["variance"], n_steps_each=OPTIONS["n_steps_each"],
-                          step_size=OPTIONS["step_size"], snr=OPTIONS["snr"],
-                          n_corrector=OPTIONS["n_corrector"]) -> dict:
+    def generate_settings(self, model, schedule, sampler, steps, seed, n, spacing, eta, variance, n_steps_each,
+                          step_size, snr, n_corrector) -> dict:
         """Generate's checks: the run's settings ({model, schedule, sampler, steps, seed, n, spacing, options}), or
         gr.Error naming the parameter and what is allowed (the network-evaluation budget included)."""
         s = {
@@ -273,7 +271,7 @@ class Handlers:
 
     # ----------------------------------------------------------------------------------------- compare ---
 
-    def compare_panels(self, model, seed, panels=3, n=1, **panel_values) -> tuple[int, int, list]:
+    def compare_panels(self, model, seed, panels, n, **panel_values) -> tuple[int, int, list]:
         """Compare's checks: (seed, n, panel settings), or gr.Error naming the parameter (the panels' budget of
         network evaluations included)."""
         seed = as_int("seed", seed, 0, engine.MAX_SEED)
@@ -361,8 +359,7 @@ class Handlers:
     # ----------------------------------------------------------------------------------------- forward ---
 
     @staticmethod
-    def forward_settings(dataset="mnist", index=0, schedules=("linear", "cosine"),
-                         timesteps="0, 50, 100, 250, 500, 750, 999", seed=0, upload=None) -> tuple:
+    def forward_settings(dataset, index, schedules, timesteps, seed, upload) -> tuple:
         """Forward's checks: (dataset, schedules, t values, seed), or gr.Error naming the parameter. The image
         ``index`` is checked against the dataset's size, and the upload decoded, by ``forward`` itself."""
         seed = as_int("seed", seed, 0, engine.MAX_SEED)
@@ -420,8 +417,7 @@ class Handlers:
 
     # ------------------------------------------------------------------------------------- score field ---
 
-    def field_settings(self, model, sigma=0.5, sampler="ddim", schedule="cosine", steps=50, seed=0,
-                       particles=500) -> tuple:
+    def field_settings(self, model, sigma, sampler, schedule, steps, seed, particles) -> tuple:
         """Score field's checks: (σ, steps, seed, particles), or gr.Error naming the parameter."""
         out = (as_float("sigma", sigma, *FIELD_SIGMA), as_int("steps", steps, 1, FIELD_MAX_STEPS),
                as_int("seed", seed, 0, engine.MAX_SEED), as_int("particles", particles, *FIELD_PARTICLES))

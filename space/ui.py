@@ -89,14 +89,16 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
         autorun = gr.State(False)
         score_models = [m for m in image_models if store.card(m).get("objective") == "dsm"]
         models_for = {"score": pick(score_models, "mnist-ncsn")}
+        offered = [(label, {**query, "model": models_for.get(query.get("model"), default_model)})
+                   for label, query in EXAMPLES]
+        offered = [(label, query) for label, query in offered if query["model"] is not None]
         examples = []  # (button, the link's settings)
-        with gr.Row(equal_height=True, elem_id="examples"):
-            with gr.Column(scale=0, min_width=40):
-                gr.Markdown("**Try:**")
-            for label, query in EXAMPLES:
-                model = models_for.get(query.get("model"), default_model)
-                button = gr.Button(label, size="sm", variant="secondary", visible=model is not None)
-                examples.append((button, {**query, "model": model}))
+        if offered:
+            with gr.Row(equal_height=True, elem_id="examples"):
+                with gr.Column(scale=0, min_width=40):
+                    gr.Markdown("**Try:**")
+                for label, query in offered:
+                    examples.append((gr.Button(label, size="sm", variant="secondary"), query))
         with gr.Tabs(selected="generate") as tabs:
             # ----------------------------------------------------------------------------------- Generate ---
             with gr.Tab("Generate", id="generate"):
@@ -104,12 +106,15 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                     with gr.Column(scale=1, min_width=300):
                         g_model = gr.Dropdown(image_models, value=default_model, label="model", elem_id="g-model",
                                               allow_custom_value=True)
-                        g_schedule = gr.Dropdown(SCHEDULES, value=DEFAULTS["schedule"], label="schedule", elem_id="g-schedule")
-                        g_sampler = gr.Dropdown(SAMPLERS, value=DEFAULTS["sampler"], label="sampler", elem_id="g-sampler")
-                        g_steps = gr.Slider(1, MAX_STEPS, value=DEFAULTS["steps"], step=1, label="steps", elem_id="g-steps")
+                        g_schedule = gr.Dropdown(SCHEDULES, value=DEFAULTS["schedule"], label="schedule",
+                                                 elem_id="g-schedule")
+                        g_sampler = gr.Dropdown(SAMPLERS, value=DEFAULTS["sampler"], label="sampler",
+                                                elem_id="g-sampler")
+                        g_steps = gr.Slider(1, MAX_STEPS, value=DEFAULTS["steps"], step=1, label="steps",
+                                            elem_id="g-steps")
                         with gr.Row(equal_height=True):
-                            g_seed = gr.Number(DEFAULTS["seed"], precision=0, minimum=0, maximum=engine.MAX_SEED, label="seed",
-                                               elem_id="g-seed", scale=4)
+                            g_seed = gr.Number(DEFAULTS["seed"], precision=0, minimum=0, maximum=engine.MAX_SEED,
+                                               label="seed", elem_id="g-seed", scale=4)
                             g_dice = gr.Button("random", scale=1, min_width=60, elem_id="g-dice")
                         g_n = gr.Slider(1, MAX_N, value=DEFAULTS["n"], step=1, label="images (n)", elem_id="g-n")
                         with gr.Accordion("Advanced (sampler options)", open=False):
@@ -152,7 +157,8 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                 with gr.Row():
                     c_model = gr.Dropdown(image_models, value=default_model, label="model", elem_id="c-model",
                                           allow_custom_value=True)
-                    c_seed = gr.Number(0, precision=0, minimum=0, maximum=engine.MAX_SEED, label="seed", elem_id="c-seed")
+                    c_seed = gr.Number(0, precision=0, minimum=0, maximum=engine.MAX_SEED, label="seed",
+                                       elem_id="c-seed")
                     c_n = gr.Slider(1, H.COMPARE_MAX_N, value=1, step=1, label="images per panel", elem_id="c-n")
                     c_panels = gr.Slider(1, 6, value=3, step=1, label="panels", elem_id="c-panels")
                 c_rows = []
@@ -229,8 +235,8 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                     g_ss, g_snr, g_nc]
         g_outputs = [g_image, g_gallery, g_gif, g_png, g_plot, g_status, g_link]
         generate_run = dict(outputs=g_outputs, show_progress_on=[g_status], concurrency_id="generate")
-        gen_event = g_run.click(h.generate, inputs=g_inputs, **generate_run, api_name="generate", concurrency_limit=WORKERS,
-                                validator=validator(h.generate_settings, "generate"))
+        gen_event = g_run.click(h.generate, inputs=g_inputs, **generate_run, api_name="generate",
+                                concurrency_limit=WORKERS, validator=validator(h.generate_settings, "generate"))
         g_stop.click(None, cancels=[gen_event], api_visibility="private")
         # the user's choice of sampler brings its spacing (a link's restored values leave the link's spacing)
         g_sampler.input(lambda name: engine.sampler_spec(name).spacing, g_sampler, g_spacing, api_visibility="private",

@@ -348,3 +348,34 @@ def test_parse_query_keeps_only_valid_values():
                      "seed": "-3", "eta": "0.5", "panels": "4", "steps_2": "7", "sampler_3": "ode", "n": "1.5"})
     assert q == {"tab": "compare", "model": "m", "schedule": "karras", "steps": 20, "eta": 0.5, "panels": 4,
                  "steps_2": 7, "sampler_3": "ode"}
+
+
+def test_default_result_is_made_once_and_kept(fixture_checkpoints):
+    """The result every page opens with: one run per process, then served from memory; files that were removed
+    (Gradio's and the app's clean-up) are written again from memory, without a run."""
+    import shutil
+
+    from space.handlers import Handlers
+    from space.models import ModelStore
+
+    h = Handlers(ModelStore(fixture_checkpoints))
+    runs = []
+    real = h.generate
+
+    def counted(*args, **kwargs):
+        runs.append(args)
+        yield from real(*args, **kwargs)
+
+    h.generate = counted
+    image, gallery, gif, png, plot, status, link = h.default_result()
+    assert runs == [tuple(h.default_values())] and runs[0][:7] == ("tiny-digits", "cosine", "ddim", 50, 0, 4, "leading")
+    assert status.startswith("done: 50/50 steps") and status.endswith("kept from this server's first run of the default "
+                                                                      "settings")
+    assert link.startswith("?tab=generate&model=tiny-digits&schedule=cosine&sampler=ddim&steps=50&seed=0&n=4")
+    assert len(gallery) == 2 * 12 and plot.type == "matplotlib"
+    first = pixels(image)
+    assert h.default_result()[0] == image and len(runs) == 1
+    shutil.rmtree(os.path.dirname(image))
+    again = h.default_result()
+    assert len(runs) == 1 and again[0] != image and np.array_equal(pixels(again[0]), first)
+    assert all(os.path.exists(p) for p in (again[2], again[3], *(g for g, _ in again[1])))

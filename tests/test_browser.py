@@ -139,7 +139,8 @@ def test_generate_compare_and_deep_link(server, page):
     page.get_by_role("button", name="10 steps: cosine vs linear").click()
     wait_done(page, "#c-status textarea", "done: 10 rounds")
     assert value_of(page, "#c-panels input[type=number]") == "2"
-    assert "panels=2&schedule_1=cosine&sampler_1=ddim&steps_1=10&schedule_2=linear" in value_of(page, "#c-link textarea")
+    assert "panels=2&schedule_1=cosine&sampler_1=ddim&steps_1=10&schedule_2=linear" in value_of(page,
+                                                                                               "#c-link textarea")
     shot(page, "03a-example.png")
 
     # the Compare link restores the panels and runs them again: the same rounds

@@ -305,7 +305,9 @@ def test_stop_cancels_every_generate_run(server):
     cancelled = {i for d in config["dependencies"] if [stop, "click"] in [list(t) for t in d["targets"]]
                  for i in d["cancels"]}
     runs = {fn._id for fn in demo.fns.values() if fn.concurrency_id == "generate"}
-    assert len(runs) == 2 + len(EXAMPLES) and runs <= cancelled
+    examples = [c for c in config["components"] if c["type"] == "button" and c["props"].get("value") in dict(EXAMPLES)]
+    assert len(examples) == 2  # the fixtures have no score model: no Langevin example
+    assert len(runs) == 2 + len(examples) and runs <= cancelled
 
 
 def test_an_invalid_request_is_refused_before_the_queue(server, capsys):
