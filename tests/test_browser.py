@@ -167,7 +167,14 @@ def test_deep_link_restores_settings(server, page):
     wait_done(page, "#g-status textarea", "done: 7/7 steps")
     page.wait_for_selector("#live-image img")
     assert value_of(page, "#g-link textarea").startswith(server + "?tab=generate&model=tiny-digits")
+    page.get_by_text("Advanced (sampler options)").click()
+    page.wait_for_selector("#g-spacing input[value=trailing][aria-checked=true]", timeout=30_000)  # the link's
     shot(page, "04-deep-link.png")
+    # choosing a sampler brings the spacing that suits it (engine.SAMPLERS[name].spacing)
+    for sampler, spacing in (("ddim", "leading"), ("dpm-solver++", "trailing")):
+        page.locator("#g-sampler input").click()
+        page.get_by_role("option", name=sampler).click()
+        page.wait_for_selector(f"#g-spacing input[value={spacing}][aria-checked=true]", timeout=30_000)
 
     page.goto(server + "?tab=compare&panels=4&steps_4=9", wait_until="domcontentloaded")
     page.wait_for_selector("#c-run", state="visible", timeout=30_000)
