@@ -1,4 +1,4 @@
-"""Launch the Diffusion Explorer app: ``python app.py [--host 127.0.0.1] [--port 7860] [--share] [--no-compile]
+"""Launch the Denoisery app: ``python app.py [--host 127.0.0.1] [--port 7860] [--share] [--no-compile]
 [--precision auto|float32|bfloat16] [--threads 1]``.
 
 On Hugging Face Spaces this file is the ``app_file``; there the defaults apply (host/port from the environment).
@@ -22,11 +22,11 @@ from space import CSS, build_demo  # noqa: E402
 from space.handlers import warm_up  # noqa: E402
 from space.models import ModelStore  # noqa: E402
 
-log = logging.getLogger("diffusion-explorer")
+log = logging.getLogger("denoisery")
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Diffusion Explorer web app")
+    p = argparse.ArgumentParser(description="Denoisery web app")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="ask Gradio for a public *.gradio.live link")
@@ -50,9 +50,10 @@ def main(argv=None) -> None:
     store = ModelStore(args.checkpoints, background_compile=not args.no_compile, precision=args.precision)
     demo = build_demo(store=store)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, prevent_thread_lock=True)
-    # the page is served: now import matplotlib, draw the default schedule plot (left out of the start-up, ~1 s) and
-    # queue the default model's compile
-    threading.Thread(target=warm_up, kwargs={"store": store}, name="warm-up", daemon=True).start()
+    # the page is served: now import matplotlib, draw the default schedule plot (left out of the start-up, ~1 s), queue
+    # the default model's compile and make the default settings' result that every page opens with
+    threading.Thread(target=warm_up, kwargs={"store": store, "handlers": demo.handlers}, name="warm-up",
+                     daemon=True).start()
     if args.share and not getattr(demo, "share_url", None):
         log.warning("--share: no public link was made (no internet connection, or the share server refused); "
                     "still serving locally at %s", demo.local_url)

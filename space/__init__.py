@@ -1,4 +1,4 @@
-"""The Gradio interface of Diffusion Explorer. ``build_demo(checkpoint_dir=None)`` returns the Blocks app;
+"""The Gradio interface of Denoisery. ``build_demo(checkpoint_dir=None)`` returns the Blocks app;
 all diffusion maths lives in ``engine``."""
 from .ui import CSS, build_demo
 

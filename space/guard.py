@@ -9,11 +9,15 @@ logged with their context.
   generic "error". The message names the API parameter and says what is allowed.
 - ``process_api`` logs a refused request (``gr.Error``) on one line with its endpoint and values, and strips
   server paths from the message; any other exception is logged with its traceback and the client gets only
-  "ENDPOINT failed on the server (reference R)", R being the key to the log entry.
+  "ENDPOINT failed on the server (reference R)", R being the key to the log entry. For an event's ``validator``
+  (``validator(check, endpoint)``), which Gradio runs when a request arrives, before it takes a place in the queue,
+  the same refusal is answered as Gradio's validation result: the message is painted on the input it names and
+  reaches the client at once (gradio_client: ``ValidationError``; HTTP 422 with the message per parameter).
 - ``launch`` caps the size of uploaded files (``max_file_size``) unless the caller sets another cap.
 """
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import math
@@ -27,7 +31,7 @@ from gradio.utils import get_upload_folder, is_in_or_equal
 
 from .imaging import MAX_UPLOAD_BYTES, check_upload
 
-log = logging.getLogger("diffusion-explorer")
+log = logging.getLogger("denoisery")
 
 MAX_TEXT = 1000  # characters accepted in a text field or a custom-value dropdown
 _PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[\\/](?:[\w.@+-]+[\\/])+[\w.@+-]*")
@@ -137,6 +141,28 @@ def _summary(names: list[str], values: list) -> str:
     return ", ".join(parts)
 
 
+def validator(check, endpoint: str):
+    """``check`` (an endpoint's checks: a function of the endpoint's parameters that raises gr.Error) as a Gradio
+    ``validator=``: all inputs valid when it returns. Named ``endpoint`` for the log; a refusal is turned into
+    Gradio's validation result by ``GuardedBlocks.process_api``."""
+    @functools.wraps(check)  # its signature: Gradio passes the inputs_kwargs by keyword
+    def validate(*args, **kwargs):
+        check(*args, **kwargs)
+        return [gr.validate(True, "") for _ in range(len(args) + len(kwargs))]
+    validate.__name__ = endpoint
+    return validate
+
+
+def _refused_input(names: list[str], message: str) -> int:
+    """The position of the input a refusal is about: the first parameter the message names ("steps of panel 2"
+    names steps_2), else the first input."""
+    message = re.sub(r"\b(\w+) of panel (\d)\b", r"\1_\2", message)
+    for i, name in enumerate(names):
+        if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", message):
+            return i
+    return 0
+
+
 class GuardedBlocks(gr.Blocks):
     """``gr.Blocks`` that checks raw inputs, logs every failure with its context and never leaks internals."""
 
@@ -158,11 +184,15 @@ class GuardedBlocks(gr.Blocks):
         if len(inputs) < len(block_fn.inputs):
             raise gr.Error(f"{self.endpoint(block_fn)} takes {len(block_fn.inputs)} values ({', '.join(names)}); "
                            f"got {len(inputs)}")
-        for name, block, value in zip(names, block_fn.inputs, inputs):
+        for i, (name, block, value) in enumerate(zip(names, block_fn.inputs, inputs)):
             if block.stateful:
                 continue
             current = state[block._id] if state is not None and block._id in state else block  # per-session copy
-            check_value(name, current, value)
+            try:
+                check_value(name, current, value)
+            except gr.Error as err:
+                err.input_index = i  # for a validator's answer: the input to mark
+                raise
         return await super().preprocess_data(block_fn, inputs, state, *args, **kwargs)
 
     async def process_api(self, block_fn, inputs, *args, **kwargs):
@@ -175,17 +205,25 @@ class GuardedBlocks(gr.Blocks):
             err.message = redact(str(err.message))
             err.print_exception = False
             log.info("%s refused: %s | %s", endpoint, err.message, _summary(self._names(fn), inputs))
-            raise
+            refusal = err
         except InvalidPathError:
             log.warning("%s refused a file that was not uploaded to this app | %s", endpoint,
                         _summary(self._names(fn), inputs))
-            raise gr.Error("files must be uploaded to this app first (gradio_client: handle_file(path))",
-                           print_exception=False) from None
+            refusal = gr.Error("files must be uploaded to this app first (gradio_client: handle_file(path))",
+                               print_exception=False)
+            refusal.input_index = next((i for i, v in enumerate(inputs) if isinstance(v, dict) and "path" in v), None)
         except Exception:
             ref = uuid.uuid4().hex[:8]
             log.exception("%s failed (reference %s) | %s", endpoint, ref, _summary(self._names(fn), inputs))
-            raise gr.Error(f"{endpoint} failed on the server (reference {ref}); the error was logged. "
-                           f"Try again, or with other settings.", print_exception=False) from None
+            refusal = gr.Error(f"{endpoint} failed on the server (reference {ref}); the error was logged. "
+                               f"Try again, or with other settings.", print_exception=False)
+        if getattr(fn, "is_validator_function", False):  # answered before the request queues
+            names = self._names(fn)
+            bad = getattr(refusal, "input_index", None)
+            bad = _refused_input(names, refusal.message) if bad is None else bad
+            return {"data": [gr.validate(i != bad, refusal.message if i == bad else "") for i in range(len(names))],
+                    "is_generating": False}
+        raise refusal from None
 
     def launch(self, *args, max_file_size: int | str | None = MAX_UPLOAD_BYTES, **kwargs):
         return super().launch(*args, max_file_size=max_file_size, **kwargs)

@@ -1,21 +1,20 @@
 """Event handlers: each turns UI values into engine calls and engine results into pictures. No diffusion maths.
 
 Handlers are methods of ``Handlers`` (one per app, bound to a ``ModelStore``); their parameter names are the
-keyword names of the API endpoints.
+keyword names of the API endpoints. Each endpoint's checks are a method of their own (``generate_settings``,
+``compare_panels``, ``forward_settings``, ``field_settings``) with the endpoint's parameters: the handler runs them,
+and the UI gives them to Gradio as the event's ``validator``, so a bad value is answered before the request queues.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
+import threading
 import time
-import uuid
 
 import gradio as gr
 import numpy as np
 from gradio.components.plot import PlotData
-from gradio.utils import get_upload_folder
 
 import engine
 from engine import compare as engine_compare
@@ -24,25 +23,23 @@ from engine import evaluate
 from engine import fields as engine_fields
 from engine import forward as engine_forward
 
-from . import engine_thread, imaging, plots
+from . import engine_thread, imaging, plots, streaming
 from .engine_thread import on_engine_thread
 from .guard import shown
 from .models import ModelStore
-from .settings import (MAX_N, MAX_SEED, MAX_STEPS, OPTION_DEFAULTS, SAMPLERS, SCHEDULES, SPACINGS, as_float, as_int,
-                       base_url, choice, nfe_estimate, query_string, sampler_opts)
+from .settings import (DEFAULT_MODEL, DEFAULTS, MAX_N, MAX_STEPS, OPTIONS, SAMPLERS, SCHEDULES, SPACINGS, as_float,
+                       as_int, base_url, choice, pick, query_string, sampler_opts)
 
 N_SNAPSHOTS = 12  # x_t / x̂0 pairs in the gallery
 N_GIF_FRAMES = 60
-UPDATE_EVERY_S = 0.2  # at most this often a streamed update (5 per second)
-GALLERY_EVERY_S = 0.5  # the gallery (Gradio checks each of its files at every send) at most this often mid-run
 FORWARD_DATASETS = ["mnist", "digits8", "fashion-mnist"]
 MAX_TIMESTEPS = 12  # t values in one Forward-process request
 FIELD_SIGMA = (0.01, 5.0)  # the Score-field tab's ranges (its sliders use them too)
 FIELD_MAX_STEPS = 200
 FIELD_PARTICLES = (10, 2000)
-RESULTS_MAX_AGE_S = 3600  # result folders (PNG, GIF) older than this are removed when a new one is made
+COMPARE_MAX_N = 4  # images per Compare panel
 
-log = logging.getLogger("diffusion-explorer")
+log = logging.getLogger("denoisery")
 
 
 def _err(err: Exception) -> gr.Error:
@@ -61,29 +58,71 @@ def _quality(classifier, images) -> str:
     return f"{' '.join(map(str, label.tolist()))} ({float(p.mean()):.2f})"
 
 
+def _plot(curves: list[dict], t: int | None = None) -> PlotData:
+    """The kept schedule plot of ``curves`` (drawn on first use) with step ``t`` marked, as ready PNG data."""
+    return PlotData(type="matplotlib", plot=plots.schedule_plot(curves).png(t))
+
+
 def generate_curves(schedule: str, sampler: str, steps: int, spacing: str) -> list[dict]:
     """The Generate tab's schedule plot: the schedule's curves with the run's timesteps ticked."""
     visited = engine.get_schedule(schedule).timesteps(steps, spacing).tolist()
     return [{"schedule": schedule, "label": f"{schedule} · {sampler}", "visited": visited}]
 
 
-def warm_up(schedule="cosine", sampler="ddim", steps=50, spacing="leading", store: ModelStore | None = None,
-            model: str = "mnist-ddpm", batches=(1, 4)) -> None:
+def warm_up(store: ModelStore | None = None, handlers: Handlers | None = None, batches=(1, 4)) -> None:
     """Import matplotlib and draw the schedule plot of the default Generate settings, so that the first request
     pays for neither (~1 s); for a background thread once the page is served (app.py). With a ``store`` whose models
-    compile in the background, also run ``model`` for one step at each of ``batches`` (one image, and the Generate
-    tab's default four), which queues their compile before the first visitor asks; that run is made on the engine
-    thread, like every request's."""
-    plots.schedule_plot(generate_curves(schedule, sampler, steps, spacing))
-    if store is not None and store.background_compile and model in store.image_models():
-        net = store.load(model)
+    compile in the background, also run the default model for one step at each of ``batches`` (one image, and the
+    Generate tab's default four), which queues their compile before the first visitor asks; that run is made on the
+    engine thread, like every request's. With ``handlers``, then make the default settings' result that every page
+    opens with (``Handlers.default_result``), so that the first visitor need not wait for it either."""
+    d = DEFAULTS
+    plots.schedule_plot(generate_curves(d["schedule"], d["sampler"], d["steps"], d["spacing"]))
+    if store is not None and store.background_compile and DEFAULT_MODEL in store.image_models():
+        net = store.load(DEFAULT_MODEL)
         for n in batches:
-            engine_thread.run(engine.sample, net, schedule=schedule, sampler=sampler, steps=1, seed=0, n=n,
-                              spacing=spacing)
+            engine_thread.run(engine.sample, net, schedule=d["schedule"], sampler=d["sampler"], steps=1, seed=0, n=n,
+                              spacing=d["spacing"])
+    if handlers is not None:
+        handlers.default_result()
 
 
 def _snapshot_indices(total: int, k: int = N_SNAPSHOTS) -> set[int]:
     return set(np.linspace(0, total - 1, min(k, total)).round().astype(int).tolist())
+
+
+class KeptResult:
+    """A finished Generate result held in memory (its files' bytes) and served again as files: the default
+    settings' result that a page opened without a result link shows at once.
+
+    The files are written into a results folder once and served from there; when they are older than half of
+    ``streaming.RESULTS_MAX_AGE_S`` (after which the app and Gradio remove them) or gone, they are written again into
+    a fresh folder, so every file served has at least half an hour to live."""
+
+    def __init__(self, final: tuple):
+        image, gallery, gif, png, self.plot, status, self.query = final
+        self.status = f"{status} · kept from this server's first run of the default settings"
+        paths = [image, gif, png, *(path for path, _ in gallery)]
+        self.files = {}
+        for path in paths:
+            with open(path, "rb") as f:
+                self.files[os.path.basename(path)] = f.read()
+        self.names = [os.path.basename(p) for p in paths[:3]]
+        self.gallery = [(os.path.basename(path), caption) for path, caption in gallery]
+        self.dir, self.written = None, 0.0
+
+    def outputs(self, base: str) -> tuple:
+        """Generate's outputs (image, gallery, gif, png, plot, status, link), the link under the page's ``base``."""
+        if self.dir is None or time.time() - self.written > streaming.RESULTS_MAX_AGE_S / 2 or not all(
+                os.path.exists(os.path.join(self.dir, name)) for name in self.files):
+            folder = streaming.results_dir()
+            for name, data in self.files.items():
+                with open(os.path.join(folder, name), "wb") as f:
+                    f.write(data)
+            self.dir, self.written = folder, time.time()
+        image, gif, png = (os.path.join(self.dir, name) for name in self.names)
+        gallery = [(os.path.join(self.dir, name), caption) for name, caption in self.gallery]
+        return image, gallery, gif, png, self.plot, self.status, base + self.query
 
 
 class Handlers:
@@ -91,31 +130,14 @@ class Handlers:
         self.store = store
         self.max_nfe = max_nfe
         self.time_budget_s = time_budget_s
+        self._kept: tuple[str, KeptResult] | None = None  # (model, the default settings' result)
+        self._kept_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------ common ---
 
-    def _out_dir(self) -> str:
-        """A fresh folder for one result's files (live frames, gallery snapshots, GIF, PNG), inside Gradio's cache
-        folder (``GRADIO_TEMP_DIR``), so Gradio serves them as they are instead of hashing and copying each file at
-        every streamed update. Folders older than RESULTS_MAX_AGE_S are removed here (Gradio's ``delete_cache``
-        removes the files too)."""
-        root = os.path.join(get_upload_folder(), "diffusion-explorer")
-        os.makedirs(root, exist_ok=True)
-        cutoff = time.time() - RESULTS_MAX_AGE_S
-        for name in os.listdir(root):
-            path = os.path.join(root, name)
-            try:
-                if os.path.getmtime(path) < cutoff:
-                    shutil.rmtree(path, ignore_errors=True)
-            except OSError:
-                pass
-        path = os.path.join(root, uuid.uuid4().hex)  # its files are served by URL: a name nobody can guess
-        os.mkdir(path)
-        return path
-
-    def _model(self, name, kind: str = "image"):
-        """The loaded model called ``name`` — a name from the list of intact models, never a path — or gr.Error.
-        Messages name no server path (the log has the details)."""
+    def model_name(self, name, kind: str = "image") -> str:
+        """``name`` if it is one of the intact models of ``kind`` ("image" or "toy") — a name, never a path — else
+        gr.Error listing those models."""
         names = self.store.image_models() if kind == "image" else self.store.toy_models()
         if not names:
             what = "image" if kind == "image" else "2-D toy"
@@ -123,6 +145,12 @@ class Handlers:
                            f"(python -m engine train --config engine/configs/...) or set ENGINE_CHECKPOINTS")
         if not isinstance(name, str) or name not in names:
             raise gr.Error(f"unknown model {shown(name)}; models available here: {', '.join(names)}")
+        return name
+
+    def _model(self, name, kind: str = "image"):
+        """The loaded model called ``name`` (checked by ``model_name``), or gr.Error. Messages name no server path
+        (the log has the details)."""
+        name = self.model_name(name, kind)
         try:
             return self.store.load(name)
         except (ValueError, engine.CheckpointError) as err:  # its files changed and no longer check out
@@ -130,41 +158,43 @@ class Handlers:
             raise gr.Error(f"model {name} cannot be loaded now: its checkpoint changed or is damaged; "
                            f"try another model") from None
 
-    def _settings(self, model, schedule, sampler, steps, seed, n, spacing, opts_in: dict) -> dict:
+    # ---------------------------------------------------------------------------------------- generate ---
+
+    def generate_settings(self, model, schedule, sampler, steps, seed, n, spacing, eta, variance, n_steps_each,
+                          step_size, snr, n_corrector) -> dict:
+        """Generate's checks: the run's settings ({model, schedule, sampler, steps, seed, n, spacing, options}), or
+        gr.Error naming the parameter and what is allowed (the network-evaluation budget included)."""
         s = {
             "model": model,
             "schedule": choice("schedule", schedule, SCHEDULES),
             "sampler": choice("sampler", sampler, SAMPLERS),
             "steps": as_int("steps", steps, 1, MAX_STEPS),
-            "seed": as_int("seed", seed, 0, MAX_SEED),
+            "seed": as_int("seed", seed, 0, engine.MAX_SEED),
             "n": as_int("n", n, 1, MAX_N),
             "spacing": choice("spacing", spacing, SPACINGS),
         }
-        s["options"] = sampler_opts(s["sampler"], opts_in)
-        est = nfe_estimate(s["sampler"], s["steps"], s["options"]) * s["n"]
+        s["options"] = sampler_opts(s["sampler"], dict(eta=eta, variance=variance, n_steps_each=n_steps_each,
+                                                       step_size=step_size, snr=snr, n_corrector=n_corrector))
+        est = engine.sampler_spec(s["sampler"]).nfe(s["steps"], s["options"]) * s["n"]
         if est > self.max_nfe:
-            raise gr.Error(f"this run needs about {est:,} network evaluations (steps × per-step evaluations × n); "
+            raise gr.Error(f"this run needs {est:,} network evaluations (steps × per-step evaluations × n); "
                            f"the limit per request is {self.max_nfe:,}: use fewer steps, images or corrector steps")
+        self.model_name(model)
         return s
 
-    # ---------------------------------------------------------------------------------------- generate ---
-
     @on_engine_thread
-    def generate(self, model, schedule, sampler, steps, seed, n=1, spacing="leading", eta=0.0,
-                 variance="fixed_small", n_steps_each=5, step_size=0.5, snr=0.16, n_corrector=1,
-                 request: gr.Request = None):
+    def generate(self, model, schedule, sampler, steps, seed, n=1, spacing="leading", eta=OPTIONS["eta"],
+                 variance=OPTIONS["variance"], n_steps_each=OPTIONS["n_steps_each"], step_size=OPTIONS["step_size"],
+                 snr=OPTIONS["snr"], n_corrector=OPTIONS["n_corrector"], request: gr.Request = None):
         """Stream a sampling run. Yields (image, gallery, gif, png, plot, status, link).
 
-        What each streamed update costs is kept small (a 50-step run sends 3–5, at most one per UPDATE_EVERY_S):
-        the live image is a PNG this handler writes itself (zlib level 1) into a folder inside Gradio's cache, like
-        the gallery's snapshots, the GIF and the download PNG, so Gradio neither re-encodes nor hashes and copies
-        them; the gallery is sent only when it has new snapshots, at most every GALLERY_EVERY_S; the schedule plot
-        is drawn once per setting and kept, and only its current-step marker is redrawn (``plots.schedule_plot``),
-        sent as ready PNG data; the GIF's frames become pictures in one go at the end. Mid-run, the downloads and
-        the link are None (the last run's are cleared when this one starts)."""
-        opts_in = dict(eta=eta, variance=variance, n_steps_each=n_steps_each, step_size=step_size, snr=snr,
-                       n_corrector=n_corrector)
-        s = self._settings(model, schedule, sampler, steps, seed, n, spacing, opts_in)
+        ``streaming.Stream`` paces the updates (a 50-step run sends 3–5) and writes the pictures as files; the
+        schedule plot is drawn once per setting and kept, and only its current-step marker is redrawn
+        (``plots.schedule_plot``); the GIF's frames become pictures in one go at the end. Mid-run, the downloads and
+        the link are None: the last run's are cleared when this one starts (gr.skip() would cost Gradio ~1 ms per
+        output, as it rebuilds the component's config)."""
+        s = self.generate_settings(model, schedule, sampler, steps, seed, n, spacing, eta, variance, n_steps_each,
+                                   step_size, snr, n_corrector)
         net = self._model(s["model"])
         try:
             run = engine.generate(net, schedule=s["schedule"], sampler=s["sampler"], steps=s["steps"],
@@ -173,102 +203,105 @@ class Handlers:
             raise _err(err) from None
         curves = generate_curves(s["schedule"], s["sampler"], s["steps"], s["spacing"])
         total = s["steps"]
-        snaps = _snapshot_indices(total)
-        gif_at = _snapshot_indices(total, N_GIF_FRAMES)
-        gallery: list[tuple] = []
-        frames: list = []
-        tmp = self._out_dir()
-        t0 = last = time.perf_counter()
-        gallery_due = t0  # the first snapshots go out with the first frame
+        snaps, gif_at = _snapshot_indices(total), _snapshot_indices(total, N_GIF_FRAMES)
+        frames: list = []  # the GIF's, kept as tensors: converted to pictures in one go at the end
+        live = streaming.Stream(self.time_budget_s)
         step = None
-        marked = None  # the schedule plot, drawn (or found kept) after the first frame has gone out
-        skip = gr.skip()
-        gallery_dirty = False
         try:
             for step in run:
-                now = time.perf_counter()
-                elapsed = now - t0
                 if step.i in snaps:  # saved once as files, so re-sending the gallery re-encodes nothing
-                    for kind, x in (("x_t", step.x_t), ("x̂0", step.x0_pred)):
-                        path = os.path.join(tmp, f"{'xt' if kind == 'x_t' else 'x0'}_{step.i:04d}.png")
-                        imaging.save_png(imaging.display(x, 160), path)
-                        gallery.append((path, _caption(kind, step, total)))
-                    gallery_dirty = True
-                if step.i in gif_at:  # kept as tensors: converted to pictures in one go at the end
+                    for kind, tag, x in (("x_t", "xt", step.x_t), ("x̂0", "x0", step.x0_pred)):
+                        live.snapshot(imaging.display(x, 160), f"{tag}_{step.i:04d}.png", _caption(kind, step, total))
+                if step.i in gif_at:
                     frames.append(step.x_t.detach().clone())
-                if elapsed > self.time_budget_s and step.i + 1 < total:
-                    gr.Warning(f"stopped after {elapsed:.1f} s (time budget {self.time_budget_s:g} s per request)")
+                if step.i + 1 == total:
+                    continue
+                if live.over_budget():
                     break
-                if step.i + 1 < total and (step.i == 0 or now - last >= UPDATE_EVERY_S):
-                    # the first frame goes out at once (without the plot); later ones at most every UPDATE_EVERY_S
-                    last = now
+                if live.due(first=step.i == 0):
+                    # the first frame goes out at once, with the plot only if it is kept (a first drawing waits)
+                    plot = _plot(curves, step.t) if step.i > 0 or plots.is_kept(curves) else gr.skip()
                     status = (f"step {step.i + 1}/{total} · t={step.t} · σ={step.sigma:.3g} · NFE {step.nfe} · "
-                              f"{(step.i + 1) / max(elapsed, 1e-9):.1f} steps/s · {elapsed:.1f} s")
-                    # gr.skip() costs Gradio ~1 ms per output (it rebuilds the component's config), so outputs
-                    # without a value yet are sent as None: the downloads and the link of the last run are
-                    # cleared when this one starts, and filled at its end
-                    plot = skip
-                    if step.i > 0 or plots.is_kept(curves):  # a first drawing waits until the first frame is out
-                        marked = marked or plots.schedule_plot(curves)
-                        plot = PlotData(type="matplotlib", plot=marked.png(step.t))
-                    shown_gallery = skip
-                    if gallery_dirty and now >= gallery_due:
-                        shown_gallery, gallery_dirty, gallery_due = list(gallery), False, now + GALLERY_EVERY_S
-                    frame = imaging.save_png(imaging.display(step.x_t), os.path.join(tmp, f"live_{step.i:04d}.png"))
-                    yield frame, shown_gallery, None, None, plot, status, None
+                              f"{live.rate(step.i + 1)} · {live.elapsed:.1f} s")
+                    frame = live.save(imaging.display(step.x_t), f"live_{step.i:04d}.png")
+                    yield frame, live.gallery_update(), None, None, plot, status, None
         except ValueError as err:  # a sampler's own option check runs at its first step
             raise _err(err) from None
         if step is None:
             raise gr.Error("the sampler produced no steps")
-        elapsed = time.perf_counter() - t0
+        elapsed = live.elapsed
         final = imaging.grid(step.x_t)
-        stopped = step.i + 1 < total  # by the time budget
         if step.i not in gif_at:
             frames.append(step.x_t.detach().clone())
         settings = {k: v for k, v in s.items() if k != "options"}
         settings.update(s["options"])
-        settings["app"] = "diffusion-explorer"
-        settings["nfe"] = step.nfe
+        link = base_url(request) + query_string({"tab": "generate", **settings})
+        settings.update(app="denoisery", nfe=step.nfe)
         stem = f"{s['model']}_{s['schedule']}_{s['sampler']}_{s['steps']}_seed{s['seed']}"
-        png = imaging.png_with_settings(final, settings, tmp, stem)
-        gif = imaging.gif([imaging.upscale(f) for f in imaging.grids(frames)], tmp, stem)
-        link = base_url(request) + query_string({"tab": "generate", **{k: v for k, v in settings.items()
-                                                                        if k not in ("app", "nfe")}})
-        head = f"stopped by the time budget ({self.time_budget_s:g} s per request)" if stopped else "done"
-        status = (f"{head}: {step.i + 1}/{total} steps · NFE {step.nfe} · {(step.i + 1) / max(elapsed, 1e-9):.1f} "
-                  f"steps/s · {elapsed:.2f} s")
-        marked = marked or plots.schedule_plot(curves)
-        plot = PlotData(type="matplotlib", plot=marked.png(step.t))
-        image = imaging.save_png(imaging.upscale(final), os.path.join(tmp, "final.png"))
-        yield image, list(gallery), gif, png, plot, status, link
+        png = imaging.png_with_settings(final, settings, live.dir, stem)
+        gif = imaging.gif([imaging.upscale(f) for f in imaging.grids(frames)], live.dir, stem)
+        head = "done" if step.i + 1 == total else f"stopped by the time budget ({self.time_budget_s:g} s per request)"
+        status = f"{head}: {step.i + 1}/{total} steps · NFE {step.nfe} · {live.rate(step.i + 1)} · {elapsed:.2f} s"
+        image = live.save(imaging.upscale(final), "final.png")
+        yield image, list(live.gallery), gif, png, _plot(curves, step.t), status, link
+
+    def default_values(self) -> list:
+        """Generate's arguments at the page's default settings (model, schedule, …, n_corrector), in order; None
+        when no image model is available."""
+        model = pick(self.store.image_models(), DEFAULT_MODEL)
+        if model is None:
+            return None
+        d = DEFAULTS
+        return [model, d["schedule"], d["sampler"], d["steps"], d["seed"], d["n"], d["spacing"], *OPTIONS.values()]
+
+    def default_result(self, request: gr.Request | None = None) -> tuple | None:
+        """Generate's outputs at the default settings (``default_values``), made by the first call in this process
+        and then kept in memory (``KeptResult``): every page opened without a result link shows it at once, and no
+        visitor pays for the run again. None when no image model is available."""
+        values = self.default_values()
+        if values is None:
+            return None
+        with self._kept_lock:  # the first callers wait for one run; never held on an engine thread
+            if self._kept is None or self._kept[0] != values[0]:
+                final = None
+                for final in self.generate(*values):
+                    pass
+                self._kept = (values[0], KeptResult(final))
+            return self._kept[1].outputs(base_url(request))
 
     # ----------------------------------------------------------------------------------------- compare ---
 
-    @on_engine_thread
-    def compare(self, model, seed, panels=3, n=1, request: gr.Request = None, **panel_values):
-        """Run up to 6 panels in lock-step from one seed. Yields (gallery, plot, table, status, trajectories,
-        scrub-slider update, link)."""
-        seed = as_int("seed", seed, 0, MAX_SEED)
+    def compare_panels(self, model, seed, panels, n, **panel_values) -> tuple[int, int, list]:
+        """Compare's checks: (seed, n, panel settings), or gr.Error naming the parameter (the panels' budget of
+        network evaluations included)."""
+        seed = as_int("seed", seed, 0, engine.MAX_SEED)
         count = as_int("panels", panels, 1, engine_compare.MAX_PANELS)
-        n = as_int("n", n, 1, 4)
+        n = as_int("n", n, 1, COMPARE_MAX_N)
         specs = []
         for k in range(1, count + 1):
             sched = choice(f"schedule of panel {k}", panel_values.get(f"schedule_{k}"), SCHEDULES)
             samp = choice(f"sampler of panel {k}", panel_values.get(f"sampler_{k}"), SAMPLERS)
             steps = as_int(f"steps of panel {k}", panel_values.get(f"steps_{k}"), 1, MAX_STEPS)
-            spacing = "trailing" if samp == "dpm-solver++" else "leading"
-            specs.append(engine_compare.Panel(sched, samp, steps, spacing))
-        est = sum(nfe_estimate(p.sampler, p.steps, OPTION_DEFAULTS) for p in specs) * n
+            specs.append(engine_compare.Panel(sched, samp, steps, engine.sampler_spec(samp).spacing))
+        est = sum(engine.sampler_spec(p.sampler).nfe(p.steps) for p in specs) * n
         if est > self.max_nfe:
-            raise gr.Error(f"these panels need about {est:,} network evaluations; the limit per request is "
+            raise gr.Error(f"these panels need {est:,} network evaluations; the limit per request is "
                            f"{self.max_nfe:,}: use fewer steps or panels")
+        self.model_name(model)
+        return seed, n, specs
+
+    @on_engine_thread
+    def compare(self, model, seed, panels=3, n=1, request: gr.Request = None, **panel_values):
+        """Run up to 6 panels in lock-step from one seed. Yields (gallery, plot, table, status, trajectories,
+        scrub-slider update, link)."""
+        seed, n, specs = self.compare_panels(model, seed, panels, n, **panel_values)
         net = self._model(model)
         try:
             comp = engine_compare.compare(net, specs, seed=seed, n=n)
         except ValueError as err:
             raise _err(err) from None
         traj: list[list[np.ndarray]] = [[] for _ in specs]
-        t0 = last = time.perf_counter()
+        live = streaming.Stream(self.time_budget_s, streaming.COMPARE_EVERY_S)
         skip = gr.skip()
         latest = None
         try:
@@ -276,13 +309,10 @@ class Handlers:
                 for k, st in enumerate(latest):
                     if not comp.done[k] and len(traj[k]) <= st.i:
                         traj[k].append(np.asarray(imaging.grid(st.x_t)))
-                now = time.perf_counter()
-                if comp.rounds == 1 or now - last >= UPDATE_EVERY_S * 2:
-                    last = now
-                    yield (self._compare_gallery(latest, comp, specs), skip, skip,
-                           f"round {comp.rounds} · {now - t0:.1f} s", skip, skip, skip)
-                if now - t0 > self.time_budget_s:
-                    gr.Warning(f"stopped after {now - t0:.0f} s (time budget per request)")
+                if live.due(first=comp.rounds == 1):
+                    yield (self._compare_gallery(latest, comp, specs, live), skip, skip,
+                           f"round {comp.rounds} · {live.elapsed:.1f} s", skip, skip, skip)
+                if live.over_budget():
                     break
         finally:  # also when the request is cancelled: the panels' threads end here
             comp.close()
@@ -291,27 +321,26 @@ class Handlers:
         clf = self.store.classifier_for(model)
         rows = [[k + 1, p.label(), st.nfe, round(comp.elapsed[k], 3), _quality(clf, st.x_t)]
                 for k, (p, st) in enumerate(zip(specs, latest))]
-        plot = PlotData(type="matplotlib", plot=plots.schedule_plot(  # drawn once per set of panels, then kept
-            [{"schedule": p.schedule, "label": f"{k + 1}: {p.label()}",
-              "visited": engine.get_schedule(p.schedule).timesteps(p.steps, p.spacing).tolist()}
-             for k, p in enumerate(specs)]).png(None))
+        plot = _plot([{"schedule": p.schedule, "label": f"{k + 1}: {p.label()}",  # drawn once per set of panels
+                       "visited": engine.get_schedule(p.schedule).timesteps(p.steps, p.spacing).tolist()}
+                      for k, p in enumerate(specs)])
         longest = max(len(t) for t in traj)
         state = {"traj": traj, "labels": [p.label() for p in specs], "steps": [p.steps for p in specs]}
-        query = {"tab": "compare", "model": model, "seed": seed, "n": n, "panels": count}
+        query = {"tab": "compare", "model": model, "seed": seed, "n": n, "panels": len(specs)}
         for k, p in enumerate(specs, 1):
             query.update({f"schedule_{k}": p.schedule, f"sampler_{k}": p.sampler, f"steps_{k}": p.steps})
         status = (f"done: {comp.rounds} rounds · {comp.batches} batched network calls · "
-                  f"{time.perf_counter() - t0:.2f} s · same x_T and noise (seed {seed})")
-        yield (self._compare_gallery(latest, comp, specs), plot, rows, status, state,
+                  f"{live.elapsed:.2f} s · same x_T and noise (seed {seed})")
+        yield (self._compare_gallery(latest, comp, specs, live), plot, rows, status, state,
                gr.update(maximum=longest, value=longest, interactive=True), base_url(request) + query_string(query))
 
     @staticmethod
-    def _compare_gallery(steps, comp, specs):
+    def _compare_gallery(steps, comp, specs, live: streaming.Stream):
         out = []
         for k, (st, p) in enumerate(zip(steps, specs)):
             cap = (f"{k + 1}: {p.label()} · step {st.i + 1}/{p.steps} · NFE {st.nfe} · "
                    f"{comp.elapsed[k]:.2f} s")
-            out.append((imaging.display(st.x_t, 192), cap))
+            out.append((live.save(imaging.display(st.x_t, 192), f"panel{k + 1}_{comp.rounds:04d}.png"), cap))
         return out
 
     @staticmethod
@@ -329,14 +358,11 @@ class Handlers:
 
     # ----------------------------------------------------------------------------------------- forward ---
 
-    @on_engine_thread
-    def forward(self, dataset="mnist", index=0, schedules=("linear", "cosine"), timesteps="0, 50, 100, 250, 500, 750, 999",
-                seed=0, upload=None):
-        """q(x_t | x_0) at the chosen t for each schedule. Returns (gallery, plot, x_0 image, x_0 description).
-
-        ``upload`` is the path of an uploaded image file (or None: the dataset's image ``index``); it is decoded
-        by ``imaging.open_upload``, within the app's byte and pixel caps."""
-        seed = as_int("seed", seed, 0, MAX_SEED)
+    @staticmethod
+    def forward_settings(dataset, index, schedules, timesteps, seed, upload) -> tuple:
+        """Forward's checks: (dataset, schedules, t values, seed), or gr.Error naming the parameter. The image
+        ``index`` is checked against the dataset's size, and the upload decoded, by ``forward`` itself."""
+        seed = as_int("seed", seed, 0, engine.MAX_SEED)
         if isinstance(schedules, str):
             schedules = [schedules]
         schedules = list(schedules or [])
@@ -351,7 +377,16 @@ class Handlers:
             ts = [int(t) for t in parts]  # whole numbers only: "1.5", "1e400" and 5000-digit strings are refused
         except ValueError:
             raise gr.Error(f"t values must be integers separated by commas; got {shown(timesteps)}") from None
-        dataset = choice("dataset", dataset, FORWARD_DATASETS)
+        return choice("dataset", dataset, FORWARD_DATASETS), schedules, ts, seed
+
+    @on_engine_thread
+    def forward(self, dataset="mnist", index=0, schedules=("linear", "cosine"), timesteps="0, 50, 100, 250, 500, 750, 999",
+                seed=0, upload=None):
+        """q(x_t | x_0) at the chosen t for each schedule. Returns (gallery, plot, x_0 image, x_0 description).
+
+        ``upload`` is the path of an uploaded image file (or None: the dataset's image ``index``); it is decoded
+        by ``imaging.open_upload``, within the app's byte and pixel caps."""
+        dataset, schedules, ts, seed = self.forward_settings(dataset, index, schedules, timesteps, seed, upload)
         try:
             images, _ = engine_data.load_dataset(dataset, "test")
         except (FileNotFoundError, ValueError) as err:
@@ -382,24 +417,26 @@ class Handlers:
 
     # ------------------------------------------------------------------------------------- score field ---
 
+    def field_settings(self, model, sigma, sampler, schedule, steps, seed, particles) -> tuple:
+        """Score field's checks: (σ, steps, seed, particles), or gr.Error naming the parameter."""
+        out = (as_float("sigma", sigma, *FIELD_SIGMA), as_int("steps", steps, 1, FIELD_MAX_STEPS),
+               as_int("seed", seed, 0, engine.MAX_SEED), as_int("particles", particles, *FIELD_PARTICLES))
+        choice("sampler", sampler, SAMPLERS)
+        choice("schedule", schedule, SCHEDULES)
+        self.model_name(model, kind="toy")
+        return out
+
     @on_engine_thread
     def score_field(self, model, sigma=0.5, sampler="ddim", schedule="cosine", steps=50, seed=0, particles=500):
         """Score arrows at σ over p_σ, and particles moved by the sampler. Returns (plot, gallery, status)."""
-        sigma = as_float("sigma", sigma, *FIELD_SIGMA)
-        steps = as_int("steps", steps, 1, FIELD_MAX_STEPS)
-        seed = as_int("seed", seed, 0, MAX_SEED)
-        count = as_int("particles", particles, *FIELD_PARTICLES)
-        choice("sampler", sampler, SAMPLERS)
-        choice("schedule", schedule, SCHEDULES)
+        sigma, steps, seed, count = self.field_settings(model, sigma, sampler, schedule, steps, seed, particles)
         net = self._model(model, kind="toy")
         t0 = time.perf_counter()
         try:
             field = engine_fields.score_field(net, sigma, lim=3.0, n=21)
             toy = engine_fields.toy_of(net)
             dens = engine_fields.noisy_density(toy, sigma, lim=3.0, n=80) if toy else None
-            spacing = "trailing" if sampler == "dpm-solver++" else "leading"
-            run = engine_fields.particles(net, schedule=schedule, sampler=sampler, steps=steps, seed=seed, n=count,
-                                          spacing=spacing)
+            run = engine_fields.particles(net, schedule=schedule, sampler=sampler, steps=steps, seed=seed, n=count)
         except (ValueError, TypeError) as err:
             raise _err(err) from None
         final = run[-1].x_t.numpy()
@@ -412,9 +449,3 @@ class Handlers:
                             f"step {i + 1}/{len(run)} · t={st.t} · σ={st.sigma:.3g} → {st.sigma_next:.3g} · NFE {st.nfe}"))
         status = f"{count} particles · {len(run)} steps · NFE {run[-1].nfe} · {time.perf_counter() - t0:.2f} s"
         return fig, gallery, status
-
-
-def settings_json(path: str) -> str:
-    """Pretty JSON of the settings in a PNG written by the app (for the UI's 'read settings' helper)."""
-    return json.dumps(imaging.read_settings(path), indent=2)
-

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps, PngImagePlugin
 
 from engine.forward import MAX_UPLOAD_PIXELS
 
-PNG_KEY = "diffusion-explorer"
+PNG_KEY = "denoisery"
 DISPLAY_SIZE = 256  # the live image and gallery entries are upscaled (nearest) to about this many pixels
 MAX_UPLOAD_BYTES = 10 * 2**20  # an uploaded file larger than this is refused unread
 # formats decoded by Pillow itself; the others it can open (EPS through Ghostscript, for one) are refused
@@ -74,21 +74,15 @@ def save_png(img: Image.Image, path: str) -> str:
 
 
 def png_with_settings(img: Image.Image, settings: dict, directory: str | None = None, stem: str = "sample") -> str:
-    """Save ``img`` as PNG with every setting in its text chunks: one JSON chunk ``diffusion-explorer`` and one
+    """Save ``img`` as PNG with every setting in its text chunks: one JSON chunk ``denoisery`` and one
     chunk per key. Returns the path."""
     info = PngImagePlugin.PngInfo()
     info.add_text(PNG_KEY, json.dumps(settings, sort_keys=True))
     for k, v in settings.items():
         info.add_text(str(k), json.dumps(v) if not isinstance(v, str) else v)
-    path = os.path.join(directory or tempfile.mkdtemp(prefix="dx-"), f"{stem}.png")
+    path = os.path.join(directory or tempfile.mkdtemp(prefix="denoisery-"), f"{stem}.png")
     img.save(path, pnginfo=info)
     return path
-
-
-def read_settings(path: str) -> dict:
-    """The settings dict stored by ``png_with_settings``."""
-    with Image.open(path) as im:
-        return json.loads(im.text[PNG_KEY])
 
 
 def gif(frames: list[Image.Image], directory: str | None = None, stem: str = "trajectory",
@@ -101,7 +95,7 @@ def gif(frames: list[Image.Image], directory: str | None = None, stem: str = "tr
     frames = [f.convert("P", palette=Image.Palette.ADAPTIVE) if f.mode == "RGB" else
               f.convert("P") if f.mode == "L" else f for f in frames]
     durations = [frame_ms] * (len(frames) - 1) + [last_ms]
-    path = os.path.join(directory or tempfile.mkdtemp(prefix="dx-"), f"{stem}.gif")
+    path = os.path.join(directory or tempfile.mkdtemp(prefix="denoisery-"), f"{stem}.gif")
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=False)
     return path
 

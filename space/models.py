@@ -18,7 +18,7 @@ from engine.evaluate import load_classifier
 
 from .engine_thread import in_passing_thread
 
-log = logging.getLogger("diffusion-explorer")
+log = logging.getLogger("denoisery")
 # what loading a damaged checkpoint raises: engine's CheckpointError, or a card with missing or mistyped fields
 LOAD_ERRORS = (engine.CheckpointError, ValueError, KeyError, TypeError, OSError)
 

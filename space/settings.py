@@ -14,25 +14,29 @@ from .guard import shown
 SCHEDULES = list(engine.SCHEDULES)
 SAMPLERS = list(engine.SAMPLERS)
 SPACINGS = list(engine.SPACINGS)
-VARIANCES = ["fixed_small", "fixed_large"]
 TABS = ["generate", "compare", "forward", "field", "about"]
-
-# every option the UI offers, with its default (the engine's defaults)
-OPTION_DEFAULTS = {"eta": 0.0, "variance": "fixed_small", "n_steps_each": 5, "step_size": 0.5, "snr": 0.16,
-                   "n_corrector": 1}
 MAX_STEPS = 1000
 MAX_N = 16
-MAX_SEED = 2**32 - 1
 
-# network evaluations per step, for the per-request budget (not maths: a cost estimate)
-def nfe_estimate(sampler: str, steps: int, opts: dict) -> int:
-    if sampler == "ode":
-        return 2 * steps
-    if sampler == "langevin":
-        return steps * int(opts.get("n_steps_each", 5)) + 1
-    if sampler == "pc":
-        return steps * (int(opts.get("n_corrector", 1)) + 1)
-    return steps
+
+def _offered_options(names: tuple[str, ...]) -> dict:
+    """The sampler options the UI offers (``names``; 'sde' is left to the engine), each with its default from the
+    engine's sampler registry."""
+    defaults = {k: v for spec in engine.SAMPLERS.values() for k, v in spec.options.items()}
+    return {k: defaults[k] for k in names}
+
+
+OPTIONS = _offered_options(("eta", "variance", "n_steps_each", "step_size", "snr", "n_corrector"))
+# the Generate tab's settings when the page opens (the model: DEFAULT_MODEL when there is one, see ``pick``)
+DEFAULTS = {"schedule": "cosine", "sampler": "ddim", "steps": 50, "seed": 0, "n": 4, "spacing": "leading"}
+DEFAULT_MODEL = "mnist-ddpm"
+
+
+def pick(names: list[str], preferred: str | None = None) -> str | None:
+    """``preferred`` if it is one of ``names``, else the first name (None when there is none)."""
+    if preferred in names:
+        return preferred
+    return names[0] if names else None
 
 
 def as_int(name: str, value, lo: int, hi: int) -> int:
@@ -77,10 +81,9 @@ def choice(name: str, value, allowed: list[str]) -> str:
 def sampler_opts(sampler: str, values: dict) -> dict:
     """The options ``sampler`` takes, taken from the UI ``values`` (others ignored; 'sde' left to the engine), each
     checked against the range the engine allows (``engine.samplers.OPTION_VALUES``)."""
-    allowed = engine.sampler_options(sampler)
     out = {}
-    for k in allowed:
-        if k in values and k in OPTION_DEFAULTS:
+    for k in engine.sampler_spec(sampler).options:
+        if k in values:
             spec, v = OPTION_VALUES[k], values[k]
             if isinstance(spec, Range):
                 v = as_int(k, v, spec.lo, spec.hi) if spec.integer else as_float(k, v, spec.lo, spec.hi)
@@ -124,13 +127,13 @@ def parse_query(q: dict) -> dict:
                 pass
 
     for key, allowed in (("tab", TABS), ("schedule", SCHEDULES), ("sampler", SAMPLERS), ("spacing", SPACINGS),
-                         ("variance", VARIANCES)):
+                         ("variance", OPTION_VALUES["variance"])):
         if q.get(key) in allowed:
             out[key] = q[key]
     if "model" in q:
         out["model"] = str(q["model"])[:64]
     num("steps", 1, MAX_STEPS)
-    num("seed", 0, MAX_SEED)
+    num("seed", 0, engine.MAX_SEED)
     num("n", 1, MAX_N)
     num("eta", 0.0, 1.0, integer=False)
     num("n_steps_each", 1, 100)

@@ -5,21 +5,35 @@ API endpoints: ``generate``, ``compare``, ``forward``, ``score_field``, ``scrub`
 """
 from __future__ import annotations
 
+import functools
 import logging
 import random
 
 import gradio as gr
 
+import engine
+from engine.samplers import OPTION_VALUES
+
 from . import handlers as H
 from .about import ABOUT
-from .guard import GuardedBlocks
+from .guard import GuardedBlocks, validator
 from .models import ModelStore
-from .settings import MAX_N, MAX_SEED, MAX_STEPS, OPTION_DEFAULTS, SAMPLERS, SCHEDULES, SPACINGS, VARIANCES, parse_query
+from .settings import (DEFAULT_MODEL, DEFAULTS, MAX_N, MAX_STEPS, OPTIONS, SAMPLERS, SCHEDULES, SPACINGS, parse_query,
+                       pick)
 
-log = logging.getLogger("diffusion-explorer")
+log = logging.getLogger("denoisery")
 PANEL_DEFAULTS = [("cosine", "ddim", 50), ("linear", "ddim", 50), ("karras", "ode", 25),
                   ("cosine", "dpm-solver++", 20), ("linear", "ddpm", 100), ("ve-geometric", "pc", 50)]
-DEFAULT_SETTINGS = {"schedule": "cosine", "sampler": "ddim", "steps": 50, "seed": 0, "n": 4, "spacing": "leading"}
+# the row of examples: each is a result link's settings (a query string), filled in and run like one; "score" stands
+# for a model trained by denoising score matching (the button is left out when there is none)
+EXAMPLES = [
+    ("10 steps: cosine vs linear", {"tab": "compare", "panels": 2, "seed": 0, "n": 1, "schedule_1": "cosine",
+                                    "sampler_1": "ddim", "steps_1": 10, "schedule_2": "linear", "sampler_2": "ddim",
+                                    "steps_2": 10}),
+    ("Langevin on the score model", {"tab": "generate", "model": "score", "schedule": "ve-geometric",
+                                     "sampler": "langevin", "steps": 100}),
+    ("1000-step DDPM", {"tab": "generate", "schedule": "linear", "sampler": "ddpm", "steps": 1000}),
+]
 CSS = """
 #live-image img { image-rendering: pixelated; }
 .gallery-item img, .thumbnail-item img { image-rendering: pixelated; }
@@ -33,12 +47,6 @@ WORKERS = 2
 # Gradio's copies of results (the live frames, galleries, downloads): checked every 10 minutes, removed after an hour
 DELETE_CACHE = (600, 3600)
 QUEUE_POLL_S = 0.005  # how often Gradio's queue looks for new requests (its default, 1 ms, slows the sampler)
-
-
-def _pick(names: list[str], preferred: str | None = None) -> str | None:
-    if preferred in names:
-        return preferred
-    return names[0] if names else None
 
 
 def _no_models_text(store: ModelStore, image: list[str], toy: list[str]) -> str:
@@ -68,17 +76,29 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
     store = store or ModelStore(checkpoint_dir)
     h = H.Handlers(store, max_nfe=max_nfe, time_budget_s=time_budget_s)
     image_models, toy_models = store.image_models(), store.toy_models()
-    default_model = _pick(image_models, "mnist-ddpm")
+    default_model = pick(image_models, DEFAULT_MODEL)
     log.info("models in %s: %s; skipped as damaged: %s", store.directory, ", ".join(image_models + toy_models) or "none",
              ", ".join(store.skipped()) or "none")
 
-    with GuardedBlocks(title="Diffusion Explorer", delete_cache=DELETE_CACHE) as demo:
-        gr.Markdown("# Diffusion Explorer\nDDPM and score-based diffusion from scratch: watch images emerge "
+    with GuardedBlocks(title="Denoisery", delete_cache=DELETE_CACHE) as demo:
+        gr.Markdown("# Denoisery\nDDPM and score-based diffusion from scratch: watch images emerge "
                     "from noise, compare samplers and schedules from the same noise, see the forward process and "
                     "the learned score.")
         notice_text = _no_models_text(store, image_models, toy_models)
         notice = gr.Markdown(notice_text, visible=bool(notice_text))
         autorun = gr.State(False)
+        score_models = [m for m in image_models if store.card(m).get("objective") == "dsm"]
+        models_for = {"score": pick(score_models, "mnist-ncsn")}
+        offered = [(label, {**query, "model": models_for.get(query.get("model"), default_model)})
+                   for label, query in EXAMPLES]
+        offered = [(label, query) for label, query in offered if query["model"] is not None]
+        examples = []  # (button, the link's settings)
+        if offered:
+            with gr.Row(equal_height=True, elem_id="examples"):
+                with gr.Column(scale=0, min_width=40):
+                    gr.Markdown("**Try:**")
+                for label, query in offered:
+                    examples.append((gr.Button(label, size="sm", variant="secondary"), query))
         with gr.Tabs(selected="generate") as tabs:
             # ----------------------------------------------------------------------------------- Generate ---
             with gr.Tab("Generate", id="generate"):
@@ -86,27 +106,32 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                     with gr.Column(scale=1, min_width=300):
                         g_model = gr.Dropdown(image_models, value=default_model, label="model", elem_id="g-model",
                                               allow_custom_value=True)
-                        g_schedule = gr.Dropdown(SCHEDULES, value="cosine", label="schedule", elem_id="g-schedule")
-                        g_sampler = gr.Dropdown(SAMPLERS, value="ddim", label="sampler", elem_id="g-sampler")
-                        g_steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="steps", elem_id="g-steps")
+                        g_schedule = gr.Dropdown(SCHEDULES, value=DEFAULTS["schedule"], label="schedule",
+                                                 elem_id="g-schedule")
+                        g_sampler = gr.Dropdown(SAMPLERS, value=DEFAULTS["sampler"], label="sampler",
+                                                elem_id="g-sampler")
+                        g_steps = gr.Slider(1, MAX_STEPS, value=DEFAULTS["steps"], step=1, label="steps",
+                                            elem_id="g-steps")
                         with gr.Row(equal_height=True):
-                            g_seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed",
-                                               elem_id="g-seed", scale=4)
+                            g_seed = gr.Number(DEFAULTS["seed"], precision=0, minimum=0, maximum=engine.MAX_SEED,
+                                               label="seed", elem_id="g-seed", scale=4)
                             g_dice = gr.Button("random", scale=1, min_width=60, elem_id="g-dice")
-                        g_n = gr.Slider(1, MAX_N, value=4, step=1, label="images (n)", elem_id="g-n")
+                        g_n = gr.Slider(1, MAX_N, value=DEFAULTS["n"], step=1, label="images (n)", elem_id="g-n")
                         with gr.Accordion("Advanced (sampler options)", open=False):
-                            g_spacing = gr.Radio(SPACINGS, value="leading", label="timestep spacing",
-                                                 info="dpm-solver++ works best with trailing")
-                            g_eta = gr.Slider(0, 1, value=OPTION_DEFAULTS["eta"], step=0.01, label="DDIM η",
+                            g_spacing = gr.Radio(SPACINGS, value=DEFAULTS["spacing"], label="timestep spacing",
+                                                 info="choosing a sampler sets the spacing that suits it",
+                                                 elem_id="g-spacing")
+                            g_eta = gr.Slider(0, 1, value=OPTIONS["eta"], step=0.01, label="DDIM η",
                                               info="0 = deterministic, 1 = DDPM-like noise")
-                            g_variance = gr.Radio(VARIANCES, value="fixed_small", label="DDPM variance")
-                            g_nse = gr.Slider(1, 100, value=OPTION_DEFAULTS["n_steps_each"], step=1,
+                            g_variance = gr.Radio(list(OPTION_VALUES["variance"]), value=OPTIONS["variance"],
+                                                  label="DDPM variance")
+                            g_nse = gr.Slider(1, 100, value=OPTIONS["n_steps_each"], step=1,
                                               label="Langevin steps per level")
-                            g_ss = gr.Slider(0.001, 1.0, value=OPTION_DEFAULTS["step_size"], step=0.001,
+                            g_ss = gr.Slider(0.001, 1.0, value=OPTIONS["step_size"], step=0.001,
                                              label="Langevin step size (α = size·σ²)")
-                            g_snr = gr.Slider(0.01, 1.0, value=OPTION_DEFAULTS["snr"], step=0.01,
+                            g_snr = gr.Slider(0.01, 1.0, value=OPTIONS["snr"], step=0.01,
                                               label="PC corrector SNR")
-                            g_nc = gr.Slider(0, 20, value=OPTION_DEFAULTS["n_corrector"], step=1,
+                            g_nc = gr.Slider(0, 20, value=OPTIONS["n_corrector"], step=1,
                                              label="PC corrector steps")
                         with gr.Row():
                             g_run = gr.Button("Generate", variant="primary", elem_id="g-run")
@@ -132,8 +157,9 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                 with gr.Row():
                     c_model = gr.Dropdown(image_models, value=default_model, label="model", elem_id="c-model",
                                           allow_custom_value=True)
-                    c_seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed", elem_id="c-seed")
-                    c_n = gr.Slider(1, 4, value=1, step=1, label="images per panel", elem_id="c-n")
+                    c_seed = gr.Number(0, precision=0, minimum=0, maximum=engine.MAX_SEED, label="seed",
+                                       elem_id="c-seed")
+                    c_n = gr.Slider(1, H.COMPARE_MAX_N, value=1, step=1, label="images per panel", elem_id="c-n")
                     c_panels = gr.Slider(1, 6, value=3, step=1, label="panels", elem_id="c-panels")
                 c_rows = []
                 c_fields: dict[str, gr.components.Component] = {}
@@ -171,7 +197,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                         f_schedules = gr.CheckboxGroup(SCHEDULES, value=["linear", "cosine", "karras"],
                                                        label="schedules")
                         f_ts = gr.Textbox("0, 50, 100, 250, 500, 750, 999", label="t values (comma separated)")
-                        f_seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed")
+                        f_seed = gr.Number(0, precision=0, minimum=0, maximum=engine.MAX_SEED, label="seed")
                         f_run = gr.Button("Show q(x_t | x_0)", variant="primary", elem_id="f-run")
                         f_x0 = gr.Image(label="x_0", format="png", interactive=False, height=140)
                         f_src = gr.Textbox(label="source", interactive=False, elem_id="f-src")
@@ -186,14 +212,14 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                             "noise by a sampler.")
                 with gr.Row():
                     with gr.Column(scale=1, min_width=280):
-                        s_model = gr.Dropdown(toy_models, value=_pick(toy_models, "toy-moons"), label="toy model",
+                        s_model = gr.Dropdown(toy_models, value=pick(toy_models, "toy-moons"), label="toy model",
                                               allow_custom_value=True)
                         s_sigma = gr.Slider(*H.FIELD_SIGMA, value=0.3, step=0.01, label="noise level σ")
                         s_sampler = gr.Dropdown(SAMPLERS, value="ddim", label="sampler")
                         s_schedule = gr.Dropdown(SCHEDULES, value="cosine", label="schedule")
                         s_steps = gr.Slider(1, H.FIELD_MAX_STEPS, value=50, step=1, label="steps")
                         s_particles = gr.Slider(*H.FIELD_PARTICLES, value=500, step=10, label="particles")
-                        s_seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed")
+                        s_seed = gr.Number(0, precision=0, minimum=0, maximum=engine.MAX_SEED, label="seed")
                         s_run = gr.Button("Draw field and move particles", variant="primary", elem_id="s-run")
                         s_status = gr.Textbox(label="status", interactive=False, elem_id="s-status")
                     with gr.Column(scale=2):
@@ -208,57 +234,68 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
         g_inputs = [g_model, g_schedule, g_sampler, g_steps, g_seed, g_n, g_spacing, g_eta, g_variance, g_nse,
                     g_ss, g_snr, g_nc]
         g_outputs = [g_image, g_gallery, g_gif, g_png, g_plot, g_status, g_link]
-        gen_event = g_run.click(h.generate, inputs=g_inputs, outputs=g_outputs, api_name="generate",
-                                show_progress_on=[g_status], concurrency_limit=WORKERS, concurrency_id="generate")
+        generate_run = dict(outputs=g_outputs, show_progress_on=[g_status], concurrency_id="generate")
+        gen_event = g_run.click(h.generate, inputs=g_inputs, **generate_run, api_name="generate",
+                                concurrency_limit=WORKERS, validator=validator(h.generate_settings, "generate"))
         g_stop.click(None, cancels=[gen_event], api_visibility="private")
-        g_dice.click(lambda: random.randint(0, MAX_SEED), outputs=g_seed, api_visibility="private", queue=False)
+        # the user's choice of sampler brings its spacing (a link's restored values leave the link's spacing)
+        g_sampler.input(lambda name: engine.sampler_spec(name).spacing, g_sampler, g_spacing, api_visibility="private",
+                        queue=False)
+        g_dice.click(lambda: random.randint(0, engine.MAX_SEED), outputs=g_seed, api_visibility="private", queue=False)
 
         def set_panels(count):
             return [gr.update(visible=k < int(count)) for k in range(6)]
 
         c_panels.change(set_panels, c_panels, c_rows, api_visibility="private", queue=False)
-        c_event = c_run.click(h.compare, inputs=[c_model, c_seed, c_panels, c_n], inputs_kwargs=c_fields,
-                              outputs=[c_gallery, c_plot, c_table, c_status, c_state, c_scrub, c_link],
-                              api_name="compare",
-                              show_progress_on=[c_status], concurrency_limit=WORKERS, concurrency_id="compare")
+        c_inputs = [c_model, c_seed, c_panels, c_n]
+        c_outputs = [c_gallery, c_plot, c_table, c_status, c_state, c_scrub, c_link]
+        c_event = c_run.click(h.compare, inputs=c_inputs, inputs_kwargs=c_fields, outputs=c_outputs, api_name="compare",
+                              show_progress_on=[c_status], concurrency_limit=WORKERS, concurrency_id="compare",
+                              validator=validator(h.compare_panels, "compare"))
         c_stop.click(None, cancels=[c_event], api_visibility="private")
         c_scrub.change(h.scrub, [c_scrub, c_state], c_gallery, api_visibility="private", show_progress="hidden")
         f_run.click(h.forward, inputs=[f_dataset, f_index, f_schedules, f_ts, f_seed, f_upload],
-                    outputs=[f_gallery, f_plot, f_x0, f_src], api_name="forward", show_progress_on=[f_src])
+                    outputs=[f_gallery, f_plot, f_x0, f_src], api_name="forward", show_progress_on=[f_src],
+                    validator=validator(h.forward_settings, "forward"))
         s_run.click(h.score_field, inputs=[s_model, s_sigma, s_sampler, s_schedule, s_steps, s_seed, s_particles],
-                    outputs=[s_plot, s_gallery, s_status], api_name="score_field", show_progress_on=[s_status])
+                    outputs=[s_plot, s_gallery, s_status], api_name="score_field", show_progress_on=[s_status],
+                    validator=validator(h.field_settings, "score_field"))
 
-        # ------------------------------------------------------------------- deep links (query string) ---
+        # ------------------------------------------------ deep links (query string), examples, the first result ---
         restore_outputs = [tabs, notice, g_model, g_schedule, g_sampler, g_steps, g_seed, g_n, g_spacing, g_eta,
                            g_variance, g_nse, g_ss, g_snr, g_nc, c_model, c_seed, c_n, c_panels, s_model, autorun,
                            *c_fields.values(), *c_rows]
 
-        def restore(request: gr.Request):
-            q = parse_query(dict(request.query_params) if request is not None else {})
+        def fill(query: dict) -> list:
+            """The values of ``restore_outputs`` for a link's settings (``query``, checked by parse_query; the
+            defaults where it says nothing); ``autorun`` is the tab to run when the link names an available model."""
+            q = parse_query(query)
             imgs, toys = store.image_models(), store.toy_models()
             model = q.get("model")
-            g_m = _pick(imgs, model if model in imgs else default_model)
-            s_m = _pick(toys, model if model in toys else "toy-moons")
+            g_m = pick(imgs, model if model in imgs else default_model)
+            s_m = pick(toys, model if model in toys else "toy-moons")
             tab = q.get("tab", "generate")
             txt = _no_models_text(store, imgs, toys)
 
             def val(key, default):
                 return q.get(key, default)
 
+            d = DEFAULTS
             out = [gr.Tabs(selected=tab), gr.update(value=txt, visible=bool(txt)),
-                   gr.update(choices=imgs, value=g_m), val("schedule", "cosine"), val("sampler", "ddim"),
-                   val("steps", 50), val("seed", 0), val("n", 4), val("spacing", "leading"),
-                   val("eta", OPTION_DEFAULTS["eta"]), val("variance", "fixed_small"),
-                   val("n_steps_each", OPTION_DEFAULTS["n_steps_each"]), val("step_size", OPTION_DEFAULTS["step_size"]),
-                   val("snr", OPTION_DEFAULTS["snr"]), val("n_corrector", OPTION_DEFAULTS["n_corrector"]),
-                   gr.update(choices=imgs, value=g_m), val("seed", 0), min(val("n", 1), 4), val("panels", 3),
-                   gr.update(choices=toys, value=s_m),
+                   gr.update(choices=imgs, value=g_m), val("schedule", d["schedule"]), val("sampler", d["sampler"]),
+                   val("steps", d["steps"]), val("seed", d["seed"]), val("n", d["n"]), val("spacing", d["spacing"]),
+                   *(val(k, v) for k, v in OPTIONS.items()),
+                   gr.update(choices=imgs, value=g_m), val("seed", 0), min(val("n", 1), H.COMPARE_MAX_N),
+                   val("panels", 3), gr.update(choices=toys, value=s_m),
                    tab if tab in ("generate", "compare") and "model" in q and g_m == model else False]
             for k, (sch, smp, stp) in enumerate(PANEL_DEFAULTS, 1):
                 out += [val(f"schedule_{k}", sch), val(f"sampler_{k}", smp), val(f"steps_{k}", stp)]
             count = val("panels", 3)
             out += [gr.update(visible=k < count) for k in range(6)]
             return out
+
+        def restore(request: gr.Request):
+            return fill(dict(request.query_params) if request is not None else {})
 
         def autogen(request: gr.Request, tab, *values):
             """Runs Generate once when the page was opened from a Generate result link. (``request`` comes first:
@@ -268,8 +305,6 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                 return
             yield from h.generate(*values, request=request)
 
-        c_outputs = [c_gallery, c_plot, c_table, c_status, c_state, c_scrub, c_link]
-
         def autocompare(request: gr.Request, tab, model, seed, panels, n, *values):
             """Runs Compare once when the page was opened from a Compare result link."""
             if tab != "compare":
@@ -277,14 +312,29 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                 return
             yield from h.compare(model, seed, panels, n, request=request, **dict(zip(c_fields, values)))
 
+        def run_after(filled) -> None:
+            """After ``filled`` (an event that filled in a link's settings): run Generate or Compare as the link
+            says. Each Stop button also ends the run it began."""
+            auto_gen = filled.then(autogen, inputs=[autorun, *g_inputs], api_visibility="private", **generate_run)
+            g_stop.click(None, cancels=[auto_gen], api_visibility="private")
+            auto_cmp = filled.then(autocompare, inputs=[autorun, *c_inputs, *c_fields.values()], outputs=c_outputs,
+                                   api_visibility="private", show_progress_on=[c_status], concurrency_id="compare")
+            c_stop.click(None, cancels=[auto_cmp], api_visibility="private")
+
+        def opening(request: gr.Request, tab, *values):
+            """The default settings' result, shown at once when the page opens with the default Generate settings
+            and no result link: made once per process and kept (``Handlers.default_result``), so no visitor waits
+            in the queue for it."""
+            result = h.default_result(request) if tab is False and list(values) == h.default_values() else None
+            return result or tuple(gr.skip() for _ in g_outputs)
+
         loaded = demo.load(restore, outputs=restore_outputs, api_visibility="private", queue=False)
-        auto_gen = loaded.then(autogen, inputs=[autorun, *g_inputs], outputs=g_outputs, api_visibility="private",
-                               show_progress_on=[g_status], concurrency_id="generate")
-        g_stop.click(None, cancels=[auto_gen], api_visibility="private")  # Stop also ends a run a result link began
-        auto_cmp = loaded.then(autocompare, inputs=[autorun, c_model, c_seed, c_panels, c_n, *c_fields.values()],
-                               outputs=c_outputs, api_visibility="private", show_progress_on=[c_status],
-                               concurrency_id="compare")
-        c_stop.click(None, cancels=[auto_cmp], api_visibility="private")  # likewise for a Compare link
+        loaded.then(opening, inputs=[autorun, *g_inputs], outputs=g_outputs, api_visibility="private", queue=False)
+        run_after(loaded)
+        for button, query in examples:
+            run_after(button.click(functools.partial(fill, query), outputs=restore_outputs, api_visibility="private",
+                                   queue=False))
+    demo.handlers = h  # app.py's warm-up makes the default result with them
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=WORKERS)
     _slow_queue_polling(demo)
     return demo

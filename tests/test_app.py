@@ -88,7 +88,7 @@ def test_generate_outputs_and_png_settings(app):
     with Image.open(gif) as g:
         assert g.format == "GIF" and g.n_frames >= 2
     with Image.open(png) as p:
-        settings = json.loads(p.text["diffusion-explorer"])
+        settings = json.loads(p.text["denoisery"])
         assert p.size == (17, 8)  # native resolution: two 8×8 tiles and a 1-pixel gap
     assert settings["model"] == "tiny-digits" and settings["steps"] == 6 and settings["seed"] == 3
     assert settings["schedule"] == "cosine" and settings["sampler"] == "ddim" and settings["eta"] == 0.0
@@ -133,17 +133,17 @@ def test_generate_streams_the_plot_with_the_current_step(app):
     """The live updates carry the schedule plot with the current step marked: the marker moves between updates,
     the curves stay put; the gallery and the live frames are files the server serves as they are."""
     _, _, port = app
-    from space import handlers as H
+    from space import streaming
 
     client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
-    old = H.UPDATE_EVERY_S
-    H.UPDATE_EVERY_S = 0.0  # an update at every step, whatever the machine's speed
+    old = streaming.UPDATE_EVERY_S
+    streaming.UPDATE_EVERY_S = 0.0  # an update at every step, whatever the machine's speed
     try:
         job = client.submit(**dict(GEN, sampler="ddpm", steps=40, n=1), api_name="/generate")
         final = job.result(timeout=120)
         outs = job.outputs()
     finally:
-        H.UPDATE_EVERY_S = old
+        streaming.UPDATE_EVERY_S = old
     plots = [o[4] for o in outs if isinstance(o[4], dict) and o[4].get("plot")]
     assert len(plots) >= 3, "the plot comes with the streamed updates, not only at the end"
     first, mid, last = _plot_pixels(plots[0]), _plot_pixels(plots[len(plots) // 2]), _plot_pixels(final[4])
@@ -238,7 +238,7 @@ def test_generate_every_sampler(app, sampler, extra):
     out = client.predict(**dict(GEN, sampler=sampler, steps=3, n=1, **extra), api_name="/generate")
     assert out[5].startswith("done: 3/3 steps")
     with Image.open(out[3]) as p:
-        s = json.loads(p.text["diffusion-explorer"])
+        s = json.loads(p.text["denoisery"])
     for k, v in extra.items():
         assert s[k] == v
 
@@ -348,3 +348,34 @@ def test_parse_query_keeps_only_valid_values():
                      "seed": "-3", "eta": "0.5", "panels": "4", "steps_2": "7", "sampler_3": "ode", "n": "1.5"})
     assert q == {"tab": "compare", "model": "m", "schedule": "karras", "steps": 20, "eta": 0.5, "panels": 4,
                  "steps_2": 7, "sampler_3": "ode"}
+
+
+def test_default_result_is_made_once_and_kept(fixture_checkpoints):
+    """The result every page opens with: one run per process, then served from memory; files that were removed
+    (Gradio's and the app's clean-up) are written again from memory, without a run."""
+    import shutil
+
+    from space.handlers import Handlers
+    from space.models import ModelStore
+
+    h = Handlers(ModelStore(fixture_checkpoints))
+    runs = []
+    real = h.generate
+
+    def counted(*args, **kwargs):
+        runs.append(args)
+        yield from real(*args, **kwargs)
+
+    h.generate = counted
+    image, gallery, gif, png, plot, status, link = h.default_result()
+    assert runs == [tuple(h.default_values())] and runs[0][:7] == ("tiny-digits", "cosine", "ddim", 50, 0, 4, "leading")
+    assert status.startswith("done: 50/50 steps") and status.endswith("kept from this server's first run of the default "
+                                                                      "settings")
+    assert link.startswith("?tab=generate&model=tiny-digits&schedule=cosine&sampler=ddim&steps=50&seed=0&n=4")
+    assert len(gallery) == 2 * 12 and plot.type == "matplotlib"
+    first = pixels(image)
+    assert h.default_result()[0] == image and len(runs) == 1
+    shutil.rmtree(os.path.dirname(image))
+    again = h.default_result()
+    assert len(runs) == 1 and again[0] != image and np.array_equal(pixels(again[0]), first)
+    assert all(os.path.exists(p) for p in (again[2], again[3], *(g for g, _ in again[1])))

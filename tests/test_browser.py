@@ -85,9 +85,19 @@ def wait_done(pg, selector: str, prefix: str = "done", timeout: float = 90_000):
 
 
 def test_generate_compare_and_deep_link(server, page):
-    page.goto(server, wait_until="domcontentloaded")
+    page.goto(server, wait_until="load")
     page.wait_for_selector("#g-run")
     assert value_of(page, "#g-model input") == "tiny-digits"
+    # the page shows the default settings' result without anything pressed: image, snapshots, plot and downloads
+    page.wait_for_function("() => { const i = document.querySelector('#live-image img'); "
+                           "return i && i.complete && i.naturalWidth > 0; }", timeout=60_000)
+    page.wait_for_function("() => { const imgs = [...document.querySelectorAll('#g-gallery img')]; "
+                           "return imgs.length >= 2 && imgs.every(i => i.complete && i.naturalWidth > 0); }",
+                           timeout=30_000)
+    wait_done(page, "#g-status textarea", "done: 50/50 steps")
+    assert "kept from this server's first run of the default settings" in value_of(page, "#g-status textarea")
+    assert "?tab=generate&model=tiny-digits&schedule=cosine&sampler=ddim&steps=50" in value_of(page, "#g-link textarea")
+    assert page.locator("#g-gif a, #g-gif .file-preview").count() >= 1
     shot(page, "01-loaded.png")
 
     # Generate: the live image and the gallery appear, then "done"
@@ -95,7 +105,7 @@ def test_generate_compare_and_deep_link(server, page):
     page.locator("#g-steps input[type=number]").press("Enter")
     page.click("#g-run")
     page.wait_for_selector("#live-image img", timeout=60_000)
-    wait_done(page, "#g-status textarea")
+    wait_done(page, "#g-status textarea", "done: 12/12 steps")
     page.wait_for_selector("#g-gallery img", timeout=30_000)
     assert page.locator("#g-gallery img").count() >= 2
     # every snapshot the page shows is fetched and decoded (the files are served from the app's result folder)
@@ -123,6 +133,16 @@ def test_generate_compare_and_deep_link(server, page):
     c_link = value_of(page, "#c-link textarea")
     assert "?tab=compare&model=tiny-digits" in c_link and "panels=3" in c_link
 
+    # an example fills in its settings and runs them (the Langevin one needs a score model: the fixtures have none)
+    assert page.get_by_role("button", name="Langevin on the score model").count() == 0
+    page.get_by_role("tab", name="Generate").click()
+    page.get_by_role("button", name="10 steps: cosine vs linear").click()
+    wait_done(page, "#c-status textarea", "done: 10 rounds")
+    assert value_of(page, "#c-panels input[type=number]") == "2"
+    assert "panels=2&schedule_1=cosine&sampler_1=ddim&steps_1=10&schedule_2=linear" in value_of(page,
+                                                                                               "#c-link textarea")
+    shot(page, "03a-example.png")
+
     # the Compare link restores the panels and runs them again: the same rounds
     page.goto(c_link, wait_until="domcontentloaded")
     wait_done(page, "#c-status textarea", status.split(" · ")[0])
@@ -147,7 +167,14 @@ def test_deep_link_restores_settings(server, page):
     wait_done(page, "#g-status textarea", "done: 7/7 steps")
     page.wait_for_selector("#live-image img")
     assert value_of(page, "#g-link textarea").startswith(server + "?tab=generate&model=tiny-digits")
+    page.get_by_text("Advanced (sampler options)").click()
+    page.wait_for_selector("#g-spacing input[value=trailing][aria-checked=true]", timeout=30_000)  # the link's
     shot(page, "04-deep-link.png")
+    # choosing a sampler brings the spacing that suits it (engine.SAMPLERS[name].spacing)
+    for sampler, spacing in (("ddim", "leading"), ("dpm-solver++", "trailing")):
+        page.locator("#g-sampler input").click()
+        page.get_by_role("option", name=sampler).click()
+        page.wait_for_selector(f"#g-spacing input[value={spacing}][aria-checked=true]", timeout=30_000)
 
     page.goto(server + "?tab=compare&panels=4&steps_4=9", wait_until="domcontentloaded")
     page.wait_for_selector("#c-run", state="visible", timeout=30_000)

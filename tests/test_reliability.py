@@ -27,7 +27,7 @@ from PIL import Image
 import engine
 from tests.test_app import free_port, make_fixture_checkpoints
 
-LOGGER = "diffusion-explorer"
+LOGGER = "denoisery"
 # an absolute path, as the guard redacts them: no message a client sees may contain one
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[\\/](?:[\w.@+-]+[\\/])+[\w.@+-]*")
 HOSTILE = st.one_of(
@@ -119,9 +119,14 @@ def strict(ck, tmp_path_factory):
 
 def call_raw(url: str, api: str, data: list, timeout: float = 60) -> tuple[str, object]:
     """POST raw JSON values (NaN and ±inf included, which gradio_client cannot send) to an endpoint and read its
-    event stream to the end: ("complete", outputs) or ("error", payload)."""
+    event stream to the end: ("complete", outputs) or ("error", payload). A request the endpoint's validator refuses
+    is answered at once (HTTP 422, a verdict per parameter): ("error", {"error": the refused parameter's message})."""
     r = httpx.post(f"{url}gradio_api/call/{api}", content=json.dumps({"data": data}),
                    headers={"content-type": "application/json"}, timeout=timeout)
+    if r.status_code == 422:
+        refused = [v for v in r.json()["detail"] if v.get("__type__") == "validate" and v.get("is_valid") is False]
+        assert len(refused) == 1, r.text[:300]
+        return "error", {"error": refused[0]["message"], "parameter": refused[0]["parameter_name"]}
     assert r.status_code == 200, r.text[:300]
     event = None
     with httpx.stream("GET", f"{url}gradio_api/call/{api}/{r.json()['event_id']}", timeout=timeout) as stream:
@@ -265,6 +270,7 @@ def test_nan_inf_and_missing_values_over_raw_json(strict):
                                       (4, 10**21, "seed = 1000000000000000000000 is above the maximum")]:
         event, payload = call_raw(url, "generate", base[:position] + [value] + base[position + 1:])
         assert event == "error" and payload["error"].startswith(expected), payload
+        assert payload["parameter"] == expected.split()[0]  # the input the page marks
     event, payload = call_raw(url, "generate", base[:2])
     assert event == "error" and payload["error"].startswith("generate takes 13 values (model, schedule, sampler,")
     event, payload = call_raw(url, "forward", ["digits8", 0, "linear", "5", 0, None])
@@ -467,6 +473,7 @@ def test_uploads_through_the_api(strict, tmp_path):
     event, payload = call_raw(url, "forward", ["digits8", 0, ["linear"], "0", 0,
                                                {"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}}])
     assert event == "error" and payload["error"].startswith("files must be uploaded to this app first")
+    assert payload["parameter"] == "upload"
 
 
 def test_an_upload_that_vanished_is_refused_clearly():
