@@ -3,6 +3,7 @@ lists every cell and the quality-bar verdicts, and the figures are written."""
 import json
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys

@@ -160,10 +160,12 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
                         for c in plan_cells(name, s.card["objective"], grids.get(name, grid))]
                  for name, s in setups.items()}
         planned = {key: (setups[name], cell) for name, plan in plans.items() for cell, key in plan}
-        stale = [key for key, (s, _) in planned.items()
-                 if not is_fresh(cache.get(key), s.card["sha256"], s.classifier_card["sha256"])]
-        # dearest first, so that the cells of a round cost about the same (see ranks)
-        todo = team.agree(sorted(stale, key=lambda key: -planned[key][1].nfe) if team.leader else None)
+        todo = None
+        if team.leader:  # the cells the cache lacks, dearest first, so that the cells of a round cost alike (see ranks)
+            todo = sorted((key for key, (s, _) in planned.items()
+                           if not is_fresh(cache.get(key), s.card["sha256"], s.classifier_card["sha256"])),
+                          key=lambda key: -planned[key][1].nfe)
+        todo = team.agree(todo)
         mine = _evaluate_missing(team, todo, planned, cache, cache_path, n, seed)
     total = len(planned)
     if not team.leader:
