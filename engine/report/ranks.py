@@ -7,8 +7,8 @@ nodes need not share a filesystem (only the checkpoints); it deals the cells the
 per rank, the dearest first (most network evaluations), so that the cells of a round cost about the same and no rank
 idles long at the round's end. After each round every rank's cell is gathered to rank 0, which writes the cache
 through a temporary file; the figures, the page and the model cards are rank 0's too, and the other ranks write
-nothing. A crash on any rank ends the job (torchrun stops the others) with the cache as the last round left it, so
-the next run resumes from there.
+nothing. A crash on any rank ends the job (torchrun stops the ranks it started; ranks on other nodes fail at their
+next gather) with the cache as the last round left it, so the next run resumes from there.
 
 A cell's figures depend only on the cell and the seed, never on the rank that computed it or on how many ranks
 there are: every draw of ``evaluate.evaluate_images`` comes from generators seeded with the cell's seed.
