@@ -128,6 +128,8 @@ def cmd_report(args) -> int:
     command = report.command_line(models, n, args.seed, args.out, args.device, args.quick, narrowing)
     result = report.run_report(models, grid=every, n=n, seed=args.seed, out=args.out, device=args.device, command=command,
                                grids=grids)
+    if result["page"] is None:  # a rank other than 0 under torchrun: rank 0 speaks for the run
+        return 0
     for name, why in result["skipped"].items():
         print(f"not evaluated: {name}: {why}", file=sys.stderr)
     print(f"wrote {result['page']} and {len(result['figures'])} figures: {result['computed']} cells computed, "
@@ -204,9 +206,12 @@ def main(argv=None) -> int:
     e.add_argument("--record", action="store_true", help="also store the figures in the model card's metrics")
     e.set_defaults(func=cmd_eval)
 
-    r = sub.add_parser("report", help="evaluate the sampler × schedule × steps grid; write RESULTS.md and its figures")
+    r = sub.add_parser("report", help="evaluate the sampler × schedule × steps grid; write RESULTS.md and its figures "
+                                      "(under torchrun the ranks share the cells)")
     r.add_argument("--models", default=None, help="comma-separated model names (default mnist-ddpm,mnist-ncsn,fashion-ddpm)")
-    r.add_argument("--n", type=int, default=None, help="samples per cell (default 500; 64 with --quick)")
+    r.add_argument("--n", "--samples", type=int, default=None,
+                   help="samples per cell (default 500; 64 with --quick); spell it --samples after torchrun, whose "
+                        "parser reads --n as an abbreviation of its own options")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", default="docs", help="writes OUT/RESULTS.md and OUT/results/ (figures, cells.json)")
     r.add_argument("--device", default="auto", help="auto: CUDA when available, else the CPU")

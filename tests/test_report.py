@@ -1,7 +1,12 @@
 """The results page: the grid is what the page promises, the cell cache resumes and notices new weights, the page
 lists every cell and the quality-bar verdicts, and the figures are written."""
 import json
+import os
 import shlex
+import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +21,7 @@ from engine.devices import resolve_device
 
 TINY_UNET = {"type": "unet", "config": {"in_channels": 1, "image_size": 8, "base_channels": 8, "channel_mults": [1, 2],
                                         "num_res_blocks": 1, "attention_resolutions": [], "num_groups": 4}}
+ROOT = Path(__file__).resolve().parents[1]
 TINY = report.Grid(steps=(2, 3), schedules={"ddpm": ("linear", "karras"), "dsm": ("ve-geometric",)}, n=20)
 
 
@@ -219,3 +225,84 @@ def test_the_committed_page_command_finds_every_cell_in_the_committed_cache(monk
     keys = [c.key(seen["n"], seen["seed"], device_type) for m in seen["models"]
             for c in report.plan_cells(m, engine.model_card(m, root / "checkpoints")["objective"], seen["grids"][m])]
     assert keys and [k for k in keys if k not in cached] == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _report(launcher: list, ckpt, out, models="tiny-eps,tiny-score", **env) -> subprocess.Popen:
+    """``python -m engine report`` at 2 steps on the linear schedule, as ``launcher`` starts it, with ``env`` added to
+    the environment (``--samples``: torchrun would read ``--n`` as its own)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", ENGINE_CHECKPOINTS=str(ckpt), **env)
+    command = [sys.executable, *launcher, "-m", "engine", "report", "--models", models, "--samples", "10",
+               "--out", str(out), "--device", "cpu", "--steps", "2", "--schedules", "linear"]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finished(run: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = run.communicate(timeout=300)
+    return run.returncode, out, err
+
+
+def _measured(out) -> dict:
+    """The cells of ``out`` without the fields that time a run (its seconds and its date)."""
+    return {key: {k: v for k, v in r.items() if k not in ("seconds", "date")} for key, r in _cells(out).items()}
+
+
+def test_ranks_under_torchrun_share_the_cells_and_give_the_same_cells_as_one_process(ckpt, tmp_path):
+    runs = [_report(launcher, ckpt, tmp_path / out) for launcher, out in (
+        ([], "one"), (["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"], "two"))]
+    one, two = map(_finished, runs)
+    assert one[0] == 0 and two[0] == 0, one[2][-3000:] + two[2][-3000:]
+    grid = report.FULL.narrowed(steps=(2,), schedules=("linear",))
+    total = len(report.plan_cells("tiny-eps", "ddpm", grid)) + len(report.plan_cells("tiny-score", "dsm", grid))
+    cells = _measured(tmp_path / "one")
+    assert len(cells) == total and _measured(tmp_path / "two") == cells  # cell for cell, to the last digit
+    # one page, written once, with every cell computed by one rank or the other
+    assert two[1].count("wrote ") == 1 and f"{total} cells computed" in two[1]
+    files = sorted(p.relative_to(tmp_path / "two").as_posix() for p in (tmp_path / "two").rglob("*"))
+    assert files == sorted(p.relative_to(tmp_path / "one").as_posix() for p in (tmp_path / "one").rglob("*"))
+    assert files.count("RESULTS.md") == 1 and not [f for f in files if f.endswith(".tmp")]
+
+
+def test_ranks_on_two_nodes_need_the_same_checkpoints_and_only_rank_0_writes(ckpt, tmp_path):
+    """Two ranks as torchrun starts them on two machines that share no filesystem: each with the environment torchrun
+    gives it, its own checkpoints and its own --out."""
+    import shutil
+
+    node1 = tmp_path / "node1-ck"
+    shutil.copytree(ckpt, node1)
+
+    def on_two_nodes(out):
+        env = dict(WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+        runs = [_report([], ck, tmp_path / f"{out}{rank}", models="tiny-score", RANK=str(rank), **env)
+                for rank, ck in enumerate((ckpt, node1))]
+        return [_finished(run) for run in runs]
+
+    (rc0, out0, err0), (rc1, out1, err1) = on_two_nodes("same")
+    assert rc0 == rc1 == 0, err0[-3000:] + err1[-3000:]
+    assert "wrote " in out0 and out1 == "" and not (tmp_path / "same1").exists()
+    assert len(_cells(tmp_path / "same0")) == len(report.plan_cells("tiny-score", "dsm", report.FULL.narrowed(
+        steps=(2,), schedules=("linear",))))
+
+    model = load_model("tiny-score", directory=node1)
+    with torch.no_grad():
+        next(model.net.parameters()).add_(0.01)
+    save_model(model, "tiny-score", node1)
+    (rc0, _, err0), (rc1, _, err1) = on_two_nodes("other")
+    assert rc0 != 0 and rc1 != 0
+    for err in (err0, err1):  # each rank says why, rather than wait for the other
+        assert "rank(s) 1 have other checkpoints than rank 0" in err
+    assert not (tmp_path / "other0" / "results" / "cells.json").exists() and not (tmp_path / "other1").exists()
+
+
+def test_ranks_deal_each_missing_cell_to_one_rank_round_by_round():
+    keys = list("abcdefg")
+    teams = [report.ranks.Team(rank, 3, torch.device("cpu")) for rank in range(3)]
+    dealt = [team.rounds(keys) for team in teams]
+    assert [batch for batch, _ in dealt[0]] == [["a", "b", "c"], ["d", "e", "f"], ["g"]]
+    assert [[key for _, key in rounds] for rounds in dealt] == [["a", "d", "g"], ["b", "e", None], ["c", "f", None]]
+    assert report.ranks.Team(0, 1, torch.device("cpu")).rounds(keys) == [([k], k) for k in keys]

@@ -8,6 +8,7 @@ eval`` runs. The package, a concept a module:
   * ``bars``: the models' quality bars, as data, and their verdicts;
   * ``figures``: the schedules, FD against NFE, and samples from each model's best cell;
   * ``page``: the markdown, every table and sentence computed from the cells and the samplers' registry;
+  * ``ranks``: under ``torchrun``, which rank evaluates which cell and how the cells reach rank 0;
   * ``run``: ``run_report``, which the command calls: evaluate what the cache lacks, write the page and figures.
 """
 from .bars import BAR_MIN_N, BARS, Bar, Criterion, judge_bar, record_bars

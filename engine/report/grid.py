@@ -87,6 +87,11 @@ class Cell:
             opts["sde"] = get_schedule(self.schedule).kind
         return opts
 
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per sample: what the cell costs, on any device."""
+        return sampler_spec(self.sampler).nfe(self.steps, self.options)
+
     def key(self, n: int, seed: int, device_type: str) -> str:
         """The cell's key in the cell cache: its settings with its options, n, seed and the device type."""
         opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))

@@ -19,12 +19,13 @@ from tqdm import tqdm
 
 from .. import checkpoints, evaluate
 from ..data import TOYS, load_dataset
-from ..devices import describe_device, resolve_device
+from ..devices import describe_device
 from .bars import record_bars
 from .cache import is_fresh, load_cache, write_cache
 from .figures import plot_fd_vs_nfe, plot_samples, plot_schedules
 from .grid import FULL, SAMPLERS_BY_OBJECTIVE, Cell, Grid, plan_cells
 from .page import render_page
+from .ranks import Team, joined
 from .text import label
 
 DEFAULT_MODELS = ("mnist-ddpm", "mnist-ncsn", "fashion-ddpm")
@@ -88,6 +89,27 @@ def _evaluate(setup: Setup, cell: Cell, n: int, seed: int, device: torch.device)
     return r
 
 
+def _evaluate_missing(team: Team, todo: list, planned: dict, cache: dict, cache_path: Path, n: int,
+                      seed: int) -> int:
+    """Evaluate the cells ``todo`` (keys of ``planned``), each rank its share (see ranks), rank 0 writing the cache
+    after every round; returns how many cells this rank evaluated."""
+    mine = 0
+    with tqdm(total=len(planned), initial=len(planned) - len(todo), desc="report", unit="cell",
+              disable=not team.leader) as progress:
+        for batch, key in team.rounds(todo):
+            record = None
+            if key is not None:
+                setup, cell = planned[key]
+                progress.set_postfix_str(f"{cell.model}: {label(asdict(cell))}")
+                record = _evaluate(setup, cell, n, seed, team.device)
+                mine += 1
+            cache.update(zip(batch, team.gather(record)))
+            if team.leader:
+                write_cache(cache_path, cache)
+            progress.update(len(batch))
+    return mine
+
+
 def command_line(models, n: int, seed: int, out, device: str, quick: bool, narrowing=()) -> str:
     """The ``python -m engine report`` command, every value spelled out, that reproduces a page. ``narrowing``:
     (option, model or None for every model, names or step counts) in the order given, e.g. ("steps", None, (10, 20))
@@ -103,8 +125,9 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
     """Evaluate every cell of the grid (reusing fresh cached cells), then write the page and its figures.
 
     ``grids`` {model: Grid} replaces ``grid`` for some models (e.g. a narrower one for a model whose full grid would
-    take hours on a CPU); the page says which. Returns {"page", "cache", "computed", "reused", "figures",
-    "skipped" {model: why}}.
+    take hours on a CPU); the page says which. Under torchrun the ranks share the cells (see ranks). Returns
+    {"page", "cache", "computed", "reused", "figures", "skipped" {model: why}}; on ranks other than 0, which write
+    nothing, "page" and "cache" are None and "computed" counts the rank's own cells.
     """
     models = list(models)
     if not models:
@@ -112,31 +135,42 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
     n = grid.n if n is None else n
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an integer of at least 2; got {n!r}")
-    dev = resolve_device(device)
+    grids = {name: g for name, g in (grids or {}).items() if name in models and g != grid}
     out = Path(out)
     results_dir = out / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
     cache_path = results_dir / "cells.json"
-    cache = load_cache(cache_path)
-
-    setups, skipped = {}, {}
-    for name in models:
-        try:
-            setups[name] = prepare(name, dev, n, directory)
-        except NotEvaluated as why:
-            skipped[name] = str(why)
-    grids = {name: g for name, g in (grids or {}).items() if name in models and g != grid}
-    plans = {name: [(c, c.key(n, seed, dev.type)) for c in plan_cells(name, s.card["objective"], grids.get(name, grid))]
-             for name, s in setups.items()}
-    todo = [(setups[name], cell, key) for name, plan in plans.items() for cell, key in plan
-            if not is_fresh(cache.get(key), setups[name].card["sha256"], setups[name].classifier_card["sha256"])]
-    total = sum(map(len, plans.values()))
-    with tqdm(total=total, initial=total - len(todo), desc="report", unit="cell") as progress:
-        for setup, cell, key in todo:
-            progress.set_postfix_str(f"{cell.model}: {label(asdict(cell))}")
-            cache[key] = _evaluate(setup, cell, n, seed, dev)
-            write_cache(cache_path, cache)
-            progress.update()
+    with joined(device) as team:
+        if team.leader:
+            results_dir.mkdir(parents=True, exist_ok=True)
+        cache = load_cache(cache_path) if team.leader else {}
+        setups, skipped = {}, {}
+        for name in models:
+            try:
+                setups[name] = prepare(name, team.device, n, directory)
+            except NotEvaluated as why:
+                skipped[name] = str(why)
+        weights = {name: (s.card["sha256"], s.classifier_card["sha256"]) for name, s in setups.items()}
+        every = team.gather(weights)  # every rank stops, each saying why, rather than wait for a missing one
+        odd = [rank for rank, theirs in enumerate(every) if theirs != every[0]]
+        if odd:
+            raise ValueError(f"rank(s) {', '.join(map(str, odd))} have other checkpoints than rank 0 (model: sha256 of "
+                             f"its weights and its classifier's: {every[odd[0]]} against {every[0]}); every node "
+                             "needs rank 0's checkpoints")
+        plans = {name: [(c, c.key(n, seed, team.device.type))
+                        for c in plan_cells(name, s.card["objective"], grids.get(name, grid))]
+                 for name, s in setups.items()}
+        planned = {key: (setups[name], cell) for name, plan in plans.items() for cell, key in plan}
+        todo = None
+        if team.leader:  # the cells the cache lacks, dearest first, so that the cells of a round cost alike (see ranks)
+            todo = sorted((key for key, (s, _) in planned.items()
+                           if not is_fresh(cache.get(key), s.card["sha256"], s.classifier_card["sha256"])),
+                          key=lambda key: -planned[key][1].nfe)
+        todo = team.agree(todo)
+        mine = _evaluate_missing(team, todo, planned, cache, cache_path, n, seed)
+    total = len(planned)
+    if not team.leader:
+        return {"page": None, "cache": None, "computed": mine, "reused": total - len(todo), "figures": [],
+                "skipped": skipped}
 
     results = {name: [cache[key] for _, key in plan] for name, plan in plans.items()}
     figures = [results_dir / "schedules.png"]
