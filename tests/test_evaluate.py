@@ -140,3 +140,10 @@ def test_the_shipped_mnist_instrument_ranks_known_damage(mnist_validation):
     assert abs(kid["real"]["kid"]) < 3 * kid["real"]["kid_std"]  # unbiased: real reads 0 within its error
     for kind in ("noise 0.3", "blur 5x5", "half noise"):  # clear damage lies beyond real's interval
         assert ratio[kind] > 1.5 and kid[kind]["fd_ratio_ci"][0] > 1 and kid[kind]["kid"] > 3 * kid[kind]["kid_std"]
+
+
+def test_the_validation_table_states_each_check(mnist_validation):
+    text = evaluate.validation_markdown("mnist", mnist_validation)
+    assert text.count("| noise 0.3 |") == 1 and "FAIL" not in text and text.count("- pass:") == 3
+    broken = [dict(r, fd_ratio=1.0) for r in mnist_validation]  # an instrument blind to every damage
+    assert evaluate.validation_markdown("mnist", broken).count("**FAIL**") == 2
