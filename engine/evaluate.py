@@ -216,8 +216,8 @@ def _fd_metric(dim: int) -> FrechetInceptionDistance:
     """torchmetrics' FID over ``dim``-d features: float64 sums of f and f fᵀ, then ‖μ_r − μ_g‖² + Tr Σ_r + Tr Σ_g
     − 2 Σ √eig(Σ_r Σ_g). That trace of the matrix square root from eigenvalues is exact for a product of two
     covariances (its eigenvalues are real and ≥ 0); scipy's ``sqrtm`` of the same product, which this module used
-    before, was off by 0.8 % on 128-d test features (9.40 against 9.48, the eigenvalue form agreeing with a
-    symmetric √Σ_r Σ_g √Σ_r to 4 digits). ``reset_real_features=False``: the reference survives ``reset()``."""
+    before, was off by 0.8 % on synthetic 128-d features (500 against 4,500: 9.40 against 9.48, the eigenvalue
+    form agreeing with the symmetric √Σ_r Σ_g √Σ_r to 4 digits). ``reset_real_features=False``: the reference survives ``reset()``."""
     return FrechetInceptionDistance(feature=_Passthrough(dim), reset_real_features=False)
 
 
@@ -231,6 +231,15 @@ class Reference:
     outer: torch.Tensor
     count: int
     sample: torch.Tensor
+
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """μ_ref, Σ_ref (unbiased, as torchmetrics') and Σ_ref^{1/2}, computed once."""
+        if not hasattr(self, "_moments"):
+            mu = self.total / self.count
+            sigma = (self.outer - self.count * torch.outer(mu, mu)) / (self.count - 1)
+            values, vectors = torch.linalg.eigh(sigma)
+            self._moments = mu, sigma, (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+        return self._moments
 
     def fd_metric(self) -> FrechetInceptionDistance:
         metric = _fd_metric(len(self.total))
@@ -344,23 +353,38 @@ def _interval(values: torch.Tensor, level: float = 0.95) -> list[float]:
     return [float(q[0]), float(q[1])]
 
 
-def _resampled_fd(metric: FrechetInceptionDistance, f: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
-    """FD against the reference for ``f`` itself (first), then for each resample ``f[draws[b]]`` re-centred on it:
-    fd*_b − (mean_b fd*_b − fd). A resample with replacement holds about 63 % distinct images, so its covariance
-    is noisier and its FD higher by about the estimator's own finite-sample bias (the bootstrap's view of that
-    bias); left in, it moved the held-out images' FD (mostly bias) up far more, relatively, than a damaged set's
-    (mostly signal), and the ratio's percentile interval missed its own estimate (noise σ 0.3 on MNIST, n = 250:
-    ratio 5.07, interval [2.04, 4.67]). Re-centred, the resamples keep their spread and the bias of an n-image
-    estimate, the same as the point estimates'."""
-    out = []
-    for idx in (None, *draws):
-        metric.reset()
-        metric.update(f if idx is None else f[idx], real=False)
-        out.append(float(metric.compute()))
-    fd = torch.tensor(out, dtype=torch.float64)
-    if len(fd) > 1:
-        fd[1:] -= fd[1:].mean() - fd[0]
-    return fd
+def _resampled_fd(metric: FrechetInceptionDistance, ref: Reference, f: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """FD against the reference for ``f`` itself (first, torchmetrics), then for each resample ``f[draws[b]]``
+    re-centred on it: fd*_b − (mean_b fd*_b − fd). A resample with replacement holds about 63 % distinct images,
+    so its covariance is noisier and its FD higher by about the estimator's own finite-sample bias (the
+    bootstrap's view of that bias); left in, it moved the held-out images' FD (mostly bias) up far more,
+    relatively, than a damaged set's (mostly signal), and the ratio's percentile interval missed its own estimate
+    (noise σ 0.3 on MNIST, n = 250: ratio 5.07, interval [2.04, 4.67]). Re-centred, the resamples keep their
+    spread and the bias of an n-image estimate, the same as the point estimates'.
+
+    The resamples are computed here in a batch (``_fd_batch``), not by torchmetrics: its general eigenvalue
+    solver took 11 ms a resample on this machine's loaded CPU, 2.2 s of the 2.8 s a 20-image score took."""
+    metric.reset()
+    metric.update(f, real=False)
+    point = float(metric.compute())
+    if len(draws) == 0:
+        return torch.tensor([point], dtype=torch.float64)
+    resampled = torch.cat([_fd_batch(ref, f.double(), chunk) for chunk in draws.split(50)])
+    return torch.cat([torch.tensor([point], dtype=torch.float64), resampled - (resampled.mean() - point)])
+
+
+def _fd_batch(ref: Reference, f: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """FD to the reference of each resample f[draws[b]], all at once: with S = Σ_ref^{1/2} (symmetric),
+    Tr (Σ_g Σ_ref)^{1/2} = Σ √eig(S Σ_g S), a symmetric eigenvalue problem (``eigvalsh``), the same trace as
+    torchmetrics' Σ √eig(Σ_ref Σ_g) (``test_resampled_fd_matches_torchmetrics``)."""
+    mu_r, sigma_r, sqrt_r = ref.moments()
+    x = f[draws]  # (B, n, d)
+    mu = x.mean(1)
+    centred = x - mu[:, None]
+    sigma = centred.transpose(1, 2) @ centred / (x.shape[1] - 1)
+    root = torch.linalg.eigvalsh(sqrt_r @ sigma @ sqrt_r).clamp(min=0).sqrt().sum(-1)
+    trace = sigma.diagonal(dim1=1, dim2=2).sum(-1)
+    return ((mu - mu_r) ** 2).sum(-1) + trace + sigma_r.trace() - 2 * root
 
 
 def _kid(ref: Reference, f: torch.Tensor, m: int, seed: int, subsets: int) -> tuple[float, float]:
@@ -399,7 +423,7 @@ def _figures(classifier: Classifier, ref: Reference, sets: list[torch.Tensor], t
         confident = (probs.max(1).values > 0.9).double()
         classes = nn.functional.one_hot(probs.argmax(1), probs.shape[1]).double()
         per_set.append({
-            "fd": _resampled_fd(metric, f, draws),
+            "fd": _resampled_fd(metric, ref, f, draws),
             "confident": torch.cat([confident.mean()[None], confident[draws].mean(1)]),
             "coverage_min_class": torch.cat([classes.mean(0).min()[None], classes[draws].mean(1).min(1).values]),
         })

@@ -147,3 +147,18 @@ def test_the_validation_table_states_each_check(mnist_validation):
     assert text.count("| noise 0.3 |") == 1 and "FAIL" not in text and text.count("- pass:") == 3
     broken = [dict(r, fd_ratio=1.0) for r in mnist_validation]  # an instrument blind to every damage
     assert evaluate.validation_markdown("mnist", broken).count("**FAIL**") == 2
+
+
+def test_resampled_fd_matches_torchmetrics():
+    gen = torch.Generator().manual_seed(0)
+    mix = torch.randn(16, 16, generator=gen) / 4
+    train = (torch.randn(3000, 16, generator=gen) @ mix).double()
+    ref = evaluate.Reference(train.sum(0), train.T @ train, len(train), train[:500].float())
+    f = torch.randn(200, 16, generator=gen) @ mix + 0.1
+    draws = torch.randint(200, (3, 200), generator=gen)
+    fd = evaluate._resampled_fd(ref.fd_metric(), ref, f, draws)
+    direct = [evaluate.frechet_distance(train, f if idx is None else f[idx]) for idx in (None, *draws)]
+    assert float(fd[0]) == pytest.approx(direct[0], rel=1e-6)
+    batch = evaluate._fd_batch(ref, f.double(), draws)
+    assert batch.tolist() == pytest.approx(direct[1:], rel=1e-6)
+    assert float(fd[1:].mean()) == pytest.approx(float(fd[0]))  # re-centred on the estimate
