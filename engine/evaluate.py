@@ -39,18 +39,20 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.kid import KernelInceptionDistance
 
 from .checkpoints import checkpoint_dir, load_into, load_weights, save_model
 from .data import load_dataset, toy_sample
 from .generate import generate
+
+if TYPE_CHECKING:
+    from torchmetrics.image.fid import FrechetInceptionDistance
 
 
 class Classifier(nn.Module):
@@ -223,6 +225,9 @@ def _fd_metric(dim: int) -> FrechetInceptionDistance:
     covariances (its eigenvalues are real and ≥ 0); scipy's ``sqrtm`` of the same product, which this module used
     before, was off by 0.8 % on synthetic 128-d features (500 against 4,500: 9.40 against 9.48, the eigenvalue
     form agreeing with the symmetric √Σ_r Σ_g √Σ_r to 4 digits). ``reset_real_features=False``: the reference survives ``reset()``."""
+    from torchmetrics.image.fid import FrechetInceptionDistance  # here: torchmetrics imports matplotlib, which
+    # the app's cold start leaves for later (tests/test_app.py)
+
     return FrechetInceptionDistance(feature=_Passthrough(dim), reset_real_features=False)
 
 
@@ -399,6 +404,8 @@ def _kid(ref: Reference, f: torch.Tensor, m: int, seed: int, subsets: int) -> tu
     images, and the variance of this U-statistic falls as 1/m, so the error of an estimate from n is that
     spread / √2. The draws come from ``seed`` (torchmetrics draws from torch's global generator: it is forked,
     seeded and restored around the call)."""
+    from torchmetrics.image.kid import KernelInceptionDistance  # here, as in _fd_metric
+
     m = min(m, len(ref.sample))
     with warnings.catch_warnings():  # its note that it keeps every feature: here at most REFERENCE_SAMPLE + 2 n
         warnings.simplefilter("ignore", UserWarning)
