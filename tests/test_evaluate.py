@@ -55,12 +55,110 @@ def test_image_evaluation_reports_every_figure(tiny_digits):
     directory, _ = tiny_digits
     model = engine.load_model("tiny-digits", directory=directory)
     clf = evaluate.load_classifier("digits8-classifier", directory)
-    r = evaluate.evaluate_images(model, clf, "digits8", sampler="ddim", schedule="cosine", steps=5, n=100, batch=50)
-    assert r["nfe"] == 5 and r["n"] == 100
-    # an untrained model is far from the data; real-vs-real is close
-    assert r["fd"] > 2 * r["fd_baseline"] > 0
+    r = evaluate.evaluate_images(model, clf, "digits8", sampler="ddim", schedule="cosine", steps=5, n=60, batch=30,
+                                 seed=3)
+    assert r["nfe"] == 5 and r["n"] == 60 and r["seed"] == 3 and r["heldout_sets"] == 3  # 180 held-out images
+    # an untrained model is far from the data; real is close
+    assert r["fd"] > 2 * r["fd_baseline"] > 0 and r["fd_baseline"] == r["fd_real"]
+    assert r["fd_ratio_ci"][0] > 1 and r["kid"] > r["kid_real"] + 3 * r["kid_std"]
+    for key in ("fd", "fd_real", "fd_ratio", "confident", "confident_heldout", "coverage_min_class", "nn_ratio"):
+        lo, hi = r[key + "_ci"]
+        assert lo <= r[key] <= hi, key
     assert 0 <= r["confident"] <= 1 and 0 <= r["coverage_min_class"] <= 0.1
     assert r["confident_heldout"] > r["confident"]  # real digits convince the classifier more than noise does
     assert r["nn_distance_heldout"] > 0 and r["nn_distance_samples"] > 0
     with pytest.raises(ValueError, match="n must be at most 180"):
         evaluate.evaluate_images(model, clf, "digits8", sampler="ddim", schedule="cosine", steps=5, n=1000)
+
+
+def test_reference_statistics_are_cached_beside_the_classifier_and_tied_to_its_weights(tiny_digits):
+    directory, _ = tiny_digits
+    clf = evaluate.load_classifier("digits8-classifier", directory)
+    evaluate._REFERENCES.clear()
+    ref = evaluate.reference_statistics(clf, "digits8")
+    path = directory / "digits8-classifier.reference.safetensors"
+    meta = evaluate._metadata(path.read_bytes())
+    assert meta["classifier_sha256"] == clf.card["sha256"] and ref.count == 1617  # the whole training split
+    train_x, _ = load_dataset("digits8", "train")
+    f = evaluate.classifier_features(clf, train_x).double()
+    assert torch.allclose(ref.total, f.sum(0)) and torch.allclose(ref.outer, f.T @ f)
+    evaluate._REFERENCES.clear()  # from the file now
+    again = evaluate.reference_statistics(clf, "digits8")
+    assert torch.equal(again.outer, ref.outer) and torch.equal(again.sample, ref.sample)
+    # other weights under the same name: the file does not match them and is computed again
+    other = evaluate.load_classifier("digits8-classifier", directory)
+    other.card = dict(other.card, sha256="f" * 64)
+    with torch.no_grad():
+        other.head.bias.add_(1.0)
+        other.body[0].weight.mul_(2.0)
+    fresh = evaluate.reference_statistics(other, "digits8")
+    assert not torch.allclose(fresh.total, ref.total)
+    assert evaluate._metadata(path.read_bytes())["classifier_sha256"] == "f" * 64
+
+
+def test_scores_are_drawn_from_the_seed(tiny_digits):
+    directory, _ = tiny_digits
+    clf = evaluate.load_classifier("digits8-classifier", directory)
+    test_x, _ = load_dataset("digits8", "test")
+    images = test_x[90:]
+    a, b = (evaluate.score_images(images, "digits8", seed=5, classifier=clf, heldout=test_x[:90], bootstrap=40)
+            for _ in range(2))
+    c = evaluate.score_images(images, "digits8", seed=6, classifier=clf, heldout=test_x[:90], bootstrap=40)
+    assert a == b
+    assert a["fd"] == c["fd"] and a["fd_ci"] != c["fd_ci"] and a["kid"] != c["kid"]
+
+
+def test_corruptions_damage_what_they_say():
+    gen = torch.Generator().manual_seed(0)
+    grey = torch.zeros(4, 1, 8, 8)  # away from the clipping at ±1
+    assert float((evaluate.corrupt(grey, "noise 0.1", gen) - grey).std()) == pytest.approx(0.1, rel=0.2)
+    x = -torch.ones(4, 1, 8, 8)
+    x[:, :, 3:5, 3:5] = 1.0  # a 2×2 white square on black
+    assert torch.equal(evaluate.corrupt(x, "real", gen), x)
+    blurred = evaluate.corrupt(x, "blur 5x5", gen)
+    assert float(blurred[0, 0, 4, 4]) == pytest.approx((4 - 21) / 25) and float(blurred.sum()) == pytest.approx(float(x.sum()))
+    half = evaluate.corrupt(x, "half noise", gen)
+    assert torch.equal(half[2:], x[2:]) and half[:2].std() > 0.4
+    with pytest.raises(ValueError, match="unknown corruption"):
+        evaluate.corrupt(x, "fog", gen)
+
+
+@pytest.fixture(scope="module")
+def mnist_validation():
+    if "mnist-classifier" not in engine.list_models(kind="classifier"):
+        pytest.skip("no shipped mnist-classifier")
+    return evaluate.validate("mnist", n=250, seed=0, bootstrap=50)
+
+
+def test_the_shipped_mnist_instrument_ranks_known_damage(mnist_validation):
+    """The evaluator's own test: real held-out digits read as real, and known damage ranks by its size."""
+    ratio = {r["corruption"]: r["fd_ratio"] for r in mnist_validation}
+    assert 0.8 <= ratio["real"] <= 1.25
+    assert ratio["real"] < ratio["noise 0.1"] < ratio["noise 0.3"] < ratio["half noise"]
+    assert ratio["blur 5x5"] > ratio["noise 0.1"]
+    kid = {r["corruption"]: r for r in mnist_validation}
+    assert abs(kid["real"]["kid"]) < 3 * kid["real"]["kid_std"]  # unbiased: real reads 0 within its error
+    for kind in ("noise 0.3", "blur 5x5", "half noise"):  # clear damage lies beyond real's interval
+        assert ratio[kind] > 1.5 and kid[kind]["fd_ratio_ci"][0] > 1 and kid[kind]["kid"] > 3 * kid[kind]["kid_std"]
+
+
+def test_the_validation_table_states_each_check(mnist_validation):
+    text = evaluate.validation_markdown("mnist", mnist_validation)
+    assert text.count("| noise 0.3 |") == 1 and "FAIL" not in text and text.count("- pass:") == 3
+    broken = [dict(r, fd_ratio=1.0) for r in mnist_validation]  # an instrument blind to every damage
+    assert evaluate.validation_markdown("mnist", broken).count("**FAIL**") == 2
+
+
+def test_resampled_fd_matches_torchmetrics():
+    gen = torch.Generator().manual_seed(0)
+    mix = torch.randn(16, 16, generator=gen) / 4
+    train = (torch.randn(3000, 16, generator=gen) @ mix).double()
+    ref = evaluate.Reference(train.sum(0), train.T @ train, len(train), train[:500].float())
+    f = torch.randn(200, 16, generator=gen) @ mix + 0.1
+    draws = torch.randint(200, (3, 200), generator=gen)
+    fd = evaluate._resampled_fd(ref.fd_metric(), ref, f, draws)
+    direct = [evaluate.frechet_distance(train, f if idx is None else f[idx]) for idx in (None, *draws)]
+    assert float(fd[0]) == pytest.approx(direct[0], rel=1e-6)
+    batch = evaluate._fd_batch(ref, f.double(), draws)
+    assert batch.tolist() == pytest.approx(direct[1:], rel=1e-6)
+    assert float(fd[1:].mean()) == pytest.approx(float(fd[0]))  # re-centred on the estimate
