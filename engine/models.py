@@ -21,8 +21,6 @@ The training losses are unchanged (ε-MSE, and DSM with λ(σ) = σ², which is 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -149,14 +147,3 @@ class GaussianModel:
         r = (x_t.double() - a.sqrt() * self.mean.to(dev)) @ q
         out = (r / (a * self._evals.to(dev) + 1 - a)) @ q.T * (1 - a).sqrt()
         return out.to(x_t.dtype)
-
-
-def noise_level_embedding(log_snr: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
-    """Sinusoidal embedding of the continuous noise level c = log σ = −λ/2, scaled so that the usual range
-    (log σ in about [−10, 10]) spreads over the frequencies like a step index 0…1000 would (Vaswani et al. 2017;
-    Ho et al. 2020 embed t the same way)."""
-    c = (-0.5 * log_snr.float()).reshape(-1, 1) * 50.0
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=c.device, dtype=torch.float32) / half)
-    args = c * freqs
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from timm.layers import Attention2d, GroupNorm, GroupNormAct, Mlp
 from torch import nn
 
-from .models import noise_level_embedding
+from .embedding import noise_level_embedding
 
 
 @dataclass
