@@ -1,7 +1,7 @@
 """engine: DDPM and score-matching diffusion from scratch in PyTorch.
 
     import engine
-    model = engine.load_model("mnist-ddpm")
+    model = engine.load_model("mnist-ddpm")  # or engine.load_served("mnist-ddpm", background_compile=True)
     for step in engine.generate(model, schedule="cosine", sampler="ddim", steps=50, seed=0, n=16):
         ...  # step.x_t, step.x0_pred, step.t, step.sigma, step.nfe
 """
@@ -10,9 +10,10 @@ from .generate import generate, levels_for, sample, sampler_options
 from .models import EpsModel, GaussianModel, ScoreModel
 from .samplers import SAMPLERS, Step
 from .schedules import SCHEDULES, SPACINGS, Schedule, get_schedule
+from .serving import load_served, serve
 
 __all__ = [
     "CheckpointError", "EpsModel", "GaussianModel", "SAMPLERS", "SCHEDULES", "SPACINGS", "Schedule", "ScoreModel",
-    "Step", "generate", "get_schedule", "levels_for", "list_models", "load_model", "model_card", "sample",
-    "sampler_options", "save_model",
+    "Step", "generate", "get_schedule", "levels_for", "list_models", "load_model", "load_served", "model_card",
+    "sample", "sampler_options", "save_model", "serve",
 ]

@@ -16,7 +16,6 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from .compiling import resolve_precision
 from .mlp import MLPConfig, MLPDenoiser
 from .models import DenoisingModel, EpsModel, ScoreModel
 from .unet import UNet, UNetConfig
@@ -156,29 +155,12 @@ def load_into(module: torch.nn.Module, state: dict, name: str, directory=None) -
         raise CheckpointError(f"weights file {path} does not fit the architecture in its card: {err}") from None
 
 
-def load_model(name: str, device: str | torch.device = "cpu", directory=None, optimize: bool = True,
-               background_compile: bool = False, precision: str = "auto") -> DenoisingModel:
-    """Load a shipped denoising model by name (sha256 checked, safetensors only), in eval mode on ``device``.
-
-    ``optimize=True`` (the default) adds the inference settings measured faster with the same samples
-    (channels-last convolutions for image models; bench/ and docs/PERFORMANCE.md); ``optimize=False`` gives the
-    plain eager float32 model, what a user of another library would run — the benchmarks' baseline.
-    ``background_compile=True`` (with ``optimize``) also compiles the network with ``torch.compile`` in a background
-    thread, eager until each batch shape is ready (``DenoisingModel.compile_in_background``): for a long-running
-    server such as the app, not for a short script, which would exit before the compile pays back. ``precision``
-    is the compiled graph's (engine/compiling.py): "auto" (bfloat16 autocast where the device runs bfloat16
-    natively, else float32), "float32" or "bfloat16"; eager calls are always float32."""
-    resolve_precision(precision, device)  # a bad value is an error whether or not the model compiles
+def load_model(name: str, device: str | torch.device = "cpu", directory=None) -> DenoisingModel:
+    """Load a shipped denoising model by name (sha256 checked, safetensors only): the plain eager float32 model,
+    in eval mode on ``device``. engine/serving.py serves one faster (channels-last, background compile)."""
     card, state = load_weights(name, directory)
     if card.get("kind", "denoiser") != "denoiser":
         raise CheckpointError(f"{name} is a {card['kind']}, not a denoising model")
     model = build_model(card)
     load_into(model.net, state, name, directory)
-    model = model.eval().requires_grad_(False).to(device)
-    if not optimize:
-        return model
-    model.use_channels_last()
-    if not background_compile:
-        return model
-    # the checkpoint it came from: each batch shape is compiled in a child process first (engine/compiling.py)
-    return model.compile_in_background(precision=precision, source=(name, str(checkpoint_dir(directory))))
+    return model.eval().requires_grad_(False).to(device)

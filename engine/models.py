@@ -1,8 +1,7 @@
 """The model protocol, and the engine's two kinds of denoising model.
 
 Anything with ``eps(x_t, alpha_bar) -> Tensor`` (ε̂ for VP-scaled x_t, ``alpha_bar`` a per-sample tensor of ᾱ) and
-``data_shape`` (the per-sample shape) is a model that every sampler accepts. The engine's own models add
-``x0``, ``score`` and ``card``:
+``data_shape`` (the per-sample shape) is a model that every sampler accepts. From ε̂ the samplers take
 
   x̂0 = (x_t − √(1−ᾱ) ε̂) / √ᾱ                          (Tweedie's estimate of the clean sample)
   ∇ log p_t(x_t) = −ε̂ / √(1−ᾱ)                           (VP score)
@@ -24,7 +23,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .compiling import BackgroundCompiled
 from .schedules import log_snr_from_alpha_bar
 
 
@@ -43,52 +41,14 @@ def _per_sample(alpha_bar: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class DenoisingModel(nn.Module):
-    """Shared parts of the engine's models: x0, score, card, data_shape. Subclasses define ``eps``."""
+    """Shared parts of the engine's models: the network ``net``, ``data_shape`` and the model ``card``. Subclasses
+    define ``eps``."""
 
     def __init__(self, net: nn.Module, data_shape: tuple[int, ...], card: dict | None = None):
         super().__init__()
         self.net = net
         self.data_shape = tuple(int(d) for d in data_shape)
         self.card = dict(card or {})
-        self.memory_format = torch.contiguous_format
-        self.compiled: BackgroundCompiled | None = None
-
-    def compile_in_background(self, max_batch: int = 16, precision: str = "float32",
-                              source: tuple[str, str] | None = None) -> "DenoisingModel":
-        """Serve calls through ``torch.compile`` once it has compiled their batch shape in a background thread,
-        eager until then (engine/compiling.py): for a long-running server, where the compile time is paid once
-        and every later request runs faster. ``precision``: the compiled graph's, one of compiling.PRECISIONS;
-        "auto" considers bfloat16 only for image models (the U-Net's convolutions are where it measured faster;
-        a toy MLP's calls are a few small matrix products). ``source``: the (checkpoint name, folder) the network
-        was loaded from, if any; each batch shape is then compiled in a child process first (load_model gives
-        it). Returns self."""
-        if precision == "auto" and len(self.data_shape) != 3:
-            precision = "float32"
-        self.compiled = BackgroundCompiled(self.net, max_batch=max_batch, precision=precision, source=source)
-        return self
-
-    def use_channels_last(self) -> "DenoisingModel":
-        """Keep the network's weights and inputs in channels-last (NHWC) memory format: the same values (to 1e-5),
-        with convolutions on oneDNN's / cuDNN's NHWC kernels. On the shared 2-core AVX2 CPU it measured between
-        0.6× and 2× eager across runs (medians 1.0–1.1×: no consistent gain, no consistent loss; see the levers
-        table of docs/PERFORMANCE.md). Only for image models (data_shape (C, H, W)); returns self."""
-        if len(self.data_shape) == 3:
-            self.memory_format = torch.channels_last
-            self.net.to(memory_format=torch.channels_last)
-        return self
-
-    def _net(self, x: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
-        net = self.compiled or self.net
-        return net(x.contiguous(memory_format=self.memory_format), log_snr)
-
-    def x0(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-        a = _per_sample(alpha_bar, x_t)
-        return (x_t - (1 - a).sqrt() * self.eps(x_t, alpha_bar)) / a.sqrt()
-
-    def score(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-        """∇_{x_t} log p_t(x_t) for the VP-scaled x_t."""
-        a = _per_sample(alpha_bar, x_t)
-        return -self.eps(x_t, alpha_bar) / (1 - a).sqrt()
 
 
 class EpsModel(DenoisingModel):
@@ -96,7 +56,7 @@ class EpsModel(DenoisingModel):
 
     def eps(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
         a = alpha_bar.double()
-        v = self._net(x_t, log_snr_from_alpha_bar(a).to(x_t.dtype))
+        v = self.net(x_t, log_snr_from_alpha_bar(a).to(x_t.dtype))
         a = _per_sample(a, x_t)
         return (1 - a).sqrt() * x_t + a.sqrt() * v
 
@@ -113,7 +73,7 @@ class ScoreModel(DenoisingModel):
         sig = sigma.double()
         a = _per_sample(1 / (1 + sig**2), x_tilde)
         x_t = x_tilde * a.sqrt()
-        v = self._net(x_t, (-2 * torch.log(sig)).to(x_tilde.dtype))
+        v = self.net(x_t, (-2 * torch.log(sig)).to(x_tilde.dtype))
         eps = (1 - a).sqrt() * x_t + a.sqrt() * v
         return -eps / _per_sample(sig, x_tilde)
 
