@@ -1,6 +1,7 @@
 """Checkpoints: ``NAME.safetensors`` (the EMA weights) beside ``NAME.json`` (the model card).
 
-The card records the architecture, objective, data, training and metrics, and the sha256 of the weights file.
+The card records the architecture, objective, data, training noise levels, training and metrics, and the sha256
+of the weights file (``denoiser_card`` lays it out; ``model_card`` checks it).
 Loading goes through safetensors only (never pickle): the file's bytes are hashed, compared with the card, and
 only then parsed. A missing, truncated, corrupt or altered file raises ``CheckpointError`` naming the file.
 """
@@ -17,13 +18,13 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .mlp import MLPConfig, MLPDenoiser
-from .models import DenoisingModel, EpsModel, ScoreModel
+from .models import OBJECTIVES, DenoisingModel
 from .unet import UNet, UNetConfig
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ARCHITECTURES = {"unet": (UNetConfig, UNet), "mlp": (MLPConfig, MLPDenoiser)}
-OBJECTIVES = {"ddpm": EpsModel, "dsm": ScoreModel}
+REQUIRED_FIELDS = ("arch", "objective", "sha256", "data_shape")  # what loading needs from every card
 
 
 class CheckpointError(RuntimeError):
@@ -76,10 +77,33 @@ def model_card(name: str, directory=None) -> dict:
         card = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"model card {path} is not valid JSON: {err}") from None
-    for key in ("arch", "objective", "sha256", "data_shape"):
+    for key in REQUIRED_FIELDS:
         if key not in card:
             raise CheckpointError(f"model card {path} has no '{key}' field")
     return card
+
+
+def denoiser_card(name: str, arch: str, arch_config: dict, objective: str, data_shape: tuple[int, ...],
+                  data: dict, noise_range: dict) -> dict:
+    """The card of a denoising model before training: ``save_model`` adds the sha256 (and the trainer its
+    training record and metrics). ``arch_config`` is completed with the architecture's defaults, a U-Net's input
+    channels and size taken from ``data_shape``; ``noise_range`` is the objective's record of its training levels
+    (``noise_range`` of the model class in ``models.OBJECTIVES``)."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHITECTURES)}")
+    config = dict(arch_config)
+    if arch == "unet":
+        config.setdefault("in_channels", data_shape[0])
+        config.setdefault("image_size", data_shape[-1])
+    return {
+        "name": name,
+        "arch": {"type": arch, "config": ARCHITECTURES[arch][0].from_dict(config).to_dict()},
+        "objective": objective,
+        "data_shape": list(data_shape),
+        "data": data,
+        "noise_range": noise_range,
+        "sha256": "",
+    }
 
 
 def build_model(card: dict) -> DenoisingModel:

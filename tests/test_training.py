@@ -31,7 +31,7 @@ def fixed_batch_loss(trainer: Trainer, n: int = 4096) -> float:
     """The objective on one fixed batch (same x_0, noise levels and ε every time)."""
     gen = torch.Generator().manual_seed(123)
     x0 = trainer.data.batch(n, gen)
-    level = trainer.levels.draw(n, gen)
+    level = trainer.model.draw_noise_levels(n, gen)
     eps = torch.randn(x0.shape, generator=gen)
     with torch.no_grad():
         return float(trainer.loss_fn(x0, level, eps))
