@@ -7,6 +7,10 @@ in the same loop as the runs (interleaved), so load falls on both. The same runs
 serves it (``torch.compile``, bfloat16 autocast on a CPU that runs bfloat16 natively; engine/serving.py), here
 compiled up to the largest batch (the app itself compiles batches up to 16 and runs larger ones eager).
 ``torch.profiler`` then names the operators that take the eager network's time.
+
+The U-Net's size (engine/unet.py), measured by hand on the 2-core CPU in eager float32 at batch 1 on one thread: the
+default 16 · (1, 2, 4) channels (0.72 M parameters) ~9 ms per call, 32 · (1, 2, 2) with two ResBlocks (1.74 M)
+~19 ms; a small convolution costs ~0.1 ms, mostly per-operator overhead.
 """
 from __future__ import annotations
 
