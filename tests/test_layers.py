@@ -3,8 +3,8 @@
     networks (unet, mlp, embedding) → parameterisation (models) → checkpoints → serving
 
 Each layer may import the ones to its left, never one to its right. Imports are read from the source with ``ast``
-(at module level and inside functions; ``from .x``, ``from . import x``, ``import engine.x``, ``from engine import
-x``), so an import hidden in a function to dodge a cycle counts too."""
+(at module level and inside functions; ``from .x``, ``from . import x``, ``from ..x`` in a subpackage, ``import
+engine.x``, ``from engine import x``), so an import hidden in a function to dodge a cycle counts too."""
 import ast
 from pathlib import Path
 
@@ -15,31 +15,51 @@ NETWORKS = {"unet", "mlp", "embedding"}
 LAYERS = [NETWORKS, {"models"}, {"checkpoints"}, {"serving"}]
 
 
-def engine_imports(source: str, module: str) -> set[str]:
-    """The engine modules (names under engine/, e.g. "models") that the source of engine/``module``.py imports."""
-    package = module == "__init__"
+def module_name(path: Path, root: Path = ENGINE) -> str:
+    """The dotted name below the package: engine/models.py → "models", engine/report/__init__.py → "report"."""
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def engine_imports(source: str, module: str, is_package: bool, known: set[str]) -> set[str]:
+    """The engine modules (dotted names below engine/, out of ``known``) that ``source`` imports; ``module`` is its
+    own dotted name ("" for engine/__init__.py) and ``is_package`` whether it is a package's __init__.py."""
+    own = module.split(".") if module else []
+    package = own if is_package else own[:-1]
+
+    def resolve(parts: list[str], name: str | None) -> str | None:
+        dotted = ".".join(parts + ([name] if name else []))
+        return dotted if dotted in known else None
+
     found = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("engine.")}
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "engine":
+                    found.add(resolve(parts[1:], None))
         elif isinstance(node, ast.ImportFrom):
-            if node.level == 0 and node.module == "engine" or node.level == 1 and node.module is None:
-                found |= {a.name for a in node.names}  # from engine import x / from . import x
-            elif node.level == 0 and (node.module or "").startswith("engine."):
-                found.add(node.module.split(".")[1])
-            elif node.level == 1:
-                found.add(node.module.split(".")[0])
-            elif node.level > 1 and not package:
-                raise AssertionError(f"engine/{module}.py imports from outside the package: {ast.unparse(node)}")
-    return {m for m in found if (ENGINE / f"{m}.py").is_file() or (ENGINE / m).is_dir()} - {module}
+            if node.level:
+                assert node.level - 1 <= len(package), f"{module}: {ast.unparse(node)} leaves the engine package"
+                target = package[:len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            elif node.module.split(".")[0] == "engine":
+                target = node.module.split(".")[1:]
+            else:
+                continue
+            for alias in node.names:  # a name may be a submodule (from . import x) or a name in the module
+                found.add(resolve(target, alias.name) or resolve(target, None))
+    return found - {None, module}
 
 
-def import_graph() -> dict[str, set[str]]:
-    return {p.stem: engine_imports(p.read_text(), p.stem) for p in sorted(ENGINE.glob("*.py"))}
+def import_graph(root: Path = ENGINE) -> dict[str, set[str]]:
+    paths = sorted(root.rglob("*.py"))
+    known = {module_name(p, root) for p in paths}
+    return {module_name(p, root): engine_imports(p.read_text(), module_name(p, root), p.stem == "__init__", known)
+            for p in paths}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One import cycle as [a, b, …, a], or None (depth-first search, colouring modules on the current path)."""
+    """One import cycle as [a, b, …, a], or None (depth-first search, marking the modules on the current path)."""
     on_path: list[str] = []
     done: set[str] = set()
 
@@ -65,6 +85,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_the_parser_sees_every_form_of_import():
+    known = {"", "checkpoints", "models", "serving", "unet", "mlp", "embedding", "report", "report.tables"}
     source = """
 from . import checkpoints
 from .models import EpsModel
@@ -77,7 +98,12 @@ def later():
     from .embedding import noise_level_embedding
     from . import not_a_module
 """
-    assert engine_imports(source, "cli") == {"checkpoints", "models", "serving", "unet", "mlp", "embedding"}
+    assert engine_imports(source, "cli", False, known) == {"checkpoints", "models", "serving", "unet", "mlp",
+                                                           "embedding", ""}
+    in_subpackage = "from .. import checkpoints\nfrom ..models import EpsModel\nfrom . import tables\nfrom .tables import x\n"
+    assert engine_imports(in_subpackage, "report.figures", False, known) == {"checkpoints", "models", "report.tables"}
+    assert engine_imports("from . import tables\nfrom .. import serving\n", "report", True, known) == {
+        "report.tables", "serving"}
 
 
 def test_find_cycle_names_the_cycle():
@@ -87,7 +113,7 @@ def test_find_cycle_names_the_cycle():
 
 def test_engine_has_no_import_cycle():
     cycle = find_cycle(import_graph())
-    assert cycle is None, "import cycle: " + " → ".join(f"engine/{m}.py" for m in cycle)
+    assert cycle is None, "import cycle: " + " → ".join(f"engine.{m}" if m else "engine" for m in cycle)
 
 
 @pytest.mark.parametrize("layer", range(len(LAYERS) - 1))
@@ -96,13 +122,13 @@ def test_a_layer_never_imports_a_layer_above_it(layer):
     above = set().union(*LAYERS[layer + 1:])
     for module in sorted(LAYERS[layer]):
         assert module in graph, f"engine/{module}.py is missing"
-        wrong = graph[module] & above
+        wrong = {m.split(".")[0] for m in graph[module]} & above
         assert not wrong, f"engine/{module}.py imports {', '.join(sorted(wrong))}, a layer above it"
 
 
 def test_only_the_serving_layer_knows_about_compiling_and_memory_formats():
-    for path in sorted(ENGINE.glob("*.py")):
-        if path.stem != "serving":
+    for path in sorted(ENGINE.rglob("*.py")):
+        if path != ENGINE / "serving.py":
             text = path.read_text()
             for word in ("torch.compile", "channels_last", "BackgroundCompiled"):
-                assert word not in text, f"engine/{path.name} mentions {word}: that belongs to engine/serving.py"
+                assert word not in text, f"{path.relative_to(ENGINE.parent)} mentions {word}: that is engine/serving.py's"
