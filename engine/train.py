@@ -141,6 +141,9 @@ def _unflatten_optimizer(tensors: dict, groups: list) -> dict:
 
 
 class Trainer:
+    """One config's training: ``run`` is the loop (resuming from ``run_dir/NAME/state.safetensors`` when there is
+    one), ``save_state``/``load_state`` the resumable state, ``export`` the EMA weights and card."""
+
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
