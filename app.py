@@ -17,7 +17,7 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 
-from engine.compiling import PRECISIONS  # noqa: E402
+from engine.serving import PRECISIONS  # noqa: E402
 from space import CSS, build_demo  # noqa: E402
 from space.handlers import warm_up  # noqa: E402
 from space.models import ModelStore  # noqa: E402

@@ -1,13 +1,13 @@
 """Section 1: diffusers' scheduler loops against ``engine.generate``, on the same network.
 
 The diffusers side is what a diffusers user would write: our mnist-ddpm network loaded plain (eager float32,
-``load_model(optimize=False)``), a scheduler configured for it (v-prediction, diffusers' default "linear" betas,
+``load_model``), a scheduler configured for it (v-prediction, diffusers' default "linear" betas,
 which our "linear" schedule equals), ``torch.no_grad()``, and the network fed the log-SNR log(ᾱ_t / (1 − ᾱ_t)) of
-each timestep. The engine side is ``engine.sample`` with its defaults on ``load_model(name)`` (optimized default);
-a third side runs the model as the app serves it, ``load_model(name, background_compile=True)``, timed warm (after
+each timestep. The engine side is ``engine.sample`` with its defaults on the same network;
+a third side runs the model as the app serves it, ``load_served(name, background_compile=True)``, timed warm (after
 its background ``torch.compile`` of that batch shape has finished, as on a server that has answered one request).
 On a machine that runs bfloat16 natively the app's graph computes in bfloat16 from batch 2 on, float32 at batch 1
-where bfloat16 measured no faster (``precision="auto"``, engine/compiling.py). Both start from the same x_T (the engine's draw for the seed); where the algorithms coincide
+where bfloat16 measured no faster (``precision="auto"``, engine/serving.py). Both start from the same x_T (the engine's draw for the seed); where the algorithms coincide
 (DDIM η = 0 with leading spacing and set_alpha_to_one; DPM-Solver++(2M) with trailing spacing and a zero final sigma)
 the engine's float32 samples must agree with diffusers', and the largest difference is reported; the app's are
 compared by their mean difference and, below, by the evaluator (FD, n = 500, against float32 eager from the same
@@ -62,10 +62,10 @@ def quality(plain, served, classifier: str, dataset: str, cases, n: int, batch: 
     """The evaluator's figures for the app's network against float32 eager, same seeds; ``batch`` at most the
     compiled shapes' limit, so the app side runs its compiled graph."""
     clf = load_classifier(classifier)
-    precision = served.compiled.precision_for(batch)
+    precision = served.net.compiled.precision_for(batch)
     for rows in {batch, n % batch} - {0}:  # every batch shape of the runs compiled first
         engine.sample(served, schedule="cosine", sampler="ddim", steps=1, seed=0, n=rows)
-    served.compiled.wait()
+    served.net.compiled.wait()
     table = Table(f"Sample quality: the app's network ({precision}, compiled) against float32 eager (evaluator, "
                   f"n={n}, batches of {batch}, same seeds)",
                   ["sampler", "schedule", "steps", "FD float32", f"FD {precision}", "FD ratio", "confident float32",
@@ -90,10 +90,9 @@ def section(model_name: str = "mnist-ddpm", batches=(1, 16), reps: int | dict = 
                                                                      ("dpm-solver++", "cosine", 20))) -> Section:
     """``reps``: repetitions, or a dict of them by batch size. ``quality_n``: images per evaluator run (0: none)."""
     reps = reps if isinstance(reps, dict) else {n: reps for n in batches}
-    plain = engine.load_model(model_name, optimize=False)
-    ours = engine.load_model(model_name)
-    served = engine.load_model(model_name, background_compile=True)
-    precision = served.compiled.precision
+    plain = engine.load_model(model_name)
+    served = engine.load_served(model_name, background_compile=True)
+    precision = served.net.compiled.precision
     table = Table(f"diffusers loops vs engine.generate ({model_name}, {threads()}; "
                   "median of " + " / ".join(f"{reps[n]} at batch {n}" for n in batches) + ", min–max)",
                   ["method", "batch", "steps", "diffusers s", "engine s", "speed-up", "app s",
@@ -106,15 +105,15 @@ def section(model_name: str = "mnist-ddpm", batches=(1, 16), reps: int | dict = 
             sch = make()
             gen = torch.Generator().manual_seed(SEED)
             fns = {"diffusers": lambda: diffusers_loop(plain.net, sch, steps, x_T, gen),
-                   "engine": lambda: run_generate(ours, sampler, steps, n, **opts),
+                   "engine": lambda: run_generate(plain, sampler, steps, n, **opts),
                    "app": lambda: run_generate(served, sampler, steps, n, **opts)}
             if n in floor_batches:
                 fns["network"] = lambda: network_only(plain.net, steps, x_T)
             # one run of each side first: the warm-up (the app side's compile), and the samples to compare
             theirs = diffusers_loop(plain.net, sch, steps, x_T, gen)
-            mine = run_generate(ours, sampler, steps, n, **opts).x_t
+            mine = run_generate(plain, sampler, steps, n, **opts).x_t
             run_generate(served, sampler, steps, n, **opts)
-            served.compiled.wait()
+            served.net.compiled.wait()
             compiled = run_generate(served, sampler, steps, n, **opts).x_t
             diff = f"{(theirs - mine).abs().max().item():.1e}" if deterministic else "— (stochastic)"
             # in grey levels (255 per unit of [0, 1], i.e. 127.5 per unit of [−1, 1])
@@ -127,8 +126,8 @@ def section(model_name: str = "mnist-ddpm", batches=(1, 16), reps: int | dict = 
             figures[(label, n)] = {"speedup": speed, "app": app, "diff": diff,
                                    "network": median(t["network"]) if "network" in t else None,
                                    "diffusers": median(t["diffusers"]), "engine": median(t["engine"])}
-    failed = f" Background compile FAILED here ({served.compiled.failed!r}): the app side ran eager." \
-        if served.compiled.failed else ""
+    failed = f" Background compile FAILED here ({served.net.compiled.failed!r}): the app side ran eager." \
+        if served.net.compiled.failed else ""
     table.note = ("speed-up = diffusers time / engine time per repetition; app speed-up = diffusers time / the time "
                   f"of the model as the app serves it (background torch.compile, warm; {precision}). net-only = the "
                   "same number of bare eager network calls (the diffusers loop's floor). engine max |Δ| = largest "
@@ -138,7 +137,7 @@ def section(model_name: str = "mnist-ddpm", batches=(1, 16), reps: int | dict = 
     if quality_n:
         dataset = "mnist" if model_name.startswith("mnist") else "fashion-mnist"
         q, figures["quality"] = quality(plain, served, f"{dataset}-classifier", dataset, quality_cases, quality_n,
-                                        served.compiled.max_batch)
+                                        served.net.compiled.max_batch)
         tables.append(q)
     figures["precision"] = precision
     return Section("1. Against diffusers' scheduler loops", tables, figures=figures)

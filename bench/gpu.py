@@ -46,7 +46,7 @@ def section(model_name: str = "mnist-ddpm", batches=(1, 1024), reps: int = 5, ca
     if not torch.cuda.is_available():
         return Section(TITLE, skipped="no CUDA device in this run")
     dev = torch.device("cuda")
-    plain = engine.load_model(model_name, device=dev, optimize=False)
+    plain = engine.load_model(model_name, device=dev)
     net = plain.net
     compiled = torch.compile(net, dynamic=False)
     table = Table(f"{torch.cuda.get_device_name()}: {calls} network calls ({model_name}, float32; median of {reps}, "

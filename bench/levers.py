@@ -1,9 +1,25 @@
 """Levers: each inference setting measured alone against the eager float32 baseline, the prediction written first.
 
-Baseline: ``load_model(name, optimize=False)`` and ``calls`` calls of ``model.eps`` under ``torch.no_grad()``. Each
+Baseline: ``load_model(name)`` (plain eager float32) and ``calls`` calls of ``model.eps`` under ``torch.no_grad()``. Each
 lever changes one thing; its speed-up is baseline time / lever time per repetition (interleaved), and max |Δ ε̂|
 is the largest difference of one call's output from the baseline's. The preview lever is measured on whole
 ``engine.generate`` DDIM runs instead (previews are per step, not per call).
+
+Measured by hand when the serving layer (engine/serving.py) was built, on the 2-core AVX-512 BF16 CPU with mnist-ddpm
+against plain eager float32, interleaved; not re-run by this suite:
+- the app compiling in its own process (inductor's cache empty): 50-step Generate requests took 4.5–8 s during the
+  first minute and a half, 0.4–0.9 s once compiled. Each shape compiled in a child process first (U-Net batch 4:
+  39.6 s in the child, 2.5 s loading it here): 0.4–1 s throughout (once 3.3 s, during one of those loads).
+- compile options at batch 1: plain torch.compile 1.37×, without module guards 1.42× (the guards on ~100 parameters
+  cost 0.2–0.35 ms per call), + C++ wrapper 1.50–1.57×; inductor's freezing no faster (with dynamo's inlining of
+  built-in modules it froze no weight; with that inlining off, the same time). The float32 graph's outputs differ
+  from eager by ~4e-6 per call.
+- float32 / bfloat16 graph by batch, another process keeping the other core busy: batch 1 1.52× / 1.38×, batch 2
+  1.24× / 1.41×, batch 4 1.14× / 1.43×, batch 16 1.11× / 1.58× (batch 1 on a quiet machine, 3 repetitions: 1.55× /
+  1.76×), hence float32 below batch 2. The bfloat16 graph's FD is within 0.3 % of float32's (n = 500, DDIM 50 and
+  DPM-Solver++ 20); its ε̂ differ from float32 by up to ~1e-1 per call, a seed's images by a mean 0.2–0.3 grey levels,
+  a few stroke edges by up to ~50.
+- channels-last in eager: between 0.6× and 2× across runs (medians 1.0–1.1×).
 """
 from __future__ import annotations
 
@@ -25,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Written before the first measurement; the table prints them beside what was measured.
 PREDICTIONS = {
     "inference_mode instead of no_grad": "1.00–1.03×: saves autograd bookkeeping on ~400 small ops per call",
-    "channels-last (load_model default)": "≤ 1.0× at batch 1 (layout copies, tiny convs); 1.2–1.5× at batch 16 "
+    "channels-last (load_served default)": "≤ 1.0× at batch 1 (layout copies, tiny convs); 1.2–1.5× at batch 16 "
                                           "(oneDNN NHWC kernels)",
     "bfloat16 autocast (CPU)": "< 0.5× on an AVX2-only CPU (no native bfloat16, plus casts); 1.2–1.5× at batch 16 "
                                "with AVX-512 BF16; outputs change",
@@ -74,7 +90,7 @@ def _previews(model, steps: int, n: int, every_step: bool):
 COLD_COMPILE = """
 import sys, time, torch, engine
 torch.set_num_threads(int(sys.argv[1]))
-model = engine.load_model(sys.argv[2], optimize=False)
+model = engine.load_model(sys.argv[2])
 model.net = torch.compile(model.net, dynamic=False)
 x, a = torch.randn(1, *model.data_shape), torch.full((1,), 0.5, dtype=torch.float64)
 t0 = time.perf_counter()
@@ -184,7 +200,7 @@ run = lambda: request.submit(lambda: list(handler(model=name, schedule="cosine",
                                                   n=n))).result()
 run()
 if compiled:
-    store.load(name).compiled.wait()
+    store.load(name).net.compiled.wait()
 run()
 t0 = time.perf_counter()
 run()
@@ -253,10 +269,10 @@ def verdict(name: str, speed: dict[int, float], compile_s: dict[int, float], per
         slow = [str(n) for n, v in speed.items() if v < 0.97]
         fast = [str(n) for n, v in speed.items() if v >= 0.97]
         if not slow:
-            return f"kept: load_model's default ({s})"
+            return f"kept: load_served's default ({s})"
         if not fast:
-            return f"load_model's default, but slower at every batch measured ({s}): reconsider"
-        return (f"load_model's default; not slower at batch {', '.join(fast)}, slower at batch {', '.join(slow)} "
+            return f"load_served's default, but slower at every batch measured ({s}): reconsider"
+        return (f"load_served's default; not slower at batch {', '.join(fast)}, slower at batch {', '.join(slow)} "
                 f"({s}): worth choosing the layout by batch size")
     if name.startswith("bfloat16"):
         if max(speed.values()) < 1.0:
@@ -264,7 +280,7 @@ def verdict(name: str, speed: dict[int, float], compile_s: dict[int, float], per
         return (f"not in eager: faster at some batch sizes only ({s}), each cast a separate operator; the app's "
                 "compiled graph uses it (below), where the casts fuse into their neighbours")
     if name.startswith("the same + bfloat16"):
-        return (f"the app's graph where the CPU or GPU runs bfloat16 natively (load_model(background_compile=True), "
+        return (f"the app's graph where the CPU or GPU runs bfloat16 natively (load_served(background_compile=True), "
                 f"precision auto; {s}); its samples' quality against float32: Section 1's evaluator table; "
                 "`python app.py --precision float32` for float32")
     if name.startswith("compiled, no module guards"):
@@ -279,7 +295,7 @@ def verdict(name: str, speed: dict[int, float], compile_s: dict[int, float], per
                 "recompiles every batch size (" + " / ".join(f"{compile_s[n]:.0f} s" for n in speed) + " here with "
                 "the disk cache warm), paid back after " + ", ".join(even) + " (a Generate run makes 20–1000 "
                 "calls). So `python app.py` compiles each batch shape in a background thread and serves eager "
-                "until it is ready (load_model(background_compile=True)); a script's load_model stays eager")
+                "until it is ready (load_served(background_compile=True)); a script's load_model stays eager")
     if max(speed.values()) < 1.05:
         return f"kept: no measurable cost even at every step ({s}); the app sends at most one frame per 0.2 s"
     return (f"kept, rate-limited: the app sends at most one frame per 0.2 s (UPDATE_EVERY_S), well under this "
@@ -289,16 +305,16 @@ def verdict(name: str, speed: dict[int, float], compile_s: dict[int, float], per
 def section(model_name: str = "mnist-ddpm", batches=(1, 16), reps: int = 3, calls=None, steps: int = 20,
             cold_compile: bool = True, wait_steps: int = 10, thread_steps: int = 50, thread_n: int = 4) -> Section:
     calls = calls or {1: 20, 16: 3}
-    base = engine.load_model(model_name, optimize=False)
-    channels_last = engine.load_model(model_name)
-    compiled = engine.load_model(model_name, optimize=False)
+    base = engine.load_model(model_name)
+    channels_last = engine.load_served(model_name)
+    compiled = engine.load_model(model_name)
     compiled.net = torch.compile(compiled.net, dynamic=False)
-    served = {p: engine.load_model(model_name, background_compile=True, precision=p) for p in ("float32", "bfloat16")}
+    served = {p: engine.load_served(model_name, background_compile=True, precision=p) for p in ("float32", "bfloat16")}
     table = Table(f"Levers against eager float32 under no_grad ({model_name}, {threads()}; "
                   f"median of {reps}, min–max)",
                   ["lever", "prediction", *(f"batch {n}" for n in batches), "max |Δ ε̂|", "kept?"])
     rows = {"inference_mode instead of no_grad": (base, torch.inference_mode),
-            "channels-last (load_model default)": (channels_last, torch.no_grad),
+            "channels-last (load_served default)": (channels_last, torch.no_grad),
             "bfloat16 autocast (CPU)": (base, bf16_autocast),
             "torch.compile": (compiled, torch.no_grad),
             "compiled, no module guards, C++ wrapper (the app's float32 graph)": (served["float32"], torch.no_grad),
@@ -311,9 +327,9 @@ def section(model_name: str = "mnist-ddpm", batches=(1, 16), reps: int = 3, call
         compile_s[n] = time.perf_counter() - t0
     for model in served.values():  # queue every batch shape (under no_grad, as timed) and wait for the graphs
         for n in batches:
-            model.compiled.max_batch = max(model.compiled.max_batch, n)
+            model.net.compiled.max_batch = max(model.net.compiled.max_batch, n)
             _output(model, n)
-        model.compiled.wait()
+        model.net.compiled.wait()
     if cold_compile:
         compile_s["cold"] = cold_compile_s(model_name)
     for name, (model, context) in rows.items():

@@ -4,7 +4,7 @@ Batched: ``engine.compare(model, panels, seed, n)`` iterated to the end (one net
 needs ε̂ at that moment). Sequential: ``engine.sample`` of each panel in turn, same seed. Two sets: the Compare
 tab's six default panels (space/ui.py PANEL_DEFAULTS: mixed samplers and NFE, so batches empty as panels finish),
 and six schedules with DDIM at 50 steps each (the same NFE per round: batches stay full). Each on two networks:
-``load_model``'s default (eager float32) and the network as the app serves it (``torch.compile`` in the background,
+``load_model`` (eager float32) and the network as the app serves it (``torch.compile`` in the background,
 bfloat16 autocast on a CPU that runs it natively; timed once every batch shape is compiled), which is what the
 Compare tab runs.
 """
@@ -47,9 +47,9 @@ def sequential(model, panels: list[Panel], n: int = 1) -> int:
 
 def section(model_name: str = "mnist-ddpm", reps: int = 3, steps_scale: float = 1.0, n: int = 1) -> Section:
     model = engine.load_model(model_name)
-    served = engine.load_model(model_name, background_compile=True)
+    served = engine.load_served(model_name, background_compile=True)
     networks = {"load_model default (eager float32)": model,
-                f"app's network (compiled, {served.compiled.precision})": served}
+                f"app's network (compiled, {served.net.compiled.precision})": served}
     table = Table(f"Lock-step batching vs one panel after another ({model_name}, n={n}, "
                   f"{threads()}; median of {reps}, min–max)",
                   ["set", "network", "panels", "NFE (sequential)", "batched calls", "rows per call", "sequential s",
@@ -59,8 +59,8 @@ def section(model_name: str = "mnist-ddpm", reps: int = 3, steps_scale: float = 
         panels = scaled(panels, steps_scale)
         for label, net in networks.items():
             run, nfe = batched(net, panels, n), sequential(net, panels, n)  # also the warm-up (queues the compiles)
-            if net.compiled:
-                net.compiled.wait()
+            if net is served:
+                served.net.compiled.wait()
             t = interleaved({"sequential": lambda: sequential(net, panels, n),
                              "batched": lambda: batched(net, panels, n)}, reps, warmup=0)
             speed = ratio(t["sequential"], t["batched"])

@@ -1,6 +1,7 @@
 """Checkpoints: ``NAME.safetensors`` (the EMA weights) beside ``NAME.json`` (the model card).
 
-The card records the architecture, objective, data, training and metrics, and the sha256 of the weights file.
+The card records the architecture, objective, data, training noise levels, training and metrics, and the sha256
+of the weights file (``denoiser_card`` lays it out; ``model_card`` checks it).
 Loading goes through safetensors only (never pickle): the file's bytes are hashed, compared with the card, and
 only then parsed. A missing, truncated, corrupt or altered file raises ``CheckpointError`` naming the file.
 """
@@ -16,15 +17,14 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from .compiling import resolve_precision
 from .mlp import MLPConfig, MLPDenoiser
-from .models import DenoisingModel, EpsModel, ScoreModel
+from .models import OBJECTIVES, DenoisingModel
 from .unet import UNet, UNetConfig
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ARCHITECTURES = {"unet": (UNetConfig, UNet), "mlp": (MLPConfig, MLPDenoiser)}
-OBJECTIVES = {"ddpm": EpsModel, "dsm": ScoreModel}
+REQUIRED_FIELDS = ("arch", "objective", "sha256", "data_shape")  # what loading needs from every card
 
 
 class CheckpointError(RuntimeError):
@@ -77,10 +77,33 @@ def model_card(name: str, directory=None) -> dict:
         card = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"model card {path} is not valid JSON: {err}") from None
-    for key in ("arch", "objective", "sha256", "data_shape"):
+    for key in REQUIRED_FIELDS:
         if key not in card:
             raise CheckpointError(f"model card {path} has no '{key}' field")
     return card
+
+
+def denoiser_card(name: str, arch: str, arch_config: dict, objective: str, data_shape: tuple[int, ...],
+                  data: dict, noise_range: dict) -> dict:
+    """The card of a denoising model before training: ``save_model`` adds the sha256 (and the trainer its
+    training record and metrics). ``arch_config`` is completed with the architecture's defaults, a U-Net's input
+    channels and size taken from ``data_shape``; ``noise_range`` is the objective's record of its training levels
+    (``noise_range`` of the model class in ``models.OBJECTIVES``)."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHITECTURES)}")
+    config = dict(arch_config)
+    if arch == "unet":
+        config.setdefault("in_channels", data_shape[0])
+        config.setdefault("image_size", data_shape[-1])
+    return {
+        "name": name,
+        "arch": {"type": arch, "config": ARCHITECTURES[arch][0].from_dict(config).to_dict()},
+        "objective": objective,
+        "data_shape": list(data_shape),
+        "data": data,
+        "noise_range": noise_range,
+        "sha256": "",
+    }
 
 
 def build_model(card: dict) -> DenoisingModel:
@@ -156,29 +179,12 @@ def load_into(module: torch.nn.Module, state: dict, name: str, directory=None) -
         raise CheckpointError(f"weights file {path} does not fit the architecture in its card: {err}") from None
 
 
-def load_model(name: str, device: str | torch.device = "cpu", directory=None, optimize: bool = True,
-               background_compile: bool = False, precision: str = "auto") -> DenoisingModel:
-    """Load a shipped denoising model by name (sha256 checked, safetensors only), in eval mode on ``device``.
-
-    ``optimize=True`` (the default) adds the inference settings measured faster with the same samples
-    (channels-last convolutions for image models; bench/ and docs/PERFORMANCE.md); ``optimize=False`` gives the
-    plain eager float32 model, what a user of another library would run — the benchmarks' baseline.
-    ``background_compile=True`` (with ``optimize``) also compiles the network with ``torch.compile`` in a background
-    thread, eager until each batch shape is ready (``DenoisingModel.compile_in_background``): for a long-running
-    server such as the app, not for a short script, which would exit before the compile pays back. ``precision``
-    is the compiled graph's (engine/compiling.py): "auto" (bfloat16 autocast where the device runs bfloat16
-    natively, else float32), "float32" or "bfloat16"; eager calls are always float32."""
-    resolve_precision(precision, device)  # a bad value is an error whether or not the model compiles
+def load_model(name: str, device: str | torch.device = "cpu", directory=None) -> DenoisingModel:
+    """Load a shipped denoising model by name (sha256 checked, safetensors only): the plain eager float32 model,
+    in eval mode on ``device``. engine/serving.py serves one faster (channels-last, background compile)."""
     card, state = load_weights(name, directory)
     if card.get("kind", "denoiser") != "denoiser":
         raise CheckpointError(f"{name} is a {card['kind']}, not a denoising model")
     model = build_model(card)
     load_into(model.net, state, name, directory)
-    model = model.eval().requires_grad_(False).to(device)
-    if not optimize:
-        return model
-    model.use_channels_last()
-    if not background_compile:
-        return model
-    # the checkpoint it came from: each batch shape is compiled in a child process first (engine/compiling.py)
-    return model.compile_in_background(precision=precision, source=(name, str(checkpoint_dir(directory))))
+    return model.eval().requires_grad_(False).to(device)

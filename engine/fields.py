@@ -19,6 +19,7 @@ import torch
 from .data import TOYS, toy_sample
 from .generate import generate
 from .samplers import Step
+from .sde import SDES
 
 MIN_SIGMA, MAX_SIGMA = 1e-3, 1e3
 
@@ -58,7 +59,7 @@ def score_field(model, sigma: float, lim: float = 3.0, n: int = 21) -> dict:
     alpha = torch.full((pts.shape[0],), a, dtype=torch.float64)
     device = next(iter(model.parameters())).device if hasattr(model, "parameters") else torch.device("cpu")
     eps = model.eps((pts * math.sqrt(a)).to(device), alpha.to(device)).float().cpu()
-    return {"xs": xs, "points": pts, "score": -eps / sigma, "sigma": sigma, "alpha_bar": a}
+    return {"xs": xs, "points": pts, "score": SDES["ve"].score(eps, a), "sigma": sigma, "alpha_bar": a}
 
 
 def noisy_density(toy: str, sigma: float, lim: float = 3.0, n: int = 80, m: int = 2000, seed: int = 0,

@@ -16,7 +16,7 @@ import torch
 from timm.layers import Mlp
 from torch import nn
 
-from .models import noise_level_embedding
+from .embedding import noise_level_embedding
 
 
 @dataclass

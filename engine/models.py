@@ -1,8 +1,7 @@
-"""The model protocol, and the engine's two kinds of denoising model.
+"""The model protocol, and the engine's two parameterisations of a denoising network, each with its training loss.
 
 Anything with ``eps(x_t, alpha_bar) -> Tensor`` (ε̂ for VP-scaled x_t, ``alpha_bar`` a per-sample tensor of ᾱ) and
-``data_shape`` (the per-sample shape) is a model that every sampler accepts. The engine's own models add
-``x0``, ``score`` and ``card``:
+``data_shape`` (the per-sample shape) is a model that every sampler accepts. From ε̂ the samplers take
 
   x̂0 = (x_t − √(1−ᾱ) ε̂) / √ᾱ                          (Tweedie's estimate of the clean sample)
   ∇ log p_t(x_t) = −ε̂ / √(1−ᾱ)                           (VP score)
@@ -21,13 +20,13 @@ The training losses are unchanged (ε-MSE, and DSM with λ(σ) = σ², which is 
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import nn
 
-from .compiling import BackgroundCompiled
-from .schedules import log_snr_from_alpha_bar
+from .schedules import SCHEDULES, get_schedule, log_snr_from_alpha_bar
 
 
 def check_model(model) -> None:
@@ -45,77 +44,80 @@ def _per_sample(alpha_bar: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class DenoisingModel(nn.Module):
-    """Shared parts of the engine's models: x0, score, card, data_shape. Subclasses define ``eps``."""
+    """Shared parts of the engine's models: the network ``net``, ``data_shape`` and the model ``card``.
+
+    Each subclass is one parameterisation and its training objective, kept together as k-diffusion keeps ``loss``
+    beside each denoiser: ``eps`` for sampling, and for training ``draw_noise_levels`` (from a generator, so a
+    resumed run draws the same levels) and ``loss`` at those levels. ``card["noise_range"]`` records the levels it
+    trains on; ``noise_range`` makes that record from a training config's options."""
 
     def __init__(self, net: nn.Module, data_shape: tuple[int, ...], card: dict | None = None):
         super().__init__()
         self.net = net
         self.data_shape = tuple(int(d) for d in data_shape)
         self.card = dict(card or {})
-        self.memory_format = torch.contiguous_format
-        self.compiled: BackgroundCompiled | None = None
 
-    def compile_in_background(self, max_batch: int = 16, precision: str = "float32",
-                              source: tuple[str, str] | None = None) -> "DenoisingModel":
-        """Serve calls through ``torch.compile`` once it has compiled their batch shape in a background thread,
-        eager until then (engine/compiling.py): for a long-running server, where the compile time is paid once
-        and every later request runs faster. ``precision``: the compiled graph's, one of compiling.PRECISIONS;
-        "auto" considers bfloat16 only for image models (the U-Net's convolutions are where it measured faster;
-        a toy MLP's calls are a few small matrix products). ``source``: the (checkpoint name, folder) the network
-        was loaded from, if any; each batch shape is then compiled in a child process first (load_model gives
-        it). Returns self."""
-        if precision == "auto" and len(self.data_shape) != 3:
-            precision = "float32"
-        self.compiled = BackgroundCompiled(self.net, max_batch=max_batch, precision=precision, source=source)
-        return self
 
-    def use_channels_last(self) -> "DenoisingModel":
-        """Keep the network's weights and inputs in channels-last (NHWC) memory format: the same values (to 1e-5),
-        with convolutions on oneDNN's / cuDNN's NHWC kernels. On the shared 2-core AVX2 CPU it measured between
-        0.6× and 2× eager across runs (medians 1.0–1.1×: no consistent gain, no consistent loss; see the levers
-        table of docs/PERFORMANCE.md). Only for image models (data_shape (C, H, W)); returns self."""
-        if len(self.data_shape) == 3:
-            self.memory_format = torch.channels_last
-            self.net.to(memory_format=torch.channels_last)
-        return self
-
-    def _net(self, x: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
-        net = self.compiled or self.net
-        return net(x.contiguous(memory_format=self.memory_format), log_snr)
-
-    def x0(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-        a = _per_sample(alpha_bar, x_t)
-        return (x_t - (1 - a).sqrt() * self.eps(x_t, alpha_bar)) / a.sqrt()
-
-    def score(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-        """∇_{x_t} log p_t(x_t) for the VP-scaled x_t."""
-        a = _per_sample(alpha_bar, x_t)
-        return -self.eps(x_t, alpha_bar) / (1 - a).sqrt()
+@functools.lru_cache(maxsize=4)
+def _alpha_bar_table(schedules: tuple[str, ...]) -> torch.Tensor:
+    """Every ᾱ_t of the named schedules (T = 1000 each), concatenated."""
+    return torch.cat([get_schedule(s).alphas_cumprod for s in schedules])
 
 
 class EpsModel(DenoisingModel):
-    """DDPM objective: ε̂ = √(1−ᾱ) x_t + √ᾱ net(x_t, λ)."""
+    """DDPM objective (Ho et al. 2020): ε̂ = √(1−ᾱ) x_t + √ᾱ net(x_t, λ), trained by
+
+        x_t = √ᾱ x_0 + √(1−ᾱ) ε,   loss = ‖ε̂(x_t, ᾱ) − ε‖²   (averaged over dimensions and batch)
+
+    with ᾱ drawn from the app's schedules (one of their levels, uniformly), so every schedule the app offers lies in
+    the training range."""
+
+    objective = "ddpm"
 
     def eps(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
         a = alpha_bar.double()
-        v = self._net(x_t, log_snr_from_alpha_bar(a).to(x_t.dtype))
+        v = self.net(x_t, log_snr_from_alpha_bar(a).to(x_t.dtype))
         a = _per_sample(a, x_t)
         return (1 - a).sqrt() * x_t + a.sqrt() * v
+
+    @staticmethod
+    def noise_range(sigma_min: float, sigma_max: float) -> dict:
+        """The card's record of the training levels: the schedules whose ᾱ_t are drawn. The σ range is the score
+        model's; an ε-model trains on every schedule instead."""
+        return {"schedules": list(SCHEDULES)}
+
+    def draw_noise_levels(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """n values of ᾱ, each a level of the card's schedules drawn uniformly: a schedule, then t in 0…T−1."""
+        table = _alpha_bar_table(tuple(self.card["noise_range"]["schedules"]))
+        return table[torch.randint(len(table), (n,), generator=gen)]
+
+    def loss(self, x0: torch.Tensor, alpha_bar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        a = _per_sample(alpha_bar, x0)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        return (self.eps(x_t, alpha_bar) - eps).pow(2).mean()
 
 
 class ScoreModel(DenoisingModel):
     """Score network trained by denoising score matching in the VE scaling x̃ = x_0 + σ ε:
 
     s_θ(x̃, σ) = −ε̂(x̃/√(1+σ²), ᾱ)/σ  with ᾱ = 1/(1+σ²) and ε̂ as above. Scaling the input to unit variance is EDM's
-    c_in; dividing by σ is NCSNv2's output scaling. The DSM loss σ² ‖s_θ(x̃, σ) + ε/σ‖² then has the same size at
-    every σ. ε̂ for the protocol comes from the link ε = −σ s.
+    c_in; dividing by σ is NCSNv2's output scaling. The DSM loss (Vincent 2011; Song & Ermon 2019)
+
+        loss = λ(σ) ‖s_θ(x_0 + σ ε, σ) + ε/σ‖²,   λ(σ) = σ²   (averaged over dimensions and batch)
+
+    then has the same size at every σ. σ is drawn log-uniform in [sigma_min, sigma_max] (NCSN's geometric levels,
+    made continuous). [0.002, 200] covers every offered schedule but cosine's last 4 levels (σ up to 2e4); there
+    the v-parameterisation weights the network's output by √ᾱ < 0.005, so ε̂ ≈ x_t, which is right. ε̂ for the
+    protocol comes from the link ε = −σ s.
     """
+
+    objective = "dsm"
 
     def score_ve(self, x_tilde: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         sig = sigma.double()
         a = _per_sample(1 / (1 + sig**2), x_tilde)
         x_t = x_tilde * a.sqrt()
-        v = self._net(x_t, (-2 * torch.log(sig)).to(x_tilde.dtype))
+        v = self.net(x_t, (-2 * torch.log(sig)).to(x_tilde.dtype))
         eps = (1 - a).sqrt() * x_t + a.sqrt() * v
         return -eps / _per_sample(sig, x_tilde)
 
@@ -124,6 +126,27 @@ class ScoreModel(DenoisingModel):
         sigma = torch.sqrt((1 - a) / a)
         x_tilde = x_t / _per_sample(a.sqrt(), x_t)
         return -_per_sample(sigma, x_t) * self.score_ve(x_tilde, sigma)
+
+    @staticmethod
+    def noise_range(sigma_min: float, sigma_max: float) -> dict:
+        """The card's record of the training levels; ValueError unless 0 < sigma_min < sigma_max."""
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError("dsm needs 0 < sigma_min < sigma_max")
+        return {"sigma_min": sigma_min, "sigma_max": sigma_max}
+
+    def draw_noise_levels(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """n values of σ, log-uniform in the card's [sigma_min, sigma_max]."""
+        lo, hi = (math.log(self.card["noise_range"][k]) for k in ("sigma_min", "sigma_max"))
+        u = torch.rand(n, generator=gen, dtype=torch.float64)
+        return torch.exp(lo + u * (hi - lo))
+
+    def loss(self, x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        s = _per_sample(sigma, x0)
+        score = self.score_ve(x0 + s * eps, sigma)
+        return (s**2 * (score + eps / s).pow(2)).mean()
+
+
+OBJECTIVES = {cls.objective: cls for cls in (EpsModel, ScoreModel)}  # a card's "objective" → its model class
 
 
 class GaussianModel:
@@ -149,14 +172,3 @@ class GaussianModel:
         r = (x_t.double() - a.sqrt() * self.mean.to(dev)) @ q
         out = (r / (a * self._evals.to(dev) + 1 - a)) @ q.T * (1 - a).sqrt()
         return out.to(x_t.dtype)
-
-
-def noise_level_embedding(log_snr: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
-    """Sinusoidal embedding of the continuous noise level c = log σ = −λ/2, scaled so that the usual range
-    (log σ in about [−10, 10]) spreads over the frequencies like a step index 0…1000 would (Vaswani et al. 2017;
-    Ho et al. 2020 embed t the same way)."""
-    c = (-0.5 * log_snr.float()).reshape(-1, 1) * 50.0
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=c.device, dtype=torch.float32) / half)
-    args = c * freqs
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)

@@ -1,13 +1,8 @@
 """Training: ``python -m engine train --config engine/configs/NAME.json [--steps N]``.
 
-Objectives (x_0 from the data, ε ~ N(0, I)):
-  ddpm:  ᾱ drawn from the app's schedules (a schedule at random, then t uniform in 0…T−1), so every schedule the
-         app offers lies in the training range;  x_t = √ᾱ x_0 + √(1−ᾱ) ε;  loss = ‖ε_θ(x_t, λ) − ε‖²  (Ho et al. 2020).
-  dsm:   σ log-uniform in [sigma_min, sigma_max] (NCSN's geometric levels, made continuous);  x̃ = x_0 + σ ε;
-         loss = λ(σ) ‖s_θ(x̃, σ) + ε/σ‖² with λ(σ) = σ²  (Song & Ermon 2019; Vincent 2011).
-         [0.002, 200] covers every offered schedule but cosine's last 4 levels (σ up to 2e4); there the
-         v-parameterisation (models.py) weights the network's output by √ᾱ < 0.005, so ε̂ ≈ x_t, which is right.
-Both losses are averaged over dimensions and batch.
+Each step draws, all from one generator and in this order, a data batch x_0, the noise levels and ε ~ N(0, I); the
+model's class (engine/models.py: ``EpsModel`` for "ddpm", ``ScoreModel`` for "dsm") draws the levels and computes
+its loss — ε-MSE over the app's schedules' ᾱ, or denoising score matching over log-uniform σ.
 
 AdamW with linear warm-up (and, if ``lr_decay_start`` is set, a cosine decay to ``min_lr``), gradient clipping, EMA weights (timm's ModelEmaV3), tqdm progress, sample grids while it
 trains, and resumable state (weights, optimiser, EMA, step, RNG states) saved with safetensors — no pickle. Under
@@ -22,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -34,13 +28,11 @@ from torch import nn
 from tqdm import tqdm
 
 from . import data as datasets
-from .checkpoints import ARCHITECTURES, build_model, save_model
+from .checkpoints import build_model, denoiser_card, save_model
+from .devices import describe_device, resolve_device
 from .generate import sample
-from .models import DenoisingModel
+from .models import OBJECTIVES, DenoisingModel
 from .pictures import save_samples
-from .schedules import SCHEDULES, get_schedule
-
-TRAIN_SCHEDULES = tuple(SCHEDULES)
 
 
 @dataclasses.dataclass
@@ -71,6 +63,8 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; allowed: {', '.join(OBJECTIVES)}")
         if self.lr_decay_start is not None and not 0 <= self.lr_decay_start < self.steps:
             raise ValueError(f"lr_decay_start must be in [0, steps) = [0, {self.steps}); got {self.lr_decay_start}")
 
@@ -98,43 +92,15 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return cfg.min_lr + 0.5 * (lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
 
 
-class Objective(nn.Module):
-    """The training loss as a module, so DistributedDataParallel can wrap it."""
+class TrainingLoss(nn.Module):
+    """``model.loss`` as a module's forward, so DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: DenoisingModel, kind: str):
+    def __init__(self, model: DenoisingModel):
         super().__init__()
-        self.model, self.kind = model, kind
+        self.model = model
 
     def forward(self, x0: torch.Tensor, level: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        shape = (-1,) + (1,) * (x0.dim() - 1)
-        if self.kind == "ddpm":  # level = ᾱ
-            a = level.to(x0.dtype).reshape(shape)
-            x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
-            return (self.model.eps(x_t, level) - eps).pow(2).mean()
-        sigma = level.to(x0.dtype).reshape(shape)  # dsm: level = σ
-        score = self.model.score_ve(x0 + sigma * eps, level)
-        return (sigma**2 * (score + eps / sigma).pow(2)).mean()
-
-
-class NoiseLevels:
-    """Draws the training noise levels of an objective from a generator."""
-
-    def __init__(self, cfg: TrainConfig):
-        self.kind = cfg.objective
-        if self.kind == "ddpm":
-            self.table = torch.cat([get_schedule(s).alphas_cumprod for s in TRAIN_SCHEDULES])
-        elif self.kind == "dsm":
-            if not 0 < cfg.sigma_min < cfg.sigma_max:
-                raise ValueError("dsm needs 0 < sigma_min < sigma_max")
-            self.log_lo, self.log_hi = math.log(cfg.sigma_min), math.log(cfg.sigma_max)
-        else:
-            raise ValueError(f"unknown objective {cfg.objective!r}; allowed: ddpm, dsm")
-
-    def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        if self.kind == "ddpm":
-            return self.table[torch.randint(len(self.table), (n,), generator=gen)]
-        u = torch.rand(n, generator=gen, dtype=torch.float64)
-        return torch.exp(self.log_lo + u * (self.log_hi - self.log_lo))
+        return self.model.loss(x0, level, eps)
 
 
 class Data:
@@ -159,12 +125,6 @@ class Data:
         return self.images[torch.randint(self.size, (n,), generator=gen)]
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, list]:
     sd = opt.state_dict()
     tensors = {f"optim.{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
@@ -181,10 +141,13 @@ def _unflatten_optimizer(tensors: dict, groups: list) -> dict:
 
 
 class Trainer:
+    """One config's training: ``run`` is the loop (resuming from ``run_dir/NAME/state.safetensors`` when there is
+    one), ``save_state``/``load_state`` the resumable state, ``export`` the EMA weights and card."""
+
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        self.device = _device(cfg.device)
+        self.device = resolve_device(cfg.device)
         if self.distributed and not dist.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             dist.init_process_group(backend)
@@ -193,46 +156,24 @@ class Trainer:
         if self.device.type == "cuda" and self.distributed:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         self.data = Data(cfg)
-        self.levels = NoiseLevels(cfg)
+        self.card = denoiser_card(
+            cfg.name, cfg.arch, cfg.arch_config, cfg.objective, self.data.shape,
+            data={"dataset": cfg.dataset, "split": "train", "n": self.data.size,
+                  "range": None if self.data.toy else [-1, 1]},
+            noise_range=OBJECTIVES[cfg.objective].noise_range(cfg.sigma_min, cfg.sigma_max),
+        )
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        self.card = self._card()
         self.model = build_model(self.card).to(self.device)
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        objective = Objective(self.model, cfg.objective)
-        self.loss_fn = nn.parallel.DistributedDataParallel(objective) if self.distributed else objective
+        loss = TrainingLoss(self.model)
+        self.loss_fn = nn.parallel.DistributedDataParallel(loss) if self.distributed else loss
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)  # data, levels and noise
         torch.manual_seed(cfg.seed * 1000 + self.rank + 1)  # dropout
         self.step = 0
         self.wall = 0.0
         self.run_dir = Path(cfg.run_dir) / cfg.name
         self.losses: list[float] = []
-
-    def _card(self) -> dict:
-        cfg = self.cfg
-        card = {
-            "name": cfg.name,
-            "arch": {"type": cfg.arch, "config": self._arch_config()},
-            "objective": cfg.objective,
-            "data_shape": list(self.data.shape),
-            "data": {"dataset": cfg.dataset, "split": "train", "n": self.data.size, "range": [-1, 1] if not self.data.toy else None},
-            "sha256": "",
-        }
-        if cfg.objective == "dsm":
-            card["noise_range"] = {"sigma_min": cfg.sigma_min, "sigma_max": cfg.sigma_max}
-        else:
-            card["noise_range"] = {"schedules": list(TRAIN_SCHEDULES)}
-        return card
-
-    def _arch_config(self) -> dict:
-        if self.cfg.arch not in ARCHITECTURES:
-            raise ValueError(f"unknown arch {self.cfg.arch!r}; allowed: {', '.join(ARCHITECTURES)}")
-        config_cls = ARCHITECTURES[self.cfg.arch][0]
-        d = dict(self.cfg.arch_config)
-        if self.cfg.arch == "unet":
-            d.setdefault("in_channels", self.data.shape[0])
-            d.setdefault("image_size", self.data.shape[-1])
-        return config_cls.from_dict(d).to_dict()
 
     # --- resumable state -------------------------------------------------------------------------------------
     @property
@@ -275,7 +216,7 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = learning_rate(cfg, self.step)
         x0 = self.data.batch(cfg.batch_size, self.gen)
-        level = self.levels.draw(cfg.batch_size, self.gen)
+        level = self.model.draw_noise_levels(cfg.batch_size, self.gen)
         eps = torch.randn(x0.shape, generator=self.gen)
         loss = self.loss_fn(x0.to(self.device), level.to(self.device), eps.to(self.device))
         self.opt.zero_grad(set_to_none=True)
@@ -327,14 +268,13 @@ class Trainer:
     def export(self) -> Path:
         """Write the EMA weights and the model card to the checkpoint directory."""
         cfg = self.cfg
-        hw = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
         recent = self.losses[-cfg.log_every:]
         card = {
             "training": {
                 "config": dataclasses.asdict(cfg),
                 "steps": self.step,
                 "wall_time_s": round(self.wall, 1),
-                "hardware": f"{hw} x{self.world}",
+                "hardware": f"{describe_device(self.device)} x{self.world}",
                 "torch": torch.__version__,
                 "final_loss": round(sum(recent) / len(recent), 5) if recent else None,
             },

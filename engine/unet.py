@@ -23,8 +23,9 @@ written here from timm building blocks (``GroupNorm``/``GroupNormAct``, ``Mlp``,
 The network never sees a step index: one trained net serves every schedule and step count.
 
 Default (16 · (1, 2, 4) channels at 28/14/7, one ResBlock per level, attention at 7×7): 0.72 M parameters. It is
-small on purpose: on a 2-core CPU in eager float32 a batch-1 forward is bound by per-op overhead (~0.1 ms per small
-conv), and this size keeps it near 9 ms on one thread; 32 · (1, 2, 2) with two ResBlocks (1.74 M) takes ~19 ms.
+small on purpose: on a small CPU in eager float32 a batch-1 forward is bound by per-operator overhead, so its time
+grows with the number and width of its layers long before the arithmetic counts (timings: docs/PERFORMANCE.md,
+Section 2).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from timm.layers import Attention2d, GroupNorm, GroupNormAct, Mlp
 from torch import nn
 
-from .models import noise_level_embedding
+from .embedding import noise_level_embedding
 
 
 @dataclass

@@ -30,8 +30,8 @@ class ModelStore:
                  precision: str = "auto"):
         self.directory = Path(checkpoint_dir(directory))
         self.max_loaded = max_loaded
-        self.background_compile = background_compile  # engine.load_model's: torch.compile off the request path
-        self.precision = precision  # engine.load_model's: the compiled graph's (auto: bfloat16 where native)
+        self.background_compile = background_compile  # engine.load_served's: torch.compile off the request path
+        self.precision = precision  # engine.load_served's: the compiled graph's (auto: bfloat16 where native)
         self._cache: OrderedDict = OrderedDict()  # (name, files' signature) → loaded model, least recent first
         self._lock = threading.RLock()
         self._classifiers: dict = {}
@@ -85,9 +85,9 @@ class ModelStore:
         return kind, problem
 
     def _load_model(self, name: str):
-        """``engine.load_model`` in a thread of its own (``in_passing_thread``: the app's model work stays on one
+        """``engine.load_served`` in a thread of its own (``in_passing_thread``: the app's model work stays on one
         thread's OpenMP team)."""
-        return in_passing_thread(engine.load_model, name, directory=self.directory,
+        return in_passing_thread(engine.load_served, name, directory=self.directory,
                                  background_compile=self.background_compile, precision=self.precision)
 
     def _load_classifier(self, name: str):

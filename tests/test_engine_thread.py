@@ -108,13 +108,13 @@ def test_a_streamed_handler_stays_a_generator_and_closing_it_closes_the_work():
 
 def test_checkpoints_load_in_a_thread_that_has_ended(monkeypatch):
     loaders: list[threading.Thread] = []
-    real = engine.load_model
+    real = engine.load_served
 
     def recording(*args, **kwargs):
         loaders.append(threading.current_thread())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "load_model", recording)
+    monkeypatch.setattr(engine, "load_served", recording)
     store = ModelStore()
     store.load("mnist-ddpm")
     assert loaders and all(t is not threading.current_thread() and not t.is_alive() for t in loaders)

@@ -31,7 +31,7 @@ def fixed_batch_loss(trainer: Trainer, n: int = 4096) -> float:
     """The objective on one fixed batch (same x_0, noise levels and ε every time)."""
     gen = torch.Generator().manual_seed(123)
     x0 = trainer.data.batch(n, gen)
-    level = trainer.levels.draw(n, gen)
+    level = trainer.model.draw_noise_levels(n, gen)
     eps = torch.randn(x0.shape, generator=gen)
     with torch.no_grad():
         return float(trainer.loss_fn(x0, level, eps))
@@ -146,3 +146,37 @@ def test_learning_rate_warms_up_holds_then_decays_to_min_lr(tmp_path):
     assert [learning_rate(tiny(tmp_path, steps=100, lr=1e-3, warmup_steps=10), s) for s in (50, 99)] == [1e-3, 1e-3]
     with pytest.raises(ValueError, match="lr_decay_start must be in"):
         tiny(tmp_path, steps=100, lr_decay_start=100)
+
+
+@pytest.mark.parametrize("objective", ["ddpm", "dsm"])
+def test_a_step_draws_data_then_levels_then_noise_from_one_generator(tmp_path, objective):
+    """The order a resumed run depends on: replaying the generator from its state before a step gives the inputs
+    that step's loss saw."""
+    trainer = Trainer(tiny(tmp_path, objective=objective))
+    state = trainer.gen.get_state()
+    seen = []
+    loss_fn = trainer.loss_fn
+    trainer.loss_fn = lambda *inputs: seen.append(inputs) or loss_fn(*inputs)
+    trainer.train_step()
+    gen = torch.Generator().set_state(state)
+    n = trainer.cfg.batch_size
+    x0 = trainer.data.batch(n, gen)
+    level = trainer.model.draw_noise_levels(n, gen)
+    eps = torch.randn(x0.shape, generator=gen)
+    for got, expected in zip(seen[0], (x0, level, eps)):
+        assert torch.equal(got, expected)
+
+
+def test_dsm_loss_is_the_eps_loss_in_the_ve_scaling(tmp_path):
+    """σ² ‖s_θ(x_0 + σε, σ) + ε/σ‖² = ‖ε̂(x_t, ᾱ) − ε‖² with x_t = √ᾱ (x_0 + σε), ᾱ = 1/(1+σ²), by the link
+    ε̂ = −σ s: the two objectives weight the noise levels alike."""
+    model = Trainer(tiny(tmp_path, objective="dsm")).model.double()
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randn(8, 1, 8, 8, generator=gen, dtype=torch.float64)
+    eps = torch.randn(x0.shape, generator=gen, dtype=torch.float64)
+    sigma = model.draw_noise_levels(8, gen)
+    alpha_bar = 1 / (1 + sigma**2)
+    a = alpha_bar.reshape(-1, 1, 1, 1)
+    with torch.no_grad():
+        eps_mse = (model.eps(a.sqrt() * (x0 + sigma.reshape(-1, 1, 1, 1) * eps), alpha_bar) - eps).pow(2).mean()
+        torch.testing.assert_close(model.loss(x0, sigma, eps), eps_mse, rtol=1e-9, atol=0)

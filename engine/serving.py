@@ -1,47 +1,43 @@
-"""torch.compile for a long-running server, without the wait: compile in a background thread, run eager until then.
+"""Serving a model: the inference settings that change speed, not what is computed — channels-last memory format,
+``torch.compile`` off the request path, bfloat16 where the hardware runs it natively. The one module that knows
+about them; the models below it (engine/models.py) call their network plainly, and a served model is the same model
+class over a ``ServedNetwork``. The measurements behind each choice are in docs/PERFORMANCE.md (Levers).
 
-``torch.compile`` made the mnist U-Net 1.43× faster at batch 1 on a 2-core CPU (docs/PERFORMANCE.md, Levers), but
-its first call per input shape costs ~2.5 s with inductor's disk cache warm and ~30–40 s with it empty, and every new
-process pays it again. A Generate run is 20–1000 network calls (0.1–6 s), so compiling in the request path would
+Compile in a background thread, run eager until then. ``torch.compile`` makes the U-Net's calls faster, but its
+first call per input shape takes seconds with inductor's disk cache warm and tens of seconds with it empty, and
+every new process pays it again; a Generate run is 20–1000 network calls, so compiling in the request path would
 make the first request of every shape far slower than eager. ``BackgroundCompiled`` instead answers every call
 at once: a call whose shape has a finished compiled graph runs it; any other call runs the eager network and, the
 first time its shape is seen, queues that shape for compilation on a daemon thread (one at a time; it ends when
 the queue is empty). Once the graph is ready, later calls of that shape use it. In float32 the compiled graph
-computes the same function (its outputs differ from eager by float rounding, ~4e-6 per call measured), so a run's
-samples do not depend on whether the graph was ready; in bfloat16 (below) they do, by that precision's rounding.
+computes the same function (its outputs differ from eager by float rounding), so a run's samples do not depend on
+whether the graph was ready; in bfloat16 (below) they do, by that precision's rounding.
 
 Compiling still shares the machine with the requests. Dynamo and inductor are mostly Python, and a request needs
-the GIL back after every torch operator, so while this process compiles, requests wait for the GIL: through the app
-on the 2-core machine, with inductor's cache empty, 50-step Generate requests during the first minute and a half
-took 4.5–8 s against 0.4–0.9 s once compiled. So a network loaded from a checkpoint (``source``, which load_model
-gives) has each shape compiled in a child process first (``compile_for_parent``): the child fills inductor's
-on-disk caches (FX graph and AOT autograd) and this process then loads the graph from them — for the U-Net at
-batch 4, 39.6 s in the child and 2.5 s here. The same requests then took 0.4–1 s throughout (once 3.3 s, during one
-of those short loads). The compile thread also runs at a lower CPU priority (nice +10, Linux; the child and its C++
-compilers inherit it), and while it compiles here the interpreter switches threads every 0.1 ms instead of 5 ms.
-A child that fails (no process can be started, a changed checkpoint) is logged and the compile runs here in full.
+the GIL back after every torch operator, so while this process compiles, requests wait for the GIL. So a network
+loaded from a checkpoint (``load_served`` gives its ``source``) has each shape compiled in a child process first
+(``compile_for_parent``): the child, with its own GIL, fills inductor's on-disk caches (FX graph and AOT autograd)
+and this process then only loads the graph from them, a short GIL-holding window instead of the whole compile. The
+compile thread also runs at a lower CPU priority (nice +10, Linux; the child and its C++ compilers inherit it), and
+while it compiles here the interpreter switches threads more often, so requests get the GIL back sooner. A child
+that fails (no process can be started, a changed checkpoint) is logged and the compile runs here in full.
 
 Only batches up to ``max_batch`` are compiled: that is where the speed-up was measured, and dynamo keeps a bounded
 number of graphs per function. If compiling fails (no C++ compiler, an unsupported platform), the failure is logged
 once and every later call stays eager.
 
-A served network is fixed, and the compile says so (``COMPILE_OPTIONS``): dynamo keeps no guards on the module (its
-~100 parameters cost 0.2–0.35 ms of guard checks per call), and ``cpp_wrapper`` runs the graph's kernel calls from
-C++ instead of Python. Each ``BackgroundCompiled`` keeps its graphs apart (``isolate_recompiles``): without it,
-dynamo counts every graph of one class's ``forward`` together — three U-Nets × batch shapes — and after 8 silently
-runs the rest eager; and without module guards, two U-Nets would share one graph. Measured on the 2-core CPU at
-batch 1 against plain eager float32, interleaved: plain ``torch.compile`` 1.37×, no module guards 1.42×, + C++
-wrapper 1.50–1.57×. (Inductor's ``freezing`` measured no faster here: with dynamo's inlining of built-in modules it
-froze no weight, and with that inlining off the same time.)
+A served network is fixed, and the compile says so (``COMPILE_OPTIONS``): dynamo keeps no guards on the module (a
+check of each of its ~100 parameters on every call), and ``cpp_wrapper`` runs the graph's kernel calls from C++
+instead of Python. Each ``BackgroundCompiled`` keeps its graphs apart (``isolate_recompiles``): without it, dynamo
+counts every graph of one class's ``forward`` together — three U-Nets × batch shapes — and after 8 silently runs
+the rest eager; and without module guards, two U-Nets would share one graph.
 
 With ``precision="bfloat16"`` the graph runs the network under bfloat16 autocast (convolutions and matrix products
-in bfloat16, the output back in float32): on the AVX-512 BF16 CPU 1.4× plain eager float32 at batch 1 and 1.6× at
-batch 16 (the float32 graph: 1.5× and 1.1×), with the evaluator's FD within 0.3 % of float32 (n = 500, DDIM 50 and
-DPM-Solver++ 20). Its ε̂ differ from float32 by up to ~1e-1 per call, so a seed's images differ from a float32 run's
-by a mean 0.2–0.3 grey levels, a few stroke edges by up to ~50 (docs/PERFORMANCE.md). ``"auto"`` picks bfloat16
-only where the hardware runs it natively (``native_bfloat16``; elsewhere it is emulated and slower than float32), and
-only from batch 2 on (``BFLOAT16_FROM_BATCH``): at batch 1 it measured no faster than the float32 graph, and a
-one-image run then stays float32 throughout, the same picture as a script's.
+in bfloat16, the output back in float32): faster where the hardware has bfloat16 arithmetic, most at larger
+batches, with the evaluator's FD unchanged; a seed's images differ from a float32 run's by a fraction of a grey
+level on average. ``"auto"`` picks bfloat16 only where the hardware runs it natively (``native_bfloat16``; elsewhere
+it is emulated and slower than float32), and only from batch 2 on (``BFLOAT16_FROM_BATCH``): at batch 1 it was no
+faster than the float32 graph, and a one-image run then stays float32 throughout, the same picture as a script's.
 """
 from __future__ import annotations
 
@@ -57,21 +53,19 @@ from collections import deque
 import torch
 from torch import nn
 
+from .checkpoints import checkpoint_dir, load_model
+from .models import DenoisingModel
+
 log = logging.getLogger(__name__)
 COMPILE_NICENESS = 10  # added to the compile thread's nice value: it takes the CPU time requests leave idle
 COMPILE_SWITCH_INTERVAL_S = 1e-4  # sys.setswitchinterval while compiling (default 5e-3): requests get the GIL back
 _ONE_COMPILE_AT_A_TIME = threading.Lock()  # across models: the switch interval is the process's
 PRECISIONS = ("auto", "float32", "bfloat16")
-# "auto" on bfloat16 hardware: the float32 graph below this many rows. Measured on the 2-core AVX-512 BF16 CPU
-# against plain eager float32, interleaved (another process kept the other core busy): batch 1 float32 graph 1.52×,
-# bfloat16 graph 1.38×; batch 2 1.24× / 1.41×; batch 4 1.14× / 1.43×; batch 16 1.11× / 1.58×. At batch 1 the two
-# are within the noise of each other (docs/PERFORMANCE.md's levers, quiet machine, 3 repetitions: 1.55× / 1.76×),
-# and float32 keeps one-image runs the same pictures as a script's.
-BFLOAT16_FROM_BATCH = 2
+BFLOAT16_FROM_BATCH = 2  # "auto" on bfloat16 hardware: the float32 graph below this many rows (no faster there)
 COMPILE_OPTIONS = {"cpp_wrapper": True, "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
 _NATIVE_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
 CHILD_TIMEOUT_S = 900  # a child compile taking longer is abandoned (the compile then runs in the parent)
-_CHILD = "import json, sys; from engine.compiling import compile_for_parent; compile_for_parent(json.loads(sys.argv[1]))"
+_CHILD = "import json, sys; from engine.serving import compile_for_parent; compile_for_parent(json.loads(sys.argv[1]))"
 
 
 def native_bfloat16(device: str | torch.device = "cpu") -> bool:
@@ -142,12 +136,12 @@ class BackgroundCompiled:
     until every queued shape has been compiled (benchmarks and tests use it to time or check the warm state)."""
 
     def __init__(self, net: nn.Module, max_batch: int = 16, precision: str = "float32",
-                 source: tuple[str, str] | None = None):
+                 source: dict | None = None):
         _trace_fx_once()
         self.net = net
         self.max_batch = max_batch
         self.precision_arg = precision
-        self.source = source  # (checkpoint name, folder) of ``net``: each shape is first compiled in a child process
+        self.source = source  # load_served's arguments for ``net``: each shape is first compiled in a child process
         device = next((p.device for p in net.parameters()), torch.device("cpu"))
         bfloat16 = resolve_precision(precision, device) == "bfloat16"
         # the first batch size served in bfloat16 (None: none is)
@@ -245,7 +239,7 @@ class BackgroundCompiled:
         generating it. The child holds its own GIL: a request here waits for the GIL only during the short cached
         compile. False (logged; the compile here still runs in full) if the child failed."""
         shape, stride, dtype, device, lshape, ldtype, grad, inference = key
-        spec = {"name": self.source[0], "directory": self.source[1], "precision": self.precision_arg,
+        spec = {**self.source, "precision": self.precision_arg,
                 "max_batch": self.max_batch, "threads": torch.get_num_threads(), "shape": list(shape),
                 "stride": list(stride), "dtype": str(dtype).removeprefix("torch."), "device": str(device),
                 "log_snr_shape": list(lshape), "log_snr_dtype": str(ldtype).removeprefix("torch."), "grad": grad,
@@ -274,16 +268,68 @@ class BackgroundCompiled:
         return True
 
 
+class ServedNetwork(nn.Module):
+    """A network as served: its inputs made contiguous in ``memory_format`` (the weights' format), and each call
+    through ``compiled`` (a ``BackgroundCompiled`` of the same network) when there is one."""
+
+    def __init__(self, net: nn.Module, memory_format: torch.memory_format = torch.contiguous_format,
+                 compiled: BackgroundCompiled | None = None):
+        super().__init__()
+        self.net = net
+        self.memory_format = memory_format
+        self.compiled = compiled
+
+    def forward(self, x: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
+        return (self.compiled or self.net)(x.contiguous(memory_format=self.memory_format), log_snr)
+
+
+def serve(model: DenoisingModel, *, channels_last: bool = True, background_compile: bool = False,
+          precision: str = "auto", max_batch: int = 16, source: dict | None = None) -> DenoisingModel:
+    """``model`` for inference, as its own class over a ``ServedNetwork`` of ``model.net`` (the same weights), in
+    eval mode: the same ε̂, computed faster.
+
+    ``channels_last``: image models (data_shape (C, H, W)) keep the weights and inputs in channels-last (NHWC)
+    memory format, for oneDNN's / cuDNN's NHWC convolutions; the same values to float rounding, the weights
+    converted in place. ``background_compile``: calls go through ``torch.compile``-d graphs once a background
+    thread has compiled their batch shape (up to ``max_batch``), eager until then — for a long-running server,
+    where the compile is paid once; a short script would exit before it pays back. ``precision``: the compiled
+    graphs' (one of PRECISIONS; eager calls are always float32); "auto" considers bfloat16 only for image models
+    (the U-Net's convolutions are where it is faster; a toy MLP's calls are a few small matrix products).
+    ``source``: ``load_served``'s arguments for the checkpoint the network came from, if any; each batch shape is
+    then compiled in a child process first."""
+    device = next((p.device for p in model.net.parameters()), torch.device("cpu"))
+    resolve_precision(precision, device)  # a bad value is an error whether or not the model compiles
+    image = len(model.data_shape) == 3
+    memory_format = torch.channels_last if channels_last and image else torch.contiguous_format
+    if memory_format == torch.channels_last:
+        model.net.to(memory_format=memory_format)
+    compiled = None
+    if background_compile:
+        compiled = BackgroundCompiled(model.net, max_batch=max_batch, precision="float32" if precision == "auto" and
+                                      not image else precision, source=source)
+    served = type(model)(ServedNetwork(model.net, memory_format, compiled), model.data_shape, model.card)
+    return served.eval().requires_grad_(False)
+
+
+def load_served(name: str, device: str | torch.device = "cpu", directory=None, *, channels_last: bool = True,
+                background_compile: bool = False, precision: str = "auto") -> DenoisingModel:
+    """``serve`` the checkpoint ``name`` (``checkpoints.load_model``: sha256 checked, safetensors only) on
+    ``device``. With ``background_compile`` each batch shape is compiled in a child process first, which loads
+    the same checkpoint with the same settings."""
+    resolve_precision(precision, device)
+    source = {"name": name, "directory": str(checkpoint_dir(directory)), "channels_last": channels_last}
+    return serve(load_model(name, device, directory), channels_last=channels_last,
+                 background_compile=background_compile, precision=precision, source=source)
+
+
 def compile_for_parent(spec: dict) -> None:
     """A child process's side of ``BackgroundCompiled._compile_in_child``: load the checkpoint as the parent did
-    (``load_model``'s defaults), rebuild its BackgroundCompiled (without a source: no grandchild) and compile the
-    one graph ``spec`` describes, with the parent's intra-op thread count, input layout and autograd modes — the
-    same graph, so the same entries in inductor's on-disk caches."""
-    from .checkpoints import load_model  # imported here: engine.checkpoints imports this module
-
+    (``load_served`` with the parent's ``source``), rebuild its BackgroundCompiled (without a source: no grandchild)
+    and compile the one graph ``spec`` describes, with the parent's intra-op thread count, input layout and autograd
+    modes — the same graph, so the same entries in inductor's on-disk caches."""
     torch.set_num_threads(spec["threads"])
-    model = load_model(spec["name"], device=spec["device"], directory=spec["directory"])
-    compiled = BackgroundCompiled(model.net, max_batch=spec["max_batch"], precision=spec["precision"])
+    model = load_served(spec["name"], spec["device"], spec["directory"], channels_last=spec["channels_last"])
+    compiled = BackgroundCompiled(model.net.net, max_batch=spec["max_batch"], precision=spec["precision"])
     with torch.inference_mode(spec["inference"]), torch.set_grad_enabled(spec["grad"]):
         x = torch.empty_strided(spec["shape"], spec["stride"], dtype=getattr(torch, spec["dtype"]),
                                 device=spec["device"]).zero_()

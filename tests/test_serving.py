@@ -1,5 +1,6 @@
-"""Background torch.compile (engine/compiling.py): every call answers at once with the network's values, compiled
-once the background thread has finished that shape, eager before and forever after a failed compile."""
+"""Serving (engine/serving.py): background torch.compile, where every call answers at once with the network's values,
+compiled once the background thread has finished that shape, eager before and forever after a failed compile; and
+channels-last, which changes speed, not samples."""
 import logging
 import sys
 
@@ -8,8 +9,8 @@ import torch
 from torch import nn
 
 import engine
-from engine import compiling
-from engine.compiling import BackgroundCompiled, native_bfloat16, resolve_precision
+from engine import serving
+from engine.serving import BackgroundCompiled, native_bfloat16, resolve_precision
 
 
 class Tiny(nn.Module):
@@ -105,7 +106,7 @@ def test_a_failed_compile_leaves_every_call_eager(caplog):
 
     bc.graphs = {"float32": broken}
     x, lam = _inputs(2)
-    with caplog.at_level(logging.WARNING, logger="engine.compiling"), torch.inference_mode():
+    with caplog.at_level(logging.WARNING, logger="engine.serving"), torch.inference_mode():
         assert torch.equal(bc(x, lam), net(x, lam))
         assert bc.wait(timeout=60)
         assert isinstance(bc.failed, RuntimeError) and not bc.ready
@@ -115,39 +116,39 @@ def test_a_failed_compile_leaves_every_call_eager(caplog):
     assert "no C++ compiler found" in caplog.text and "stays eager" in caplog.text
 
 
-def test_load_model_compiles_only_when_asked():
-    assert engine.load_model("toy-moons").compiled is None
-    assert engine.load_model("toy-moons", optimize=False, background_compile=True).compiled is None
-    model = engine.load_model("toy-moons", background_compile=True)
-    assert isinstance(model.compiled, BackgroundCompiled) and model.compiled.net is model.net
+def test_load_served_compiles_only_when_asked():
+    assert engine.load_served("toy-moons").net.compiled is None
+    model = engine.load_served("toy-moons", background_compile=True)
+    assert isinstance(model.net.compiled, BackgroundCompiled) and model.net.compiled.net is model.net.net
+    assert type(model) is type(engine.load_model("toy-moons")) and model.card == engine.model_card("toy-moons")
 
 
 def test_precision_is_checked_and_auto_picks_bfloat16_only_where_native():
     with pytest.raises(ValueError, match="allowed: auto, float32, bfloat16"):
         resolve_precision("float16")
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
-        engine.load_model("mnist-ddpm", precision="fp16")
+        engine.load_served("mnist-ddpm", precision="fp16")
     assert resolve_precision("float32") == "float32" and resolve_precision("bfloat16") == "bfloat16"
     assert resolve_precision("auto") == ("bfloat16" if native_bfloat16("cpu") else "float32")
     assert not native_bfloat16("meta")
-    image = engine.load_model("mnist-ddpm", background_compile=True).compiled
+    image = engine.load_served("mnist-ddpm", background_compile=True).net.compiled
     # auto: float32 at batch 1 (measured faster there), bfloat16 from batch 2 where the hardware runs it natively
     assert image.precision_for(1) == "float32" and image.precision_for(2) == resolve_precision("auto")
     assert set(image.graphs) == {"float32", resolve_precision("auto")}
-    plain = engine.load_model("mnist-ddpm", background_compile=True, precision="float32").compiled
+    plain = engine.load_served("mnist-ddpm", background_compile=True, precision="float32").net.compiled
     assert plain.precision == "float32" and set(plain.graphs) == {"float32"}
-    forced = engine.load_model("mnist-ddpm", background_compile=True, precision="bfloat16").compiled
+    forced = engine.load_served("mnist-ddpm", background_compile=True, precision="bfloat16").net.compiled
     assert forced.precision == "bfloat16" and forced.precision_for(1) == "bfloat16"
     # a toy MLP's calls are a few small matrix products: "auto" keeps them float32
-    assert engine.load_model("toy-moons", background_compile=True).compiled.precision == "float32"
+    assert engine.load_served("toy-moons", background_compile=True).net.compiled.precision == "float32"
 
 
 def test_auto_precision_on_bfloat16_hardware_is_float32_only_below_the_crossover(monkeypatch):
-    monkeypatch.setattr(compiling, "native_bfloat16", lambda device="cpu": True)
+    monkeypatch.setattr(serving, "native_bfloat16", lambda device="cpu": True)
     bc = BackgroundCompiled(Tiny(), max_batch=4, precision="auto")
     assert [bc.precision_for(n) for n in range(1, 5)] == ["float32"] + ["bfloat16"] * 3
     assert bc.precision == "bfloat16 from batch 2, float32 below" and set(bc.graphs) == {"float32", "bfloat16"}
-    monkeypatch.setattr(compiling, "native_bfloat16", lambda device="cpu": False)
+    monkeypatch.setattr(serving, "native_bfloat16", lambda device="cpu": False)
     assert BackgroundCompiled(Tiny(), max_batch=4, precision="auto").precision == "float32"
 
 
@@ -156,12 +157,12 @@ def test_bfloat16_graph_gives_float32_outputs_and_samples_of_the_same_pictures()
     """The bfloat16 graph (autocast) returns float32; a whole DDIM run from one seed stays the same picture as the
     float32 eager run: bfloat16 rounding moves pixels by a fraction of a grey level on average (measured 0.2–0.3
     levels over 16 images at 50 steps)."""
-    eager = engine.load_model("mnist-ddpm", optimize=False)
-    model = engine.load_model("mnist-ddpm", background_compile=True, precision="bfloat16")
+    eager = engine.load_model("mnist-ddpm")
+    model = engine.load_served("mnist-ddpm", background_compile=True, precision="bfloat16")
     settings = dict(schedule="cosine", sampler="ddim", steps=10, seed=3, n=2)
     expected = engine.sample(eager, **settings)
     engine.sample(model, **settings)  # eager calls, and the shape is queued
-    assert model.compiled.wait(timeout=600) and model.compiled.failed is None
+    assert model.net.compiled.wait(timeout=600) and model.net.compiled.failed is None
     got = engine.sample(model, **settings)
     assert got.dtype == torch.float32
     diff = (got - expected).abs()
@@ -178,7 +179,7 @@ def test_app_warm_up_queues_the_default_shapes(monkeypatch):
     monkeypatch.setattr(BackgroundCompiled, "_work", lambda self: None)
     store = ModelStore(background_compile=True)
     warm_up(store=store)
-    compiled = store.load("mnist-ddpm").compiled
+    compiled = store.load("mnist-ddpm").net.compiled
     assert sorted(key[0][0] for key in compiled.queued) == [1, 4]
     assert not compiled.ready
     warm_up(store=ModelStore())  # without background compile: the plot only, nothing queued, no error
@@ -192,22 +193,22 @@ def test_a_checkpoints_shapes_compile_in_a_child_process_and_load_here_from_its_
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # empty: only the child can fill it
     children = []
-    real_run = compiling.subprocess.run
+    real_run = serving.subprocess.run
 
     def spied(args, **kwargs):
-        if compiling._CHILD in args:  # (inductor runs its own subprocesses too)
+        if serving._CHILD in args:  # (inductor runs its own subprocesses too)
             children.append(args)
         return real_run(args, **kwargs)
 
-    monkeypatch.setattr(compiling.subprocess, "run", spied)
-    model = engine.load_model("toy-moons", background_compile=True)
-    assert model.compiled.source[0] == "toy-moons"
+    monkeypatch.setattr(serving.subprocess, "run", spied)
+    model = engine.load_served("toy-moons", background_compile=True)
+    assert model.net.compiled.source["name"] == "toy-moons"
     counters.clear()
     x, alpha_bar = torch.randn(3, 2), torch.full((3,), 0.5)
     with torch.inference_mode():
         expected = model.eps(x, alpha_bar)  # eager; batch 3 is queued
-        assert model.compiled.wait(timeout=600) and model.compiled.failed is None
-        assert len(children) == 1 and len(model.compiled.ready) == 1
+        assert model.net.compiled.wait(timeout=600) and model.net.compiled.failed is None
+        assert len(children) == 1 and len(model.net.compiled.ready) == 1
         assert counters["inductor"]["fxgraph_cache_hit"] == 1 and counters["inductor"]["fxgraph_cache_miss"] == 0
         torch.testing.assert_close(model.eps(x, alpha_bar), expected, atol=2e-3, rtol=0)
 
@@ -216,12 +217,27 @@ def test_a_failed_child_compile_leaves_the_compile_to_this_process(monkeypatch, 
     def no_child(*args, **kwargs):
         raise OSError("cannot start a process")
 
-    monkeypatch.setattr(compiling.subprocess, "run", no_child)
+    monkeypatch.setattr(serving.subprocess, "run", no_child)
     net = Tiny().eval()
-    bc = BackgroundCompiled(net, max_batch=4, source=("toy-moons", "checkpoints"))
+    bc = BackgroundCompiled(net, max_batch=4, source={"name": "toy-moons", "directory": "checkpoints", "channels_last": True})
     x, lam = _inputs(2)
-    with caplog.at_level(logging.INFO, logger="engine.compiling"), torch.inference_mode():
+    with caplog.at_level(logging.INFO, logger="engine.serving"), torch.inference_mode():
         bc(x, lam)
         assert bc.wait(timeout=600) and bc.failed is None and len(bc.ready) == 1
         torch.testing.assert_close(bc(x, lam), net(x, lam))
     assert "child process failed (cannot start a process); compiling here" in caplog.text
+
+
+def test_channels_last_changes_speed_not_samples():
+    """load_served's default inference setting (channels-last, image models only) gives the plain eager model's
+    samples to float summation order; load_model is the plain eager model the benchmarks compare against."""
+    served, plain = engine.load_served("mnist-ddpm"), engine.load_model("mnist-ddpm")
+    assert served.net.memory_format == torch.channels_last
+    assert served.net.net.conv_out.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.net.conv_out.weight.is_contiguous(memory_format=torch.channels_last)
+    for sampler in ("ddim", "ddpm"):
+        a = engine.sample(served, schedule="cosine", sampler=sampler, steps=8, seed=1, n=3)
+        b = engine.sample(plain, schedule="cosine", sampler=sampler, steps=8, seed=1, n=3)
+        assert torch.allclose(a, b, atol=2e-3), (a - b).abs().max()  # float summation order only: < 1/4 grey level
+    assert engine.load_served("toy-moons").net.memory_format == torch.contiguous_format  # 2-D data: nothing to reformat
+    assert engine.load_served("mnist-ddpm", channels_last=False).net.memory_format == torch.contiguous_format
