@@ -148,6 +148,15 @@ def check_value(name: str, block, value) -> None:
                 _check_image_file(name, file)
 
 
+def _refers_to_files(value) -> bool:
+    """Whether a raw input refers to files: a file reference, or an image editor's value holding one."""
+    if isinstance(value, dict) and "path" in value:
+        return True
+    if isinstance(value, dict) and isinstance(value.get("layers"), list):
+        return any(_refers_to_files(v) for v in (value.get("background"), value.get("composite"), *value["layers"]))
+    return False
+
+
 def _summary(names: list[str], values: list) -> str:
     parts = []
     for name, value in zip(names, values):
@@ -227,7 +236,7 @@ class GuardedBlocks(gr.Blocks):
                         _summary(self._names(fn), inputs))
             refusal = gr.Error("files must be uploaded to this app first (gradio_client: handle_file(path))",
                                print_exception=False)
-            refusal.input_index = next((i for i, v in enumerate(inputs) if isinstance(v, dict) and "path" in v), None)
+            refusal.input_index = next((i for i, v in enumerate(inputs) if _refers_to_files(v)), None)
         except Exception:
             ref = uuid.uuid4().hex[:8]
             log.exception("%s failed (reference %s) | %s", endpoint, ref, _summary(self._names(fn), inputs))
