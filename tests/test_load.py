@@ -21,6 +21,7 @@ import os
 import re
 import statistics
 import sys
+import tempfile
 import threading
 import time
 
@@ -29,8 +30,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import pytest  # noqa: E402
-from gradio_client import Client  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.client import Status  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from tests.test_app import free_port, make_fixture_checkpoints  # noqa: E402
 
@@ -308,6 +310,59 @@ def test_stop_cancels_every_generate_run(server):
     examples = [c for c in config["components"] if c["type"] == "button" and c["props"].get("value") in dict(EXAMPLES)]
     assert len(examples) == 2  # the fixtures have no score model: no Langevin example
     assert len(runs) == 2 + len(examples) and runs <= cancelled
+
+
+def test_stop_frees_an_edit_within_a_step(server, monkeypatch):
+    """Stop on a long Edit run (inpainting: RePaint's walk) closes its loop at the next step; the worker serves the
+    next request at once."""
+    from engine import editing
+    from space import handlers
+
+    _, url = server
+    closed: list[tuple[float, int]] = []
+    real = editing.inpaint
+
+    def traced(*args, **kwargs):
+        run = real(*args, **kwargs)
+
+        def loop():
+            done = 0
+            try:
+                for step in run:
+                    done += 1
+                    yield step
+            finally:
+                closed.append((time.perf_counter(), done))
+        return loop()
+
+    monkeypatch.setattr(handlers.engine_editing, "inpaint", traced)
+    client = connect(url)
+    mask = {"background": None, "layers": [], "composite": None}
+    layer = os.path.join(tempfile.mkdtemp(), "paint.png")
+    Image.new("RGBA", (8, 8), (255, 0, 0, 255)).save(layer)
+    mask["layers"] = [handle_file(layer)]
+    long = dict(model="tiny-digits", mode="inpaint", source="dataset", dataset="digits8", index=0, mask=mask,
+                schedule="linear", steps=1000, seed=0, jump_length=10, resamples=10)  # 10,000 network calls
+    job = client.submit(**long, api_name="/edit")
+    wait_for(lambda: len(job.outputs()) >= 2, 120, "the long edit to stream")
+    cancelled = time.perf_counter()
+    job.cancel()
+    wait_for(lambda: len(closed) >= 1, 30, "the cancelled loop to close")
+    out = client.predict(**dict(long, steps=5, jump_length=1, resamples=1), api_name="/edit")
+    assert out[5].startswith("done: inpaint · 64 of 64 pixels filled")
+    assert closed[0][1] < 10_000 and closed[0][0] - cancelled < 5
+    assert job.status().code == Status.CANCELLED
+
+
+def test_stop_cancels_every_edit_run(server):
+    """The Edit tab's Stop cancels a click on Edit and the run a result link starts when the page opens."""
+    demo, _ = server
+    config = demo.get_config_file()
+    stop = next(c["id"] for c in config["components"] if c["props"].get("elem_id") == "e-stop")
+    cancelled = {i for d in config["dependencies"] if [stop, "click"] in [list(t) for t in d["targets"]]
+                 for i in d["cancels"]}
+    runs = {fn._id for fn in demo.fns.values() if fn.concurrency_id == "edit"}
+    assert len(runs) == 1 + 1 + 2 and runs <= cancelled  # Edit, the page's link, the fill-in of each of 2 examples
 
 
 def test_an_invalid_request_is_refused_before_the_queue(server, capsys):
