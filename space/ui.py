@@ -45,10 +45,38 @@ MASK_BRUSH = gr.Brush(default_size=16, colors=["rgba(255, 64, 64, 0.7)"], color_
 
 def edit_fields(mode: str, source: str) -> list:
     """The Edit tab's fields that ``mode`` and ``source`` use shown, the others hidden: strength, the inpainting
-    controls, the interpolation controls, the mask, the upload and the sketch."""
+    controls, the interpolation controls, the mask, the upload, the sketch and the dataset image (an interpolation
+    between images takes its second image from the dataset)."""
     return [gr.update(visible=mode == "img2img"), gr.update(visible=mode == "inpaint"),
             gr.update(visible=mode == "interpolate"), gr.update(visible=mode == "inpaint"),
-            gr.update(visible=source == "upload"), gr.update(visible=source == "sketch")]
+            gr.update(visible=source == "upload"), gr.update(visible=source == "sketch"),
+            gr.update(visible=source == "dataset" or mode == "interpolate")]
+
+
+def _run_controls(action: str, prefix: str) -> tuple:
+    """A streamed tab's Run and Stop buttons, status and result link (elem_ids PREFIX-run, -stop, -status, -link)."""
+    with gr.Row():
+        run = gr.Button(action, variant="primary", elem_id=f"{prefix}-run")
+        stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop")
+    status = gr.Textbox(label="status", interactive=False, elem_id=f"{prefix}-status")
+    link = gr.Textbox(label="link to this result", interactive=False, buttons=["copy"], elem_id=f"{prefix}-link")
+    return run, stop, status, link
+
+
+def _streamed_result(prefix: str, image_label: str, plot_label: str, gallery_label: str,
+                     image_id: str | None = None) -> tuple:
+    """A streamed tab's outputs: the live image beside the schedule plot, the snapshot gallery, the GIF and the PNG
+    (elem_ids PREFIX-image or ``image_id``, -plot, -gallery, -gif, -png)."""
+    with gr.Row():
+        image = gr.Image(label=image_label, format="png", type="pil", interactive=False, height=300,
+                         elem_id=image_id or f"{prefix}-image")
+        plot = gr.Plot(label=plot_label, elem_id=f"{prefix}-plot")
+    gallery = gr.Gallery(label=gallery_label, columns=6, height=360, format="png", object_fit="contain",
+                         elem_id=f"{prefix}-gallery")
+    with gr.Row():
+        gif = gr.File(label="trajectory (GIF)", elem_id=f"{prefix}-gif")
+        png = gr.File(label="image (PNG with settings)", elem_id=f"{prefix}-png")
+    return image, plot, gallery, gif, png
 
 
 def edit_reproducible(query: dict) -> bool:
@@ -159,23 +187,11 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                                               label="PC corrector SNR")
                             g_nc = gr.Slider(0, 20, value=OPTIONS["n_corrector"], step=1,
                                              label="PC corrector steps")
-                        with gr.Row():
-                            g_run = gr.Button("Generate", variant="primary", elem_id="g-run")
-                            g_stop = gr.Button("Stop", variant="stop", elem_id="g-stop")
-                        g_status = gr.Textbox(label="status", interactive=False, elem_id="g-status")
-                        g_link = gr.Textbox(label="link to this result", interactive=False, buttons=["copy"],
-                                            elem_id="g-link")
+                        g_run, g_stop, g_status, g_link = _run_controls("Generate", "g")
                     with gr.Column(scale=2):
-                        with gr.Row():
-                            g_image = gr.Image(label="x_t (live) → sample", format="png", type="pil",
-                                               interactive=False, height=300, elem_id="live-image")
-                            g_plot = gr.Plot(label="schedule: ᾱ_t and log-SNR, current step marked",
-                                             elem_id="g-plot")
-                        g_gallery = gr.Gallery(label="x_t snapshots and x̂0 (the model's current guess)", columns=6,
-                                               height=360, format="png", object_fit="contain", elem_id="g-gallery")
-                        with gr.Row():
-                            g_gif = gr.File(label="trajectory (GIF)", elem_id="g-gif")
-                            g_png = gr.File(label="image (PNG with settings)", elem_id="g-png")
+                        g_image, g_plot, g_gallery, g_gif, g_png = _streamed_result(
+                            "g", "x_t (live) → sample", "schedule: ᾱ_t and log-SNR, current step marked",
+                            "x_t snapshots and x̂0 (the model's current guess)", image_id="live-image")
             # ------------------------------------------------------------------------------------ Compare ---
             with gr.Tab("Compare", id="compare"):
                 gr.Markdown("Every panel starts from the **same x_T** and sees the **same noise draws** (one seed); "
@@ -267,7 +283,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                                             info="a sketch or an upload cannot travel in a link (nor can a painted "
                                                  "mask): its link carries the settings only; a dataset image "
                                                  "reproduces exactly")
-                        with gr.Row():
+                        with gr.Row() as e_dataset_row:
                             e_dataset = gr.Dropdown(H.FORWARD_DATASETS, value="mnist", label="dataset",
                                                     elem_id="e-dataset")
                             e_index = gr.Number(0, precision=0, minimum=0, maximum=MAX_INDEX,
@@ -306,26 +322,14 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                                                  elem_id="e-seed-b")
                             e_index_b = gr.Number(1, precision=0, minimum=0, maximum=MAX_INDEX, label="index_b",
                                                   elem_id="e-index-b")
-                        with gr.Row():
-                            e_run = gr.Button("Edit", variant="primary", elem_id="e-run")
-                            e_stop = gr.Button("Stop", variant="stop", elem_id="e-stop")
-                        e_status = gr.Textbox(label="status", interactive=False, elem_id="e-status")
-                        e_link = gr.Textbox(label="link to this result", interactive=False, buttons=["copy"],
-                                            elem_id="e-link")
+                        e_run, e_stop, e_status, e_link = _run_controls("Edit", "e")
                     with gr.Column(scale=2):
                         e_mask = gr.ImageEditor(type="pil", image_mode="RGBA", sources=(), label="mask: paint the "
                                                 "region to fill (inpainting)", brush=MASK_BRUSH, layers=False,
                                                 transforms=(), height=320, visible=False, elem_id="e-mask")
-                        with gr.Row():
-                            e_image = gr.Image(label="x_t (live) → result", format="png", type="pil",
-                                               interactive=False, height=300, elem_id="e-image")
-                            e_plot = gr.Plot(label="schedule: ᾱ_t and log-SNR, start (img2img) or current step "
-                                                   "marked", elem_id="e-plot")
-                        e_gallery = gr.Gallery(label="source, x_t snapshots and x̂0", columns=6, height=360,
-                                               format="png", object_fit="contain", elem_id="e-gallery")
-                        with gr.Row():
-                            e_gif = gr.File(label="trajectory (GIF)", elem_id="e-gif")
-                            e_png = gr.File(label="image (PNG with settings)", elem_id="e-png")
+                        e_image, e_plot, e_gallery, e_gif, e_png = _streamed_result(
+                            "e", "x_t (live) → result", "schedule: ᾱ_t and log-SNR, start (img2img) or current step "
+                            "marked", "source, x_t snapshots and x̂0")
             # -------------------------------------------------------------------------------------- About ---
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT, latex_delimiters=LATEX)
@@ -369,10 +373,10 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
         e_event = e_run.click(h.edit, inputs=e_inputs, **edit_run, api_name="edit", concurrency_limit=WORKERS,
                               validator=validator(h.edit_settings, "edit"))
         e_stop.click(None, cancels=[e_event], api_visibility="private")
-        e_mode.change(edit_fields, [e_mode, e_source], [e_strength, e_inpaint_box, e_interp_box, e_mask, e_upload,
-                                                        e_sketch], api_visibility="private", queue=False)
-        e_source.change(edit_fields, [e_mode, e_source], [e_strength, e_inpaint_box, e_interp_box, e_mask, e_upload,
-                                                          e_sketch], api_visibility="private", queue=False)
+        for changed in (e_mode, e_source):
+            changed.change(edit_fields, [e_mode, e_source], [e_strength, e_inpaint_box, e_interp_box, e_mask, e_upload,
+                                                             e_sketch, e_dataset_row], api_visibility="private",
+                           queue=False)
         # the mask is painted over the source, at the model's resolution
         for trigger in (e_model.change, e_mode.change, e_source.change, e_dataset.change, e_index.change,
                         e_upload.change):

@@ -245,17 +245,10 @@ def wait_for(predicate, timeout: float, what):
         time.sleep(0.05)
 
 
-def test_stop_frees_the_worker_within_a_step(server, monkeypatch, capsys):
-    """Both workers busy with long runs; cancelling them closes their sampling loops (the engine's generator) at
-    the next step, and a new request is served at once."""
-    import engine
-    from space import handlers
-
-    _, url = server
-    closed: list[tuple[float, int]] = []  # (time, steps done) when each sampling loop was closed
-    real = engine.generate
-
-    def traced(*args, **kwargs):
+def traced(real, closed: list):
+    """``real`` (an engine function that returns a run of Steps) with each run's loop traced: when it is closed,
+    (the time, the steps it yielded) is appended to ``closed``."""
+    def call(*args, **kwargs):
         run = real(*args, **kwargs)
 
         def loop():
@@ -267,8 +260,18 @@ def test_stop_frees_the_worker_within_a_step(server, monkeypatch, capsys):
             finally:
                 closed.append((time.perf_counter(), done))
         return loop()
+    return call
 
-    monkeypatch.setattr(handlers.engine, "generate", traced)
+
+def test_stop_frees_the_worker_within_a_step(server, monkeypatch, capsys):
+    """Both workers busy with long runs; cancelling them closes their sampling loops (the engine's generator) at
+    the next step, and a new request is served at once."""
+    import engine
+    from space import handlers
+
+    _, url = server
+    closed: list[tuple[float, int]] = []  # (time, steps done) when each sampling loop was closed
+    monkeypatch.setattr(handlers.engine, "generate", traced(engine.generate, closed))
     client = connect(url)
     small = dict(model="tiny-digits", schedule="cosine", sampler="ddim", steps=5, seed=0, n=1)
     t0 = time.perf_counter()
@@ -296,17 +299,23 @@ def test_stop_frees_the_worker_within_a_step(server, monkeypatch, capsys):
     assert after < alone + 10
 
 
+def runs_and_cancelled(demo, stop_id: str, concurrency_id: str) -> tuple[set, set]:
+    """The events that share the workers ``concurrency_id``, and those the Stop button ``stop_id`` cancels."""
+    config = demo.get_config_file()
+    stop = next(c["id"] for c in config["components"] if c["props"].get("elem_id") == stop_id)
+    cancelled = {i for d in config["dependencies"] if [stop, "click"] in [list(t) for t in d["targets"]]
+                 for i in d["cancels"]}
+    return {fn._id for fn in demo.fns.values() if fn.concurrency_id == concurrency_id}, cancelled
+
+
 def test_stop_cancels_every_generate_run(server):
     """The Stop button cancels each event that runs Generate (they share the "generate" workers): a click on Run,
     the run a result link starts when the page opens, and the run of each example."""
     from space.ui import EXAMPLES
 
     demo, _ = server
+    runs, cancelled = runs_and_cancelled(demo, "g-stop", "generate")
     config = demo.get_config_file()
-    stop = next(c["id"] for c in config["components"] if c["props"].get("elem_id") == "g-stop")
-    cancelled = {i for d in config["dependencies"] if [stop, "click"] in [list(t) for t in d["targets"]]
-                 for i in d["cancels"]}
-    runs = {fn._id for fn in demo.fns.values() if fn.concurrency_id == "generate"}
     examples = [c for c in config["components"] if c["type"] == "button" and c["props"].get("value") in dict(EXAMPLES)]
     assert len(examples) == 2  # the fixtures have no score model: no Langevin example
     assert len(runs) == 2 + len(examples) and runs <= cancelled
@@ -320,22 +329,7 @@ def test_stop_frees_an_edit_within_a_step(server, monkeypatch):
 
     _, url = server
     closed: list[tuple[float, int]] = []
-    real = editing.inpaint
-
-    def traced(*args, **kwargs):
-        run = real(*args, **kwargs)
-
-        def loop():
-            done = 0
-            try:
-                for step in run:
-                    done += 1
-                    yield step
-            finally:
-                closed.append((time.perf_counter(), done))
-        return loop()
-
-    monkeypatch.setattr(handlers.engine_editing, "inpaint", traced)
+    monkeypatch.setattr(handlers.engine_editing, "inpaint", traced(editing.inpaint, closed))
     client = connect(url)
     mask = {"background": None, "layers": [], "composite": None}
     layer = os.path.join(tempfile.mkdtemp(), "paint.png")
@@ -357,11 +351,7 @@ def test_stop_frees_an_edit_within_a_step(server, monkeypatch):
 def test_stop_cancels_every_edit_run(server):
     """The Edit tab's Stop cancels a click on Edit and the run a result link starts when the page opens."""
     demo, _ = server
-    config = demo.get_config_file()
-    stop = next(c["id"] for c in config["components"] if c["props"].get("elem_id") == "e-stop")
-    cancelled = {i for d in config["dependencies"] if [stop, "click"] in [list(t) for t in d["targets"]]
-                 for i in d["cancels"]}
-    runs = {fn._id for fn in demo.fns.values() if fn.concurrency_id == "edit"}
+    runs, cancelled = runs_and_cancelled(demo, "e-stop", "edit")
     assert len(runs) == 1 + 1 + 2 and runs <= cancelled  # Edit, the page's link, the fill-in of each of 2 examples
 
 
