@@ -251,5 +251,15 @@ def test_edit_tab_draws_a_sketch_and_a_mask(server, page):
     filled = int(re.search(r"inpaint · (\d+) of 64 pixels filled", status).group(1))
     assert 0 < filled < 64, status
     shot(page, "10-edit-inpaint.png")
+
+    # a link to an edit of a dataset image fills in its settings and makes the same result again
+    link = (server + "?tab=edit&model=tiny-digits&mode=img2img&schedule=cosine&steps=8&sampler=ddim&strength=0.5"
+            "&source=dataset&index=2&dataset=digits8&seed=1")
+    page.goto(link, wait_until="domcontentloaded")
+    wait_done(page, "#e-status textarea", "done: img2img · starts at t = ")
+    assert value_of(page, "#e-link textarea") == link  # the page opened from the link links to itself
+    assert value_of(page, "#e-dataset input") == "digits8" and value_of(page, "#e-index input") == "2"
+    page.wait_for_selector("#e-gallery img", timeout=30_000)
+    shot(page, "11-edit-from-link.png")
     assert page.outside == [], f"requests left loopback: {page.outside[:5]}"
     assert page.errors == [], f"page errors: {page.errors[:5]}"

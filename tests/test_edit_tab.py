@@ -149,3 +149,20 @@ def test_edit_refusals_name_the_parameter(app, bad, message):
     _, client, _ = app
     with pytest.raises(Exception, match=re.escape(message)):
         client.predict(**dict(EDIT, **bad), api_name="/edit")
+
+
+def test_edit_links_parse_and_say_whether_they_reproduce():
+    from space.settings import parse_query
+    from space.ui import edit_reproducible
+
+    q = parse_query({"tab": "edit", "mode": "inpaint", "source": "sketch", "dataset": "digits8", "index": "7",
+                     "strength": "0.25", "jump_length": "3", "resamples": "21", "k": "40", "ends": "images",
+                     "seed_b": "9", "index_b": "-1"})
+    assert q == {"tab": "edit", "mode": "inpaint", "source": "sketch", "dataset": "digits8", "index": 7,
+                 "strength": 0.25, "jump_length": 3, "ends": "images", "seed_b": 9}
+    assert not edit_reproducible(q)  # the mask stays in the browser
+    assert edit_reproducible({"mode": "img2img", "source": "dataset"})
+    assert not edit_reproducible({"mode": "img2img", "source": "upload"})
+    assert edit_reproducible({"mode": "interpolate", "ends": "seeds", "source": "sketch"})
+    assert not edit_reproducible({"mode": "interpolate", "ends": "images", "source": "sketch"})
+    assert edit_reproducible({"mode": "invert"})
