@@ -220,7 +220,8 @@ class Handlers:
         link = base_url(request) + query_string({"tab": "generate", **settings})
         stem = f"{s['model']}_{s['schedule']}_{s['sampler']}_{s['steps']}_seed{s['seed']}"
         image, gif, png = self._files(live, step.x_t, frames, dict(settings, nfe=step.nfe), stem)
-        status = f"{self._ended(step, total)}: {step.i + 1}/{total} steps · NFE {step.nfe} · {live.rate(step.i + 1)} · {elapsed:.2f} s"
+        status = (f"{self._ended(step, total)}: {step.i + 1}/{total} steps · NFE {step.nfe} · "
+                  f"{live.rate(step.i + 1)} · {elapsed:.2f} s")
         yield image, list(live.gallery), gif, png, _plot(curves, step.t), status, link
 
     @staticmethod

@@ -68,7 +68,8 @@ def display(x: torch.Tensor, size: int = DISPLAY_SIZE, cols: int | None = None) 
     return upscale(grid(x, cols=cols), size)
 
 
-def mask_from_layers(layers: list[Image.Image], shape: tuple[int, int], coverage: float = MASK_COVERAGE) -> torch.Tensor:
+def mask_from_layers(layers: list[Image.Image], shape: tuple[int, int],
+                     coverage: float = MASK_COVERAGE) -> torch.Tensor:
     """The inpainting mask (1, 1, H, W) for ``shape`` (H, W) from an image editor's painted layers: 0 (to fill)
     where the paint (any layer's alpha) covers at least ``coverage`` of a pixel's area after resizing to H × W,
     1 (known) elsewhere. No layer or no paint: every pixel known."""

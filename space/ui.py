@@ -85,7 +85,9 @@ def edit_reproducible(query: dict) -> bool:
     mode = query.get("mode", "img2img")
     if mode == "inpaint":
         return False
-    return mode == "interpolate" and query.get("ends", "seeds") == "seeds" or query.get("source", "dataset") == "dataset"
+    if mode == "interpolate" and query.get("ends", "seeds") == "seeds":
+        return True
+    return query.get("source", "dataset") == "dataset"
 
 
 CSS = """
@@ -328,8 +330,9 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                                                 "region to fill (inpainting)", brush=MASK_BRUSH, layers=False,
                                                 transforms=(), height=320, visible=False, elem_id="e-mask")
                         e_image, e_plot, e_gallery, e_gif, e_png = _streamed_result(
-                            "e", "x_t (live) → result", "schedule: ᾱ_t and log-SNR, start (img2img) or current step "
-                            "marked", "source, x_t snapshots and x̂0")
+                            "e", "x_t (live) → result",
+                            "schedule: ᾱ_t and log-SNR, start (img2img) or current step marked",
+                            "source, x_t snapshots and x̂0")
             # -------------------------------------------------------------------------------------- About ---
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT, latex_delimiters=LATEX)
@@ -441,7 +444,8 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
             yield from h.compare(model, seed, panels, n, request=request, **dict(zip(c_fields, values)))
 
         def autoedit(request: gr.Request, tab, *values):
-            """Runs Edit once when the page was opened from an Edit result link that reproduces (``edit_reproducible``)."""
+            """Runs Edit once when the page was opened from an Edit result link that makes its result again
+            (``edit_reproducible``)."""
             if tab != "edit":
                 yield tuple(gr.skip() for _ in e_outputs)
                 return
