@@ -666,7 +666,10 @@ class Handlers:
         image, gif, png = self._files(live, step.x_t, frames, dict(settings, nfe=step.nfe), stem, cols)
         status = (f"{self._ended(step, total)}: {mode} · {tail}{step.i + 1}/{total} steps · NFE {step.nfe} · "
                   f"{elapsed:.2f} s")
-        yield image, list(live.gallery), gif, png, _plot(curves, mark if mark is not None else step.t), status, link
+        gallery = list(live.gallery)
+        if mode == "invert":  # source, x_T, reconstruction and error first, then the reconstruction's snapshots
+            gallery = gallery[:2] + gallery[-2:] + gallery[2:-2]
+        yield image, gallery, gif, png, _plot(curves, mark if mark is not None else step.t), status, link
 
 
 def visited_levels(schedule: str, steps: int, spacing: str) -> list[int]:
