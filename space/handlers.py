@@ -2,7 +2,7 @@
 
 Handlers are methods of ``Handlers`` (one per app, bound to a ``ModelStore``); their parameter names are the
 keyword names of the API endpoints. Each endpoint's checks are a method of their own (``generate_settings``,
-``compare_panels``, ``forward_settings``, ``field_settings``) with the endpoint's parameters: the handler runs them,
+``compare_panels``, ``forward_settings``, ``field_settings``, ``edit_settings``) with the endpoint's parameters: the handler runs them,
 and the UI gives them to Gradio as the event's ``validator``, so a bad value is answered before the request queues.
 """
 from __future__ import annotations
@@ -579,6 +579,9 @@ class Handlers:
             return gr.skip()
         s = {"source": choice("source", source, EDIT_SOURCES), "dataset": choice("dataset", dataset, DATASETS),
              "index": as_int("index", index, 0, MAX_INDEX)}
+        if source == "sketch" and not (isinstance(sketch, dict) and sketch.get("composite") is not None
+                                       and sketch["composite"].getbbox()):
+            return gr.skip()  # nothing drawn yet
         x0, _ = self._edit_source(s, shape, upload, sketch)
         return {"background": imaging.upscale(imaging.grid(x0), MASK_CANVAS), "layers": [], "composite": None}
 
@@ -657,10 +660,10 @@ class Handlers:
             tail += f"reconstruction error {float(err.mean()) * 127.5:.2f} grey levels (mean |x̂ − x|) · "
         settings = {"tab": "edit", **s}
         link = base_url(request) + query_string(settings)
-        if s.get("source") in ("upload", "sketch"):
-            tail += f"the link carries the settings, not the {s['source']} · "
-        if mode == "inpaint":
-            tail += "the link carries the settings, not the mask · "
+        kept_out = [s["source"]] if s.get("source") in ("upload", "sketch") else []
+        kept_out += ["mask"] if mode == "inpaint" else []
+        if kept_out:
+            tail += f"the link carries the settings, not the {' or the '.join(kept_out)} · "
         stem = f"{s['model']}_{mode}_{s['schedule']}_{steps}" + (f"_seed{s['seed']}" if "seed" in s else "")
         settings.pop("tab")
         image, gif, png = self._files(live, step.x_t, frames, dict(settings, nfe=step.nfe), stem, cols)

@@ -1,7 +1,8 @@
 """The Gradio Blocks app: ``build_demo(checkpoint_dir=None)``.
 
-Tabs: Generate (streamed sampling), Compare (lock-step panels), Forward process, Score field, About.
-API endpoints: ``generate``, ``compare``, ``forward``, ``score_field``, ``scrub``.
+Tabs: Generate (streamed sampling), Compare (lock-step panels), Forward process, Score field, Edit (img2img,
+inpainting, inversion, interpolation; streamed), About.
+API endpoints: ``generate``, ``compare``, ``forward``, ``score_field``, ``edit``, ``scrub``.
 """
 from __future__ import annotations
 
@@ -46,11 +47,11 @@ MASK_BRUSH = gr.Brush(default_size=16, colors=["rgba(255, 64, 64, 0.7)"], color_
 def edit_fields(mode: str, source: str) -> list:
     """The Edit tab's fields that ``mode`` and ``source`` use shown, the others hidden: strength, the inpainting
     controls, the interpolation controls, the mask, the upload, the sketch and the dataset image (an interpolation
-    between images takes its second image from the dataset)."""
+    between images takes its second image from the dataset) and the button that puts the source on the mask."""
     return [gr.update(visible=mode == "img2img"), gr.update(visible=mode == "inpaint"),
             gr.update(visible=mode == "interpolate"), gr.update(visible=mode == "inpaint"),
             gr.update(visible=source == "upload"), gr.update(visible=source == "sketch"),
-            gr.update(visible=source == "dataset" or mode == "interpolate")]
+            gr.update(visible=source == "dataset" or mode == "interpolate"), gr.update(visible=mode == "inpaint")]
 
 
 def _run_controls(action: str, prefix: str) -> tuple:
@@ -329,6 +330,8 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                         e_mask = gr.ImageEditor(type="pil", image_mode="RGBA", sources=(), label="mask: paint the "
                                                 "region to fill (inpainting)", brush=MASK_BRUSH, layers=False,
                                                 transforms=(), height=320, visible=False, elem_id="e-mask")
+                        e_mask_source = gr.Button("put the current source (e.g. a new sketch) on the mask canvas",
+                                                  size="sm", visible=False, elem_id="e-mask-source")
                         e_image, e_plot, e_gallery, e_gif, e_png = _streamed_result(
                             "e", "x_t (live) → result",
                             "schedule: ᾱ_t and log-SNR, start (img2img) or current step marked",
@@ -378,11 +381,12 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
         e_stop.click(None, cancels=[e_event], api_visibility="private")
         for changed in (e_mode, e_source):
             changed.change(edit_fields, [e_mode, e_source], [e_strength, e_inpaint_box, e_interp_box, e_mask, e_upload,
-                                                             e_sketch, e_dataset_row], api_visibility="private",
-                           queue=False)
-        # the mask is painted over the source, at the model's resolution
+                                                             e_sketch, e_dataset_row, e_mask_source],
+                           api_visibility="private", queue=False)
+        # the mask is painted over the source, at the model's resolution (a new source clears the paint); a sketch
+        # reaches the server only with a click (its strokes send no value), hence the button
         for trigger in (e_model.change, e_mode.change, e_source.change, e_dataset.change, e_index.change,
-                        e_upload.change):
+                        e_upload.change, e_mask_source.click):
             trigger(h.mask_canvas, [e_model, e_mode, e_source, e_dataset, e_index, e_upload, e_sketch], e_mask,
                     api_visibility="private", show_progress="hidden", concurrency_id="edit-canvas")
 

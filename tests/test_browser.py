@@ -237,10 +237,11 @@ def test_edit_tab_draws_a_sketch_and_a_mask(server, page):
     assert page.locator("#e-png a, #e-png .file-preview").count() >= 1
     shot(page, "09-edit-sketch.png")
 
-    page.locator("#e-source input[value=dataset]").check()
     page.locator("#e-mode input[value=inpaint]").check()
     page.wait_for_selector("#e-mask canvas", state="visible")
-    page.wait_for_timeout(2000)  # the source is put on the mask's canvas
+    page.click("#e-mask-source")  # the sketch goes on the mask's canvas
+    page.locator("#e-source input[value=dataset]").check()
+    page.wait_for_timeout(2000)  # the dataset image replaces it
     for y in (0.3, 0.4, 0.5, 0.6, 0.7):
         stroke(page, "#e-mask", [(0.4, y), (0.6, y)])
     set_number(page, "#e-jump", 3)

@@ -163,3 +163,20 @@ def test_edit_links_parse_and_say_whether_they_reproduce():
     assert edit_reproducible({"mode": "interpolate", "ends": "seeds", "source": "sketch"})
     assert not edit_reproducible({"mode": "interpolate", "ends": "images", "source": "sketch"})
     assert edit_reproducible({"mode": "invert"})
+
+
+def test_the_mask_canvas_shows_the_source(fixture_checkpoints):  # noqa: F811
+    import gradio as gr
+
+    from space.handlers import MASK_CANVAS, Handlers
+    from space.models import ModelStore
+
+    h = Handlers(ModelStore(fixture_checkpoints))
+    args = ("tiny-digits", "inpaint", "dataset", "digits8", 3, None, None)
+    canvas = h.mask_canvas(*args)
+    assert canvas["layers"] == [] and canvas["background"].size == (MASK_CANVAS // 8 * 8,) * 2
+    assert isinstance(h.mask_canvas("tiny-digits", "img2img", *args[2:]), type(gr.skip()))  # not inpainting
+    blank = {"background": None, "layers": [], "composite": Image.new("L", (280, 280), 0)}
+    assert isinstance(h.mask_canvas(*args[:2], "sketch", "digits8", 3, None, blank), type(gr.skip()))
+    drawn = {"background": None, "layers": [], "composite": Image.new("L", (280, 280), 255)}
+    assert np.asarray(h.mask_canvas(*args[:2], "sketch", "digits8", 3, None, drawn)["background"]).min() == 255
