@@ -34,6 +34,8 @@ from .imaging import MAX_UPLOAD_BYTES, check_upload
 log = logging.getLogger("denoisery")
 
 MAX_TEXT = 1000  # characters accepted in a text field or a custom-value dropdown
+MAX_LAYERS = 4  # layers accepted in an image editor's value (the app's editors have one)
+EDITOR_KEYS = {"background", "layers", "composite", "id"}
 _PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[\\/](?:[\w.@+-]+[\\/])+[\w.@+-]*")
 
 
@@ -87,6 +89,24 @@ def _choice_values(block) -> list:
     return [value for _, value in block.choices]
 
 
+def _check_image_file(name: str, value) -> None:
+    """An image file reference as received (``value``): a FileData dict whose file, when in the upload folder, passes
+    the upload checks (size, format and declared pixels, header only; ``imaging.check_upload``), or gr.Error. A path
+    outside the upload folder is not read here: Gradio refuses it next ("files must be uploaded to this app first")."""
+    if not (isinstance(value, dict) and isinstance(value.get("path"), str) and isinstance(value.get("meta"), dict)
+            and value["meta"].get("_type") == "gradio.FileData"):
+        raise gr.Error(f"{name} must be an uploaded image file (gradio_client: handle_file(path)) or None; "
+                       f"got {shown(value)}")
+    if is_in_or_equal(os.path.abspath(value["path"]), get_upload_folder()):
+        try:
+            with check_upload(value["path"]):
+                pass
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+        except OSError:
+            raise gr.Error(f"the uploaded file for {name} is gone: upload it again") from None
+
+
 def check_value(name: str, block, value) -> None:
     """Raise ``gr.Error`` when ``value`` (as received, before Gradio's conversion) is not one ``block`` accepts."""
     if isinstance(block, (gr.Slider, gr.Number)):
@@ -116,20 +136,25 @@ def check_value(name: str, block, value) -> None:
         if not isinstance(value, str) or len(value) > MAX_TEXT:
             raise gr.Error(f"{name} must be text of at most {MAX_TEXT} characters; got {shown(value)}")
     elif isinstance(block, gr.Image) and value is not None:
-        if not (isinstance(value, dict) and isinstance(value.get("path"), str) and isinstance(value.get("meta"), dict)
-                and value["meta"].get("_type") == "gradio.FileData"):
-            raise gr.Error(f"{name} must be an uploaded image file (gradio_client: handle_file(path)) or None; "
-                           f"got {shown(value)}")
-        # the file itself, before Gradio opens it: size, format and declared pixels (header only). A path outside
-        # the upload folder is not read here: Gradio refuses it next ("files must be uploaded to this app first").
-        if is_in_or_equal(os.path.abspath(value["path"]), get_upload_folder()):
-            try:
-                with check_upload(value["path"]):
-                    pass
-            except ValueError as err:
-                raise gr.Error(str(err)) from None
-            except OSError:
-                raise gr.Error(f"the uploaded file for {name} is gone: upload it again") from None
+        _check_image_file(name, value)
+    elif isinstance(block, gr.ImageEditor) and value is not None:  # a sketchpad or a painted mask
+        files = value.get("layers") if isinstance(value, dict) else None
+        if not (isinstance(files, list) and len(files) <= MAX_LAYERS and set(value) <= EDITOR_KEYS):
+            raise gr.Error(f"{name} must be an image editor's value {{background, layers, composite}} with at most "
+                           f"{MAX_LAYERS} layers, each an uploaded image file (gradio_client: handle_file(path)) or "
+                           f"None; got {shown(value)}")
+        for file in (value.get("background"), value.get("composite"), *files):
+            if file is not None:
+                _check_image_file(name, file)
+
+
+def _refers_to_files(value) -> bool:
+    """Whether a raw input refers to files: a file reference, or an image editor's value holding one."""
+    if isinstance(value, dict) and "path" in value:
+        return True
+    if isinstance(value, dict) and isinstance(value.get("layers"), list):
+        return any(_refers_to_files(v) for v in (value.get("background"), value.get("composite"), *value["layers"]))
+    return False
 
 
 def _summary(names: list[str], values: list) -> str:
@@ -211,7 +236,7 @@ class GuardedBlocks(gr.Blocks):
                         _summary(self._names(fn), inputs))
             refusal = gr.Error("files must be uploaded to this app first (gradio_client: handle_file(path))",
                                print_exception=False)
-            refusal.input_index = next((i for i, v in enumerate(inputs) if isinstance(v, dict) and "path" in v), None)
+            refusal.input_index = next((i for i, v in enumerate(inputs) if _refers_to_files(v)), None)
         except Exception:
             ref = uuid.uuid4().hex[:8]
             log.exception("%s failed (reference %s) | %s", endpoint, ref, _summary(self._names(fn), inputs))

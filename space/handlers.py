@@ -2,23 +2,26 @@
 
 Handlers are methods of ``Handlers`` (one per app, bound to a ``ModelStore``); their parameter names are the
 keyword names of the API endpoints. Each endpoint's checks are a method of their own (``generate_settings``,
-``compare_panels``, ``forward_settings``, ``field_settings``) with the endpoint's parameters: the handler runs them,
+``compare_panels``, ``forward_settings``, ``field_settings``, ``edit_settings``) with the endpoint's parameters: the handler runs them,
 and the UI gives them to Gradio as the event's ``validator``, so a bad value is answered before the request queues.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
 
 import gradio as gr
 import numpy as np
+import torch
 from gradio.components.plot import PlotData
 
 import engine
 from engine import compare as engine_compare
 from engine import data as engine_data
+from engine import editing as engine_editing
 from engine import evaluate
 from engine import fields as engine_fields
 from engine import forward as engine_forward
@@ -27,17 +30,22 @@ from . import engine_thread, imaging, plots, streaming
 from .engine_thread import on_engine_thread
 from .guard import shown
 from .models import ModelStore
-from .settings import (DEFAULT_MODEL, DEFAULTS, MAX_N, MAX_STEPS, OPTIONS, SAMPLERS, SCHEDULES, SPACINGS, as_float,
+from .settings import (DATASETS, DEFAULT_MODEL, DEFAULTS, EDIT_ENDS, EDIT_MODES, EDIT_SOURCES, MAX_INDEX, MAX_N,
+                       MAX_STEPS, OPTIONS, SAMPLERS, SCHEDULES, SPACINGS, as_float,
                        as_int, base_url, choice, pick, query_string, sampler_opts)
 
 N_SNAPSHOTS = 12  # x_t / x̂0 pairs in the gallery
 N_GIF_FRAMES = 60
-FORWARD_DATASETS = ["mnist", "digits8", "fashion-mnist"]
+FORWARD_DATASETS = DATASETS
+MASK_CANVAS = 280  # the mask editor's canvas: the source upscaled to about this many pixels
 MAX_TIMESTEPS = 12  # t values in one Forward-process request
 FIELD_SIGMA = (0.01, 5.0)  # the Score-field tab's ranges (its sliders use them too)
 FIELD_MAX_STEPS = 200
 FIELD_PARTICLES = (10, 2000)
 COMPARE_MAX_N = 4  # images per Compare panel
+EDIT_STRENGTH = (0.001, 1.0)  # diffusers' img2img strength (0, 1]; ⌊steps · strength⌋ ≥ 1 is checked too
+# a one-dimensional stand-in model: the engine checks an interpolation's settings on it (before the queue, no network)
+_PROBE = engine.GaussianModel(torch.zeros(1), torch.eye(1))
 
 log = logging.getLogger("denoisery")
 
@@ -203,15 +211,36 @@ class Handlers:
             raise _err(err) from None
         curves = generate_curves(s["schedule"], s["sampler"], s["steps"], s["spacing"])
         total = s["steps"]
-        snaps, gif_at = _snapshot_indices(total), _snapshot_indices(total, N_GIF_FRAMES)
-        frames: list = []  # the GIF's, kept as tensors: converted to pictures in one go at the end
         live = streaming.Stream(self.time_budget_s)
+        frames: list = []
+        step = yield from self._stream(run, total, curves, live, frames)
+        elapsed = live.elapsed
+        settings = {k: v for k, v in s.items() if k != "options"}
+        settings.update(s["options"])
+        link = base_url(request) + query_string({"tab": "generate", **settings})
+        stem = f"{s['model']}_{s['schedule']}_{s['sampler']}_{s['steps']}_seed{s['seed']}"
+        image, gif, png = self._files(live, step.x_t, frames, dict(settings, nfe=step.nfe), stem)
+        status = (f"{self._ended(step, total)}: {step.i + 1}/{total} steps · NFE {step.nfe} · "
+                  f"{live.rate(step.i + 1)} · {elapsed:.2f} s")
+        yield image, list(live.gallery), gif, png, _plot(curves, step.t), status, link
+
+    @staticmethod
+    def _stream(run, total: int, curves: list[dict], live: streaming.Stream, frames: list, cols: int | None = None,
+                mark: int | None = None):
+        """Drive ``run`` (an iterator of engine Steps, ``total`` of them) for a streamed handler: the gallery's x_t
+        and x̂0 snapshots, the GIF's ``frames`` (kept as tensors, converted to pictures in one go at the end; the
+        last step is always among them) and a live update (image, gallery, gif, png, plot, status, link) when one is
+        due, with the schedule plot of ``curves`` marking ``mark`` (default: the current step). Stops at the time
+        budget; returns the last Step. ``cols``: tiles per row of a picture (default: a near-square grid)."""
+        snaps, gif_at = _snapshot_indices(total), _snapshot_indices(total, N_GIF_FRAMES)
+        size = 160 if cols is None else 480  # a strip of images gets the width of a few
         step = None
         try:
             for step in run:
                 if step.i in snaps:  # saved once as files, so re-sending the gallery re-encodes nothing
                     for kind, tag, x in (("x_t", "xt", step.x_t), ("x̂0", "x0", step.x0_pred)):
-                        live.snapshot(imaging.display(x, 160), f"{tag}_{step.i:04d}.png", _caption(kind, step, total))
+                        live.snapshot(imaging.display(x, size, cols), f"{tag}_{step.i:04d}.png",
+                                      _caption(kind, step, total))
                 if step.i in gif_at:
                     frames.append(step.x_t.detach().clone())
                 if step.i + 1 == total:
@@ -220,30 +249,35 @@ class Handlers:
                     break
                 if live.due(first=step.i == 0):
                     # the first frame goes out at once, with the plot only if it is kept (a first drawing waits)
-                    plot = _plot(curves, step.t) if step.i > 0 or plots.is_kept(curves) else gr.skip()
+                    at = step.t if mark is None else mark
+                    plot = _plot(curves, at) if step.i > 0 or plots.is_kept(curves) else gr.skip()
                     status = (f"step {step.i + 1}/{total} · t={step.t} · σ={step.sigma:.3g} · NFE {step.nfe} · "
                               f"{live.rate(step.i + 1)} · {live.elapsed:.1f} s")
-                    frame = live.save(imaging.display(step.x_t), f"live_{step.i:04d}.png")
+                    frame = live.save(imaging.display(step.x_t, imaging.DISPLAY_SIZE * (1 if cols is None else 3),
+                                                      cols), f"live_{step.i:04d}.png")
                     yield frame, live.gallery_update(), None, None, plot, status, None
         except ValueError as err:  # a sampler's own option check runs at its first step
             raise _err(err) from None
         if step is None:
             raise gr.Error("the sampler produced no steps")
-        elapsed = live.elapsed
-        final = imaging.grid(step.x_t)
         if step.i not in gif_at:
             frames.append(step.x_t.detach().clone())
-        settings = {k: v for k, v in s.items() if k != "options"}
-        settings.update(s["options"])
-        link = base_url(request) + query_string({"tab": "generate", **settings})
-        settings.update(app="denoisery", nfe=step.nfe)
-        stem = f"{s['model']}_{s['schedule']}_{s['sampler']}_{s['steps']}_seed{s['seed']}"
-        png = imaging.png_with_settings(final, settings, live.dir, stem)
-        gif = imaging.gif([imaging.upscale(f) for f in imaging.grids(frames)], live.dir, stem)
-        head = "done" if step.i + 1 == total else f"stopped by the time budget ({self.time_budget_s:g} s per request)"
-        status = f"{head}: {step.i + 1}/{total} steps · NFE {step.nfe} · {live.rate(step.i + 1)} · {elapsed:.2f} s"
-        image = live.save(imaging.upscale(final), "final.png")
-        yield image, list(live.gallery), gif, png, _plot(curves, step.t), status, link
+        return step
+
+    def _ended(self, step: engine.Step, total: int) -> str:
+        return "done" if step.i + 1 == total else f"stopped by the time budget ({self.time_budget_s:g} s per request)"
+
+    @staticmethod
+    def _files(live: streaming.Stream, x: torch.Tensor, frames: list, settings: dict, stem: str,
+               cols: int | None = None) -> tuple[str, str, str]:
+        """A finished run's files in ``live``'s folder: the result ``x`` upscaled for the page, the GIF of
+        ``frames`` and the PNG of ``x`` at native resolution with ``settings`` in its text chunk. Returns their
+        paths (image, gif, png)."""
+        final = imaging.grid(x, cols=cols)
+        png = imaging.png_with_settings(final, dict(settings, app="denoisery"), live.dir, stem)
+        size = imaging.DISPLAY_SIZE * (1 if cols is None else 3)
+        gif = imaging.gif([imaging.upscale(f, size) for f in imaging.grids(frames, cols=cols)], live.dir, stem)
+        return live.save(imaging.upscale(final, size), "final.png"), gif, png
 
     def default_values(self) -> list:
         """Generate's arguments at the page's default settings (model, schedule, …, n_corrector), in order; None
@@ -449,3 +483,202 @@ class Handlers:
                             f"step {i + 1}/{len(run)} · t={st.t} · σ={st.sigma:.3g} → {st.sigma_next:.3g} · NFE {st.nfe}"))
         status = f"{count} particles · {len(run)} steps · NFE {run[-1].nfe} · {time.perf_counter() - t0:.2f} s"
         return fig, gallery, status
+
+    # -------------------------------------------------------------------------------------------- edit ---
+
+    def edit_settings(self, model, mode, source, dataset, index, upload, sketch, mask, schedule, sampler, steps, seed,
+                      strength, jump_length, resamples, k, ends, seed_b, index_b) -> dict:
+        """Edit's checks: the run's settings (those of its ``mode`` only), or gr.Error naming the parameter and what
+        is allowed (the network-evaluation budget included). The images themselves are decoded by ``edit``
+        (the guard has checked their files' size, format and pixel count); an image ``index`` is checked against the
+        dataset's size there too, as Forward does."""
+        s = {"model": model, "mode": choice("mode", mode, EDIT_MODES),
+             "schedule": choice("schedule", schedule, SCHEDULES), "steps": as_int("steps", steps, 1, MAX_STEPS)}
+        mode = s["mode"]
+        if mode == "img2img":
+            s["sampler"] = choice("sampler", sampler, SAMPLERS)
+            s["strength"] = as_float("strength", strength, *EDIT_STRENGTH)
+            spec = engine.sampler_spec(s["sampler"])
+            try:
+                kept = len(engine_editing.img2img_levels(s["schedule"], s["steps"], s["strength"], spec.spacing))
+            except ValueError as err:
+                raise _err(err) from None
+            est = spec.nfe(kept)
+        elif mode == "inpaint":
+            s["jump_length"] = as_int("jump_length", jump_length, 1, s["steps"])
+            s["resamples"] = as_int("resamples", resamples, 1, engine_editing.MAX_RESAMPLES)
+            est = engine_editing.inpaint_nfe(s["steps"], s["jump_length"], s["resamples"])
+        elif mode == "invert":
+            est = 2 * s["steps"]  # the inversion, then the reconstruction
+        else:
+            s["sampler"] = choice("sampler", sampler, SAMPLERS)
+            s["k"] = as_int("k", k, 2, engine_editing.MAX_INTERPOLATION_FRAMES)
+            try:  # the engine's own refusal of a sampler that draws noise during the run
+                engine_editing.interpolate(_PROBE, schedule=s["schedule"], sampler=s["sampler"], steps=s["steps"],
+                                           k=s["k"])
+            except ValueError as err:
+                raise _err(err) from None
+            s["ends"] = choice("ends", ends, EDIT_ENDS)
+            est = engine.sampler_spec(s["sampler"]).nfe(s["steps"]) * s["k"]
+            if s["ends"] == "seeds":
+                s["seed_b"] = as_int("seed_b", seed_b, 0, engine.MAX_SEED)
+            else:
+                s["index_b"] = as_int("index_b", index_b, 0, MAX_INDEX)
+                est += 2 * s["steps"]  # both images inverted
+        if mode != "interpolate" or s["ends"] == "images":
+            s["source"] = choice("source", source, EDIT_SOURCES)
+            if s["source"] == "dataset":
+                s["index"] = as_int("index", index, 0, MAX_INDEX)
+            elif (upload if s["source"] == "upload" else sketch) is None:
+                todo = "upload an image" if s["source"] == "upload" else "draw on the sketch canvas"
+                raise gr.Error(f"source is {s['source']}: {todo} first, or choose another source")
+        if "index" in s or "index_b" in s:
+            s["dataset"] = choice("dataset", dataset, FORWARD_DATASETS)
+        if mode in ("img2img", "inpaint") or mode == "interpolate" and s["ends"] == "seeds":
+            s["seed"] = as_int("seed", seed, 0, engine.MAX_SEED)
+        if est > self.max_nfe:
+            raise gr.Error(f"this edit needs {est:,} network evaluations; the limit per request is {self.max_nfe:,}: "
+                           f"use fewer steps{', resamples or a longer jump_length' if mode == 'inpaint' else ''}"
+                           f"{' or images (k)' if mode == 'interpolate' else ''}")
+        self.model_name(model)
+        return s
+
+    def _dataset_image(self, dataset: str, index: int, name: str, shape: tuple) -> torch.Tensor:
+        """Image ``index`` of the dataset's test split as (1, *shape), converted to the model's shape when the
+        dataset's differs; gr.Error when the dataset is missing or the index out of range (``name``: the parameter)."""
+        try:
+            images, _ = engine_data.load_dataset(dataset, "test")
+        except (FileNotFoundError, ValueError) as err:
+            log.error("dataset %s could not be loaded: %s", dataset, err)
+            raise gr.Error(f"the dataset {dataset} is not installed on this server; choose another") from None
+        index = as_int(name, index, 0, len(images) - 1)
+        x = images[index: index + 1]
+        return x if tuple(x.shape[1:]) == shape else engine_forward.image_to_tensor(imaging.grid(x), shape)
+
+    def _edit_source(self, s: dict, shape: tuple, upload, sketch) -> tuple[torch.Tensor, str]:
+        """The source image as (1, *shape) and a description of it."""
+        if s["source"] == "dataset":
+            return self._dataset_image(s["dataset"], s["index"], "index", shape), f"{s['dataset']} test #{s['index']}"
+        try:
+            if s["source"] == "upload":
+                return engine_forward.image_to_tensor(imaging.open_upload(upload), shape), "upload"
+            picture = sketch.get("composite") if isinstance(sketch, dict) else None
+            if picture is None or not picture.getbbox():
+                raise gr.Error("the sketch is empty: draw on the canvas first (white strokes on black)")
+            return engine_forward.image_to_tensor(picture, shape), "sketch"
+        except ValueError as err:
+            raise _err(err) from None
+
+    def mask_canvas(self, model, mode, source, dataset, index, upload, sketch):
+        """The mask editor's canvas for inpainting: the source image at the model's resolution, upscaled, with no
+        paint; gr.skip() outside inpainting or while the source is not ready (a refusal says why)."""
+        if mode != "inpaint" or model not in self.store.image_models():
+            return gr.skip()
+        shape = tuple(self.store.card(model).get("data_shape", ()))
+        if len(shape) != 3 or source == "upload" and upload is None or source == "sketch" and sketch is None:
+            return gr.skip()
+        s = {"source": choice("source", source, EDIT_SOURCES), "dataset": choice("dataset", dataset, DATASETS),
+             "index": as_int("index", index, 0, MAX_INDEX)}
+        if source == "sketch" and not (isinstance(sketch, dict) and sketch.get("composite") is not None
+                                       and sketch["composite"].getbbox()):
+            return gr.skip()  # nothing drawn yet
+        x0, _ = self._edit_source(s, shape, upload, sketch)
+        return {"background": imaging.upscale(imaging.grid(x0), MASK_CANVAS), "layers": [], "composite": None}
+
+    @on_engine_thread
+    def edit(self, model, mode, source="dataset", dataset="mnist", index=0, upload=None, sketch=None, mask=None,
+             schedule="cosine", sampler="ddim", steps=50, seed=0, strength=0.6, jump_length=10, resamples=5, k=8,
+             ends="seeds", seed_b=1, index_b=1, request: gr.Request = None):
+        """Edit an image with an unconditional model, streamed like ``generate``: img2img (SDEdit), inpainting
+        (RePaint) of the region painted on ``mask``, DDIM inversion and reconstruction, or interpolation between two
+        seeds or two images. ``upload`` is an uploaded file's path; ``sketch`` and ``mask`` are image editors' values
+        ({background, layers, composite} as PIL images). Yields (image, gallery, gif, png, plot, status, link)."""
+        s = self.edit_settings(model, mode, source, dataset, index, upload, sketch, mask, schedule, sampler, steps,
+                               seed, strength, jump_length, resamples, k, ends, seed_b, index_b)
+        net = self._model(s["model"])
+        shape = tuple(net.data_shape)
+        if len(shape) != 3:
+            raise gr.Error(f"model {s['model']} does not make images; choose an image model")
+        live = streaming.Stream(self.time_budget_s)
+        x0, described = self._edit_source(s, shape, upload, sketch) if "source" in s else (None, "")
+        if x0 is not None:
+            live.snapshot(imaging.display(x0, 160), "source.png", f"source: {described}")
+        mode, steps, cols, mark, head = s["mode"], s["steps"], None, None, ""
+        try:
+            if mode == "img2img":
+                spacing = engine.sampler_spec(s["sampler"]).spacing
+                levels = engine_editing.img2img_levels(s["schedule"], steps, s["strength"], spacing)
+                mark, a = levels[0]
+                head = f"starts at t = {mark}, σ = {math.sqrt((1 - a) / a):.3g} ({len(levels)} of {steps} steps)"
+                run = engine_editing.img2img(net, x0, strength=s["strength"], schedule=s["schedule"],
+                                             sampler=s["sampler"], steps=steps, seed=s["seed"])
+                total, curves = len(levels), edit_curves(s["schedule"], [t for t, _ in levels], "img2img")
+            elif mode == "inpaint":
+                m = imaging.mask_from_layers((mask or {}).get("layers") or [], shape[1:])
+                run = engine_editing.inpaint(net, x0, m, schedule=s["schedule"], steps=steps, seed=s["seed"],
+                                             jump_length=s["jump_length"], resamples=s["resamples"])
+                unknown = int((m == 0).sum())
+                live.snapshot(imaging.display(x0 * m, 160), "split.png",
+                              f"known / unknown (grey, to fill): {unknown} of {m.numel()} pixels to fill")
+                head = f"{unknown} of {m.numel()} pixels filled"
+                total = engine_editing.inpaint_nfe(steps, s["jump_length"], s["resamples"])
+                curves = edit_curves(s["schedule"], visited_levels(s["schedule"], steps, "leading"), "RePaint (ddpm)")
+            elif mode == "invert":
+                t0 = time.perf_counter()
+                x_T = engine_editing.invert(net, x0, schedule=s["schedule"], steps=steps)
+                live.snapshot(imaging.display(x_T, 160), "x_T.png", "x_T from DDIM inversion (shown clipped to ±1)")
+                head = f"inverted in {time.perf_counter() - t0:.2f} s"
+                run = engine.generate(net, schedule=s["schedule"], sampler="ddim", steps=steps, seed=0, x_T=x_T,
+                                      spacing="leading", eta=0.0)
+                total = steps
+                curves = edit_curves(s["schedule"], visited_levels(s["schedule"], steps, "leading"), "DDIM η=0")
+            else:
+                spacing = engine.sampler_spec(s["sampler"]).spacing
+                if s["ends"] == "images":
+                    x_b = self._dataset_image(s["dataset"], s["index_b"], "index_b", shape)
+                    ends_x = engine_editing.invert(net, torch.cat([x0, x_b]), schedule=s["schedule"], steps=steps,
+                                                   spacing=spacing)
+                    run = engine_editing.interpolate(net, schedule=s["schedule"], sampler=s["sampler"], steps=steps,
+                                                     k=s["k"], x_T=(ends_x[0], ends_x[1]), spacing=spacing)
+                    head = f"between {described} and {s['dataset']} test #{s['index_b']} (inverted)"
+                else:
+                    run = engine_editing.interpolate(net, schedule=s["schedule"], sampler=s["sampler"], steps=steps,
+                                                     k=s["k"], seeds=(s["seed"], s["seed_b"]), spacing=spacing)
+                    head = f"between seeds {s['seed']} and {s['seed_b']}"
+                total, cols = steps, s["k"]
+                curves = edit_curves(s["schedule"], visited_levels(s["schedule"], steps, spacing), s["sampler"])
+        except ValueError as err:
+            raise _err(err) from None
+        frames: list = []
+        step = yield from self._stream(run, total, curves, live, frames, cols, mark)
+        elapsed = live.elapsed
+        tail = f"{head} · " if head else ""
+        if mode == "invert":
+            err = (step.x_t.clamp(-1, 1) - x0).abs()
+            live.snapshot(imaging.display(step.x_t, 160), "reconstruction.png", "reconstruction (DDIM η=0 from x_T)")
+            live.snapshot(imaging.display(err * 2 - 1, 160), "error.png", "|reconstruction − source| (white = 2)")
+            tail += f"reconstruction error {float(err.mean()) * 127.5:.2f} grey levels (mean |x̂ − x|) · "
+        settings = {"tab": "edit", **s}
+        link = base_url(request) + query_string(settings)
+        kept_out = [s["source"]] if s.get("source") in ("upload", "sketch") else []
+        kept_out += ["mask"] if mode == "inpaint" else []
+        if kept_out:
+            tail += f"the link carries the settings, not the {' or the '.join(kept_out)} · "
+        stem = f"{s['model']}_{mode}_{s['schedule']}_{steps}" + (f"_seed{s['seed']}" if "seed" in s else "")
+        settings.pop("tab")
+        image, gif, png = self._files(live, step.x_t, frames, dict(settings, nfe=step.nfe), stem, cols)
+        status = (f"{self._ended(step, total)}: {mode} · {tail}{step.i + 1}/{total} steps · NFE {step.nfe} · "
+                  f"{elapsed:.2f} s")
+        gallery = list(live.gallery)
+        if mode == "invert":  # source, x_T, reconstruction and error first, then the reconstruction's snapshots
+            gallery = gallery[:2] + gallery[-2:] + gallery[2:-2]
+        yield image, gallery, gif, png, _plot(curves, mark if mark is not None else step.t), status, link
+
+
+def visited_levels(schedule: str, steps: int, spacing: str) -> list[int]:
+    return engine.get_schedule(schedule).timesteps(steps, spacing).tolist()
+
+
+def edit_curves(schedule: str, visited: list[int], label: str) -> list[dict]:
+    """The Edit tab's schedule plot: the schedule's curves with the levels the run visits ticked."""
+    return [{"schedule": schedule, "label": f"{schedule} · {label}", "visited": visited}]

@@ -17,6 +17,7 @@ from PIL import Image, ImageOps, PngImagePlugin
 from engine.forward import MAX_UPLOAD_PIXELS
 
 PNG_KEY = "denoisery"
+MASK_COVERAGE = 0.3  # a model pixel is to be filled when the brush covers this much of its area
 DISPLAY_SIZE = 256  # the live image and gallery entries are upscaled (nearest) to about this many pixels
 MAX_UPLOAD_BYTES = 10 * 2**20  # an uploaded file larger than this is refused unread
 # formats decoded by Pillow itself; the others it can open (EPS through Ghostscript, for one) are refused
@@ -30,24 +31,25 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def grid(x: torch.Tensor, pad: int = 1) -> Image.Image:
-    """The batch laid out as a near-square grid (native resolution, ``pad`` px of mid-grey between tiles)."""
-    return _grid(to_uint8(x), pad)
+def grid(x: torch.Tensor, pad: int = 1, cols: int | None = None) -> Image.Image:
+    """The batch laid out as a near-square grid, or in rows of ``cols`` (native resolution, ``pad`` px of mid-grey
+    between tiles)."""
+    return _grid(to_uint8(x), pad, cols)
 
 
-def grids(xs: list[torch.Tensor], pad: int = 1) -> list[Image.Image]:
+def grids(xs: list[torch.Tensor], pad: int = 1, cols: int | None = None) -> list[Image.Image]:
     """``[grid(x) for x in xs]`` for batches of one shape, converted to uint8 in one go (one tensor pass instead
     of one per batch: a trajectory's GIF frames)."""
     if not xs:
         return []
     stacked = torch.stack(xs)  # (F, N, C, H, W)
     arr = to_uint8(stacked.flatten(0, 1))  # (F·N, H, W, C)
-    return [_grid(a, pad) for a in arr.reshape(stacked.shape[0], stacked.shape[1], *arr.shape[1:])]
+    return [_grid(a, pad, cols) for a in arr.reshape(stacked.shape[0], stacked.shape[1], *arr.shape[1:])]
 
 
-def _grid(arr: np.ndarray, pad: int = 1) -> Image.Image:
+def _grid(arr: np.ndarray, pad: int = 1, cols: int | None = None) -> Image.Image:
     n, h, w, c = arr.shape
-    cols = math.ceil(math.sqrt(n))
+    cols = min(cols, n) if cols else math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     out = np.full((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad, c), 128, dtype=np.uint8)
     for k in range(n):
@@ -62,8 +64,21 @@ def upscale(img: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image:
     return img.resize((img.width * f, img.height * f), Image.Resampling.NEAREST) if f > 1 else img
 
 
-def display(x: torch.Tensor, size: int = DISPLAY_SIZE) -> Image.Image:
-    return upscale(grid(x), size)
+def display(x: torch.Tensor, size: int = DISPLAY_SIZE, cols: int | None = None) -> Image.Image:
+    return upscale(grid(x, cols=cols), size)
+
+
+def mask_from_layers(layers: list[Image.Image], shape: tuple[int, int],
+                     coverage: float = MASK_COVERAGE) -> torch.Tensor:
+    """The inpainting mask (1, 1, H, W) for ``shape`` (H, W) from an image editor's painted layers: 0 (to fill)
+    where the paint (any layer's alpha) covers at least ``coverage`` of a pixel's area after resizing to H × W,
+    1 (known) elsewhere. No layer or no paint: every pixel known."""
+    h, w = shape
+    paint = np.zeros((h, w), dtype=np.float32)
+    for layer in layers:
+        alpha = layer.convert("RGBA").getchannel("A").resize((w, h), Image.Resampling.BOX)
+        paint = np.maximum(paint, np.asarray(alpha, dtype=np.float32) / 255.0)
+    return torch.from_numpy((paint < coverage).astype(np.float32))[None, None]
 
 
 def save_png(img: Image.Image, path: str) -> str:

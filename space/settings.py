@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 import gradio as gr
 
 import engine
+from engine.editing import MAX_INTERPOLATION_FRAMES, MAX_RESAMPLES
 from engine.samplers import OPTION_VALUES, Range, check_option
 
 from .guard import shown
@@ -14,7 +15,13 @@ from .guard import shown
 SCHEDULES = list(engine.SCHEDULES)
 SAMPLERS = list(engine.SAMPLERS)
 SPACINGS = list(engine.SPACINGS)
-TABS = ["generate", "compare", "forward", "field", "about"]
+TABS = ["generate", "compare", "forward", "field", "edit", "about"]
+# the Edit tab's choices (its endpoint checks against them too)
+EDIT_MODES = ["img2img", "inpaint", "invert", "interpolate"]
+EDIT_SOURCES = ["dataset", "upload", "sketch"]
+EDIT_ENDS = ["seeds", "images"]  # what an interpolation runs between
+DATASETS = ["mnist", "digits8", "fashion-mnist"]  # the Forward and Edit tabs' source images
+MAX_INDEX = 69_999  # an image index: checked exactly against the dataset's test split when it is loaded
 MAX_STEPS = 1000
 MAX_N = 16
 
@@ -127,7 +134,8 @@ def parse_query(q: dict) -> dict:
                 pass
 
     for key, allowed in (("tab", TABS), ("schedule", SCHEDULES), ("sampler", SAMPLERS), ("spacing", SPACINGS),
-                         ("variance", OPTION_VALUES["variance"])):
+                         ("variance", OPTION_VALUES["variance"]), ("mode", EDIT_MODES), ("source", EDIT_SOURCES),
+                        ("ends", EDIT_ENDS), ("dataset", DATASETS)):
         if q.get(key) in allowed:
             out[key] = q[key]
     if "model" in q:
@@ -141,6 +149,13 @@ def parse_query(q: dict) -> dict:
     num("snr", 1e-6, 1.0, integer=False)
     num("n_corrector", 0, 20)
     num("panels", 1, 6)
+    num("strength", 0.001, 1.0, integer=False)
+    num("jump_length", 1, MAX_STEPS)
+    num("resamples", 1, MAX_RESAMPLES)
+    num("k", 2, MAX_INTERPOLATION_FRAMES)
+    num("seed_b", 0, engine.MAX_SEED)
+    num("index", 0, MAX_INDEX)
+    num("index_b", 0, MAX_INDEX)
     for k in range(1, 7):
         for key, allowed in ((f"schedule_{k}", SCHEDULES), (f"sampler_{k}", SAMPLERS)):
             if q.get(key) in allowed:

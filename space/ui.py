@@ -1,7 +1,8 @@
 """The Gradio Blocks app: ``build_demo(checkpoint_dir=None)``.
 
-Tabs: Generate (streamed sampling), Compare (lock-step panels), Forward process, Score field, About.
-API endpoints: ``generate``, ``compare``, ``forward``, ``score_field``, ``scrub``.
+Tabs: Generate (streamed sampling), Compare (lock-step panels), Forward process, Score field, Edit (img2img,
+inpainting, inversion, interpolation; streamed), About.
+API endpoints: ``generate``, ``compare``, ``forward``, ``score_field``, ``edit``, ``scrub``.
 """
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ import logging
 import random
 
 import gradio as gr
+from PIL import Image
 
 import engine
+from engine.editing import MAX_INTERPOLATION_FRAMES, MAX_RESAMPLES
 from engine.samplers import OPTION_VALUES
 
 from . import handlers as H
 from .about import ABOUT
 from .guard import GuardedBlocks, validator
 from .models import ModelStore
-from .settings import (DEFAULT_MODEL, DEFAULTS, MAX_N, MAX_STEPS, OPTIONS, SAMPLERS, SCHEDULES, SPACINGS, parse_query,
-                       pick)
+from .settings import (DEFAULT_MODEL, DEFAULTS, EDIT_ENDS, EDIT_SOURCES, MAX_INDEX, MAX_N, MAX_STEPS, OPTIONS,
+                       SAMPLERS, SCHEDULES, SPACINGS, parse_query, pick)
 
 log = logging.getLogger("denoisery")
 PANEL_DEFAULTS = [("cosine", "ddim", 50), ("linear", "ddim", 50), ("karras", "ode", 25),
@@ -34,8 +37,62 @@ EXAMPLES = [
                                      "sampler": "langevin", "steps": 100}),
     ("1000-step DDPM", {"tab": "generate", "schedule": "linear", "sampler": "ddpm", "steps": 1000}),
 ]
+EDIT_MODE_LABELS = [("img2img (SDEdit)", "img2img"), ("inpainting (RePaint)", "inpaint"),
+                    ("inversion + reconstruction", "invert"), ("interpolation", "interpolate")]
+SKETCH_CANVAS = Image.new("L", (280, 280), 0)  # black, 10 canvas pixels per pixel of a 28×28 model
+SKETCH_BRUSH = gr.Brush(default_size=12, colors=["#ffffff"], color_mode="fixed")  # ~2.4 px wide at 28×28
+MASK_BRUSH = gr.Brush(default_size=16, colors=["rgba(255, 64, 64, 0.7)"], color_mode="fixed")
+
+
+def edit_fields(mode: str, source: str) -> list:
+    """The Edit tab's fields that ``mode`` and ``source`` use shown, the others hidden: strength, the inpainting
+    controls, the interpolation controls, the mask, the upload, the sketch and the dataset image (an interpolation
+    between images takes its second image from the dataset) and the button that puts the source on the mask."""
+    return [gr.update(visible=mode == "img2img"), gr.update(visible=mode == "inpaint"),
+            gr.update(visible=mode == "interpolate"), gr.update(visible=mode == "inpaint"),
+            gr.update(visible=source == "upload"), gr.update(visible=source == "sketch"),
+            gr.update(visible=source == "dataset" or mode == "interpolate"), gr.update(visible=mode == "inpaint")]
+
+
+def _run_controls(action: str, prefix: str) -> tuple:
+    """A streamed tab's Run and Stop buttons, status and result link (elem_ids PREFIX-run, -stop, -status, -link)."""
+    with gr.Row():
+        run = gr.Button(action, variant="primary", elem_id=f"{prefix}-run")
+        stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop")
+    status = gr.Textbox(label="status", interactive=False, elem_id=f"{prefix}-status")
+    link = gr.Textbox(label="link to this result", interactive=False, buttons=["copy"], elem_id=f"{prefix}-link")
+    return run, stop, status, link
+
+
+def _streamed_result(prefix: str, image_label: str, plot_label: str, gallery_label: str,
+                     image_id: str | None = None) -> tuple:
+    """A streamed tab's outputs: the live image beside the schedule plot, the snapshot gallery, the GIF and the PNG
+    (elem_ids PREFIX-image or ``image_id``, -plot, -gallery, -gif, -png)."""
+    with gr.Row():
+        image = gr.Image(label=image_label, format="png", type="pil", interactive=False, height=300,
+                         elem_id=image_id or f"{prefix}-image")
+        plot = gr.Plot(label=plot_label, elem_id=f"{prefix}-plot")
+    gallery = gr.Gallery(label=gallery_label, columns=6, height=360, format="png", object_fit="contain",
+                         elem_id=f"{prefix}-gallery")
+    with gr.Row():
+        gif = gr.File(label="trajectory (GIF)", elem_id=f"{prefix}-gif")
+        png = gr.File(label="image (PNG with settings)", elem_id=f"{prefix}-png")
+    return image, plot, gallery, gif, png
+
+
+def edit_reproducible(query: dict) -> bool:
+    """Whether an Edit link's settings (``query``, checked) make its result again: its source is a dataset image or
+    no image at all (interpolation between seeds); never an inpainting (the painted mask stays in the browser)."""
+    mode = query.get("mode", "img2img")
+    if mode == "inpaint":
+        return False
+    if mode == "interpolate" and query.get("ends", "seeds") == "seeds":
+        return True
+    return query.get("source", "dataset") == "dataset"
+
+
 CSS = """
-#live-image img { image-rendering: pixelated; }
+#live-image img, #e-image img { image-rendering: pixelated; }
 .gallery-item img, .thumbnail-item img { image-rendering: pixelated; }
 .matplotlib.layout { padding-top: 28px; box-sizing: border-box; }  /* the block's floating label covered the top */
 """
@@ -133,23 +190,11 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                                               label="PC corrector SNR")
                             g_nc = gr.Slider(0, 20, value=OPTIONS["n_corrector"], step=1,
                                              label="PC corrector steps")
-                        with gr.Row():
-                            g_run = gr.Button("Generate", variant="primary", elem_id="g-run")
-                            g_stop = gr.Button("Stop", variant="stop", elem_id="g-stop")
-                        g_status = gr.Textbox(label="status", interactive=False, elem_id="g-status")
-                        g_link = gr.Textbox(label="link to this result", interactive=False, buttons=["copy"],
-                                            elem_id="g-link")
+                        g_run, g_stop, g_status, g_link = _run_controls("Generate", "g")
                     with gr.Column(scale=2):
-                        with gr.Row():
-                            g_image = gr.Image(label="x_t (live) → sample", format="png", type="pil",
-                                               interactive=False, height=300, elem_id="live-image")
-                            g_plot = gr.Plot(label="schedule: ᾱ_t and log-SNR, current step marked",
-                                             elem_id="g-plot")
-                        g_gallery = gr.Gallery(label="x_t snapshots and x̂0 (the model's current guess)", columns=6,
-                                               height=360, format="png", object_fit="contain", elem_id="g-gallery")
-                        with gr.Row():
-                            g_gif = gr.File(label="trajectory (GIF)", elem_id="g-gif")
-                            g_png = gr.File(label="image (PNG with settings)", elem_id="g-png")
+                        g_image, g_plot, g_gallery, g_gif, g_png = _streamed_result(
+                            "g", "x_t (live) → sample", "schedule: ᾱ_t and log-SNR, current step marked",
+                            "x_t snapshots and x̂0 (the model's current guess)", image_id="live-image")
             # ------------------------------------------------------------------------------------ Compare ---
             with gr.Tab("Compare", id="compare"):
                 gr.Markdown("Every panel starts from the **same x_T** and sees the **same noise draws** (one seed); "
@@ -226,6 +271,71 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                         s_plot = gr.Plot(label="score field")
                         s_gallery = gr.Gallery(label="particles during sampling", columns=4, height=300,
                                                format="png", object_fit="contain", elem_id="s-gallery")
+            # --------------------------------------------------------------------------------------- Edit ---
+            with gr.Tab("Edit", id="edit"):
+                gr.Markdown("Edit an image with the model: **img2img** (SDEdit: noise it to a level, denoise), "
+                            "**inpainting** (RePaint: paint the region to fill), **inversion** (DDIM to x_T and "
+                            "back) or **interpolation** between two seeds or two images.")
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=300):
+                        e_model = gr.Dropdown(image_models, value=default_model, label="model", elem_id="e-model",
+                                              allow_custom_value=True)
+                        e_mode = gr.Radio([(label, mode) for label, mode in EDIT_MODE_LABELS], value="img2img",
+                                          label="mode", elem_id="e-mode")
+                        e_source = gr.Radio(EDIT_SOURCES, value="dataset", label="source image", elem_id="e-source",
+                                            info="a sketch or an upload cannot travel in a link (nor can a painted "
+                                                 "mask): its link carries the settings only; a dataset image "
+                                                 "reproduces exactly")
+                        with gr.Row() as e_dataset_row:
+                            e_dataset = gr.Dropdown(H.FORWARD_DATASETS, value="mnist", label="dataset",
+                                                    elem_id="e-dataset")
+                            e_index = gr.Number(0, precision=0, minimum=0, maximum=MAX_INDEX,
+                                                label="image index (test split)", elem_id="e-index")
+                        e_upload = gr.Image(label="upload (converted to the model's shape)", type="filepath",
+                                            image_mode=None, sources=["upload"], height=160, visible=False,
+                                            elem_id="e-upload")
+                        e_sketch = gr.Sketchpad(value=SKETCH_CANVAS, type="pil", image_mode="L", label="sketch "
+                                                "(white on black, like the digits)", brush=SKETCH_BRUSH,
+                                                eraser=gr.Eraser(default_size=16), layers=False, transforms=(),
+                                                canvas_size=SKETCH_CANVAS.size, fixed_canvas=True, visible=False,
+                                                elem_id="e-sketch")
+                        e_schedule = gr.Dropdown(SCHEDULES, value="cosine", label="schedule", elem_id="e-schedule")
+                        e_sampler = gr.Dropdown(SAMPLERS, value="ddim", label="sampler", elem_id="e-sampler",
+                                                info="img2img: any; interpolation: a deterministic one (ddim, ode, "
+                                                     "dpm-solver++); inpainting uses ddpm and inversion DDIM η=0")
+                        e_steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="steps", elem_id="e-steps")
+                        e_seed = gr.Number(0, precision=0, minimum=0, maximum=engine.MAX_SEED, label="seed",
+                                           elem_id="e-seed")
+                        e_strength = gr.Slider(0.001, 1.0, value=0.6, step=0.001, label="strength",
+                                               info="the share of the steps that runs: 1 starts from noise, small "
+                                                    "values change little", elem_id="e-strength")
+                        with gr.Group(visible=False) as e_inpaint_box:
+                            e_jump = gr.Slider(1, MAX_STEPS, value=10, step=1, label="jump_length",
+                                               info="steps between RePaint's jumps back up", elem_id="e-jump")
+                            e_resamples = gr.Slider(1, MAX_RESAMPLES, value=5, step=1, label="resamples",
+                                                    info="passes over each stretch (1 = plain replacement)",
+                                                    elem_id="e-resamples")
+                        with gr.Group(visible=False) as e_interp_box:
+                            e_k = gr.Slider(2, MAX_INTERPOLATION_FRAMES, value=8, step=1, label="images (k)",
+                                            elem_id="e-k")
+                            e_ends = gr.Radio(EDIT_ENDS, value="seeds", label="between", elem_id="e-ends",
+                                              info="two seeds (seed and seed_b), or the source image and dataset "
+                                                   "image index_b, both inverted")
+                            e_seed_b = gr.Number(1, precision=0, minimum=0, maximum=engine.MAX_SEED, label="seed_b",
+                                                 elem_id="e-seed-b")
+                            e_index_b = gr.Number(1, precision=0, minimum=0, maximum=MAX_INDEX, label="index_b",
+                                                  elem_id="e-index-b")
+                        e_run, e_stop, e_status, e_link = _run_controls("Edit", "e")
+                    with gr.Column(scale=2):
+                        e_mask = gr.ImageEditor(type="pil", image_mode="RGBA", sources=(), label="mask: paint the "
+                                                "region to fill (inpainting)", brush=MASK_BRUSH, layers=False,
+                                                transforms=(), height=320, visible=False, elem_id="e-mask")
+                        e_mask_source = gr.Button("put the current source (e.g. a new sketch) on the mask canvas",
+                                                  size="sm", visible=False, elem_id="e-mask-source")
+                        e_image, e_plot, e_gallery, e_gif, e_png = _streamed_result(
+                            "e", "x_t (live) → result",
+                            "schedule: ᾱ_t and log-SNR, start (img2img) or current step marked",
+                            "source, x_t snapshots and x̂0")
             # -------------------------------------------------------------------------------------- About ---
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT, latex_delimiters=LATEX)
@@ -261,10 +371,33 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                     outputs=[s_plot, s_gallery, s_status], api_name="score_field", show_progress_on=[s_status],
                     validator=validator(h.field_settings, "score_field"))
 
+        # ------------------------------------------------------------------------------------------ edit ---
+        e_inputs = [e_model, e_mode, e_source, e_dataset, e_index, e_upload, e_sketch, e_mask, e_schedule, e_sampler,
+                    e_steps, e_seed, e_strength, e_jump, e_resamples, e_k, e_ends, e_seed_b, e_index_b]
+        e_outputs = [e_image, e_gallery, e_gif, e_png, e_plot, e_status, e_link]
+        edit_run = dict(outputs=e_outputs, show_progress_on=[e_status], concurrency_id="edit")
+        e_event = e_run.click(h.edit, inputs=e_inputs, **edit_run, api_name="edit", concurrency_limit=WORKERS,
+                              validator=validator(h.edit_settings, "edit"))
+        e_stop.click(None, cancels=[e_event], api_visibility="private")
+        for changed in (e_mode, e_source):
+            changed.change(edit_fields, [e_mode, e_source], [e_strength, e_inpaint_box, e_interp_box, e_mask, e_upload,
+                                                             e_sketch, e_dataset_row, e_mask_source],
+                           api_visibility="private", queue=False)
+        # the mask is painted over the source, at the model's resolution (a new source clears the paint); a sketch
+        # reaches the server only with a click (its strokes send no value), hence the button
+        for trigger in (e_model.change, e_mode.change, e_source.change, e_dataset.change, e_index.change,
+                        e_upload.change, e_mask_source.click):
+            trigger(h.mask_canvas, [e_model, e_mode, e_source, e_dataset, e_index, e_upload, e_sketch], e_mask,
+                    api_visibility="private", show_progress="hidden", concurrency_id="edit-canvas")
+
         # ------------------------------------------------ deep links (query string), examples, the first result ---
+        e_settings = {"mode": e_mode, "source": e_source, "dataset": e_dataset, "index": e_index,
+                      "schedule": e_schedule, "sampler": e_sampler, "steps": e_steps, "seed": e_seed,
+                      "strength": e_strength, "jump_length": e_jump, "resamples": e_resamples, "k": e_k,
+                      "ends": e_ends, "seed_b": e_seed_b, "index_b": e_index_b}
         restore_outputs = [tabs, notice, g_model, g_schedule, g_sampler, g_steps, g_seed, g_n, g_spacing, g_eta,
                            g_variance, g_nse, g_ss, g_snr, g_nc, c_model, c_seed, c_n, c_panels, s_model, autorun,
-                           *c_fields.values(), *c_rows]
+                           *c_fields.values(), *c_rows, e_model, *e_settings.values()]
 
         def fill(query: dict) -> list:
             """The values of ``restore_outputs`` for a link's settings (``query``, checked by parse_query; the
@@ -287,11 +420,13 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                    *(val(k, v) for k, v in OPTIONS.items()),
                    gr.update(choices=imgs, value=g_m), val("seed", 0), min(val("n", 1), H.COMPARE_MAX_N),
                    val("panels", 3), gr.update(choices=toys, value=s_m),
-                   tab if tab in ("generate", "compare") and "model" in q and g_m == model else False]
+                   tab if (tab in ("generate", "compare") or tab == "edit" and edit_reproducible(q)) and "model" in q
+                   and g_m == model else False]
             for k, (sch, smp, stp) in enumerate(PANEL_DEFAULTS, 1):
                 out += [val(f"schedule_{k}", sch), val(f"sampler_{k}", smp), val(f"steps_{k}", stp)]
             count = val("panels", 3)
             out += [gr.update(visible=k < count) for k in range(6)]
+            out += [gr.update(choices=imgs, value=g_m)] + [val(key, field.value) for key, field in e_settings.items()]
             return out
 
         def restore(request: gr.Request):
@@ -312,6 +447,14 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                 return
             yield from h.compare(model, seed, panels, n, request=request, **dict(zip(c_fields, values)))
 
+        def autoedit(request: gr.Request, tab, *values):
+            """Runs Edit once when the page was opened from an Edit result link that makes its result again
+            (``edit_reproducible``)."""
+            if tab != "edit":
+                yield tuple(gr.skip() for _ in e_outputs)
+                return
+            yield from h.edit(*values, request=request)
+
         def run_after(filled) -> None:
             """After ``filled`` (an event that filled in a link's settings): run Generate or Compare as the link
             says. Each Stop button also ends the run it began."""
@@ -320,6 +463,8 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
             auto_cmp = filled.then(autocompare, inputs=[autorun, *c_inputs, *c_fields.values()], outputs=c_outputs,
                                    api_visibility="private", show_progress_on=[c_status], concurrency_id="compare")
             c_stop.click(None, cancels=[auto_cmp], api_visibility="private")
+            auto_edit = filled.then(autoedit, inputs=[autorun, *e_inputs], api_visibility="private", **edit_run)
+            e_stop.click(None, cancels=[auto_edit], api_visibility="private")
 
         def opening(request: gr.Request, tab, *values):
             """The default settings' result, shown at once when the page opens with the default Generate settings

@@ -198,3 +198,69 @@ def test_deep_link_restores_settings(server, page):
     shot(page, "08-about.png")
     assert page.outside == [], f"requests left loopback: {page.outside[:5]}"
     assert page.errors == [], f"page errors: {page.errors[:5]}"
+
+
+def stroke(pg, selector: str, points: list[tuple[float, float]]) -> None:
+    """A mouse stroke on the canvas of the image editor ``selector`` through ``points`` (fractions of its size)."""
+    box = pg.locator(f"{selector} canvas").first.bounding_box()
+    at = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    pg.mouse.move(*at[0])
+    pg.mouse.down()
+    for (x0, y0), (x1, y1) in zip(at, at[1:]):
+        for k in range(1, 11):
+            pg.mouse.move(x0 + (x1 - x0) * k / 10, y0 + (y1 - y0) * k / 10)
+    pg.mouse.up()
+
+
+def set_number(pg, selector: str, value) -> None:
+    field = pg.locator(f"{selector} input[type=number]")
+    field.fill(str(value))
+    field.press("Enter")
+
+
+def test_edit_tab_draws_a_sketch_and_a_mask(server, page):
+    """The Edit tab: a digit drawn on the sketchpad is edited by img2img (the result and the sketch as its source
+    appear), then a region painted on the mask editor over a dataset image is inpainted."""
+    page.goto(server + "?tab=edit", wait_until="load")
+    page.wait_for_selector("#e-run", state="visible")
+    page.locator("#e-source input[value=sketch]").check()
+    page.wait_for_selector("#e-sketch canvas", state="visible")
+    stroke(page, "#e-sketch", [(0.5, 0.25), (0.5, 0.75)])  # a "1"
+    set_number(page, "#e-steps", 10)
+    page.click("#e-run")
+    wait_done(page, "#e-status textarea", "done: img2img · starts at t = ")  # an empty sketch would be refused
+    assert "the link carries the settings, not the sketch" in value_of(page, "#e-status textarea")
+    page.wait_for_function("() => { const i = document.querySelector('#e-image img'); "
+                           "return i && i.complete && i.naturalWidth > 0; }", timeout=30_000)
+    page.wait_for_selector("#e-gallery img", timeout=30_000)
+    assert "source=sketch" in value_of(page, "#e-link textarea")
+    assert page.locator("#e-png a, #e-png .file-preview").count() >= 1
+    shot(page, "09-edit-sketch.png")
+
+    page.locator("#e-mode input[value=inpaint]").check()
+    page.wait_for_selector("#e-mask canvas", state="visible")
+    page.click("#e-mask-source")  # the sketch goes on the mask's canvas
+    page.locator("#e-source input[value=dataset]").check()
+    page.wait_for_timeout(2000)  # the dataset image replaces it
+    for y in (0.3, 0.4, 0.5, 0.6, 0.7):
+        stroke(page, "#e-mask", [(0.4, y), (0.6, y)])
+    set_number(page, "#e-jump", 3)
+    set_number(page, "#e-resamples", 2)
+    page.click("#e-run")
+    wait_done(page, "#e-status textarea", "done: inpaint · ")
+    status = value_of(page, "#e-status textarea")
+    filled = int(re.search(r"inpaint · (\d+) of 64 pixels filled", status).group(1))
+    assert 0 < filled < 64, status
+    shot(page, "10-edit-inpaint.png")
+
+    # a link to an edit of a dataset image fills in its settings and makes the same result again
+    link = (server + "?tab=edit&model=tiny-digits&mode=img2img&schedule=cosine&steps=8&sampler=ddim&strength=0.5"
+            "&source=dataset&index=2&dataset=digits8&seed=1")
+    page.goto(link, wait_until="domcontentloaded")
+    wait_done(page, "#e-status textarea", "done: img2img · starts at t = ")
+    assert value_of(page, "#e-link textarea") == link  # the page opened from the link links to itself
+    assert value_of(page, "#e-dataset input") == "digits8" and value_of(page, "#e-index input") == "2"
+    page.wait_for_selector("#e-gallery img", timeout=30_000)
+    shot(page, "11-edit-from-link.png")
+    assert page.outside == [], f"requests left loopback: {page.outside[:5]}"
+    assert page.errors == [], f"page errors: {page.errors[:5]}"

@@ -21,6 +21,7 @@ import os
 import re
 import statistics
 import sys
+import tempfile
 import threading
 import time
 
@@ -29,8 +30,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import pytest  # noqa: E402
-from gradio_client import Client  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.client import Status  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from tests.test_app import free_port, make_fixture_checkpoints  # noqa: E402
 
@@ -243,17 +245,10 @@ def wait_for(predicate, timeout: float, what):
         time.sleep(0.05)
 
 
-def test_stop_frees_the_worker_within_a_step(server, monkeypatch, capsys):
-    """Both workers busy with long runs; cancelling them closes their sampling loops (the engine's generator) at
-    the next step, and a new request is served at once."""
-    import engine
-    from space import handlers
-
-    _, url = server
-    closed: list[tuple[float, int]] = []  # (time, steps done) when each sampling loop was closed
-    real = engine.generate
-
-    def traced(*args, **kwargs):
+def traced(real, closed: list):
+    """``real`` (an engine function that returns a run of Steps) with each run's loop traced: when it is closed,
+    (the time, the steps it yielded) is appended to ``closed``."""
+    def call(*args, **kwargs):
         run = real(*args, **kwargs)
 
         def loop():
@@ -265,8 +260,18 @@ def test_stop_frees_the_worker_within_a_step(server, monkeypatch, capsys):
             finally:
                 closed.append((time.perf_counter(), done))
         return loop()
+    return call
 
-    monkeypatch.setattr(handlers.engine, "generate", traced)
+
+def test_stop_frees_the_worker_within_a_step(server, monkeypatch, capsys):
+    """Both workers busy with long runs; cancelling them closes their sampling loops (the engine's generator) at
+    the next step, and a new request is served at once."""
+    import engine
+    from space import handlers
+
+    _, url = server
+    closed: list[tuple[float, int]] = []  # (time, steps done) when each sampling loop was closed
+    monkeypatch.setattr(handlers.engine, "generate", traced(engine.generate, closed))
     client = connect(url)
     small = dict(model="tiny-digits", schedule="cosine", sampler="ddim", steps=5, seed=0, n=1)
     t0 = time.perf_counter()
@@ -294,20 +299,60 @@ def test_stop_frees_the_worker_within_a_step(server, monkeypatch, capsys):
     assert after < alone + 10
 
 
+def runs_and_cancelled(demo, stop_id: str, concurrency_id: str) -> tuple[set, set]:
+    """The events that share the workers ``concurrency_id``, and those the Stop button ``stop_id`` cancels."""
+    config = demo.get_config_file()
+    stop = next(c["id"] for c in config["components"] if c["props"].get("elem_id") == stop_id)
+    cancelled = {i for d in config["dependencies"] if [stop, "click"] in [list(t) for t in d["targets"]]
+                 for i in d["cancels"]}
+    return {fn._id for fn in demo.fns.values() if fn.concurrency_id == concurrency_id}, cancelled
+
+
 def test_stop_cancels_every_generate_run(server):
     """The Stop button cancels each event that runs Generate (they share the "generate" workers): a click on Run,
     the run a result link starts when the page opens, and the run of each example."""
     from space.ui import EXAMPLES
 
     demo, _ = server
+    runs, cancelled = runs_and_cancelled(demo, "g-stop", "generate")
     config = demo.get_config_file()
-    stop = next(c["id"] for c in config["components"] if c["props"].get("elem_id") == "g-stop")
-    cancelled = {i for d in config["dependencies"] if [stop, "click"] in [list(t) for t in d["targets"]]
-                 for i in d["cancels"]}
-    runs = {fn._id for fn in demo.fns.values() if fn.concurrency_id == "generate"}
     examples = [c for c in config["components"] if c["type"] == "button" and c["props"].get("value") in dict(EXAMPLES)]
     assert len(examples) == 2  # the fixtures have no score model: no Langevin example
     assert len(runs) == 2 + len(examples) and runs <= cancelled
+
+
+def test_stop_frees_an_edit_within_a_step(server, monkeypatch):
+    """Stop on a long Edit run (inpainting: RePaint's walk) closes its loop at the next step; the worker serves the
+    next request at once."""
+    from engine import editing
+    from space import handlers
+
+    _, url = server
+    closed: list[tuple[float, int]] = []
+    monkeypatch.setattr(handlers.engine_editing, "inpaint", traced(editing.inpaint, closed))
+    client = connect(url)
+    mask = {"background": None, "layers": [], "composite": None}
+    layer = os.path.join(tempfile.mkdtemp(), "paint.png")
+    Image.new("RGBA", (8, 8), (255, 0, 0, 255)).save(layer)
+    mask["layers"] = [handle_file(layer)]
+    long = dict(model="tiny-digits", mode="inpaint", source="dataset", dataset="digits8", index=0, mask=mask,
+                schedule="linear", steps=1000, seed=0, jump_length=10, resamples=10)  # 10,000 network calls
+    job = client.submit(**long, api_name="/edit")
+    wait_for(lambda: len(job.outputs()) >= 2, 120, "the long edit to stream")
+    cancelled = time.perf_counter()
+    job.cancel()
+    wait_for(lambda: len(closed) >= 1, 30, "the cancelled loop to close")
+    out = client.predict(**dict(long, steps=5, jump_length=1, resamples=1), api_name="/edit")
+    assert out[5].startswith("done: inpaint · 64 of 64 pixels filled")
+    assert closed[0][1] < 10_000 and closed[0][0] - cancelled < 5
+    assert job.status().code == Status.CANCELLED
+
+
+def test_stop_cancels_every_edit_run(server):
+    """The Edit tab's Stop cancels a click on Edit and the run a result link starts when the page opens."""
+    demo, _ = server
+    runs, cancelled = runs_and_cancelled(demo, "e-stop", "edit")
+    assert len(runs) == 1 + 1 + 2 and runs <= cancelled  # Edit, the page's link, the fill-in of each of 2 examples
 
 
 def test_an_invalid_request_is_refused_before_the_queue(server, capsys):

@@ -204,6 +204,8 @@ ENDPOINTS = {  # a valid, cheap payload for each endpoint, in its parameter orde
     "forward": ["digits8", 0, ["linear"], "0, 500", 0, None],
     "score_field": ["tiny-moons", 0.5, "ddim", "cosine", 3, 0, 20],
     "compare": ["tiny-digits", 0, 1, 1] + ["cosine", "ddim", 2] * 6,
+    "edit": ["tiny-digits", "img2img", "dataset", "digits8", 0, None, None, None, "cosine", "ddim", 4, 0, 0.5, 2, 1,
+             2, "seeds", 1, 1],
 }
 
 
@@ -499,3 +501,101 @@ def test_a_request_over_the_time_budget_ends_with_a_clear_message(ck):
     assert status.startswith("stopped by the time budget (0.3 s per request): "), status
     done = int(re.search(r": (\d+)/1000 steps", status).group(1))
     assert 1 <= done < 1000
+
+
+# ------------------------------------------------------------------------------------ the Edit tab's images ---
+
+def editor_value(path=None, **files) -> dict:
+    """An image editor's raw value with ``files`` ({background|composite: path}) and a layer at ``path``."""
+    ref = {"meta": {"_type": "gradio.FileData"}}
+    value = {"background": None, "layers": [], "composite": None}
+    for key, file in files.items():
+        value[key] = dict(ref, path=file)
+    if path is not None:
+        value["layers"] = [dict(ref, path=path)]
+    return value
+
+
+def uploaded(url: str, name: str, content: bytes) -> str:
+    """``content`` uploaded to the app; its server path."""
+    r = httpx.post(f"{url}gradio_api/upload", files={"files": (name, content, "image/png")}, timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    return r.json()[0]
+
+
+@pytest.mark.parametrize("field", ["sketch", "mask"])
+def test_sketches_and_masks_are_checked_like_uploads(strict, field):
+    """A sketch or a mask (an image editor's value) over raw JSON: its structure, the number of layers and each
+    file are checked before anything is decoded, and refused with the parameter named."""
+    _, url, _, _, _, _ = strict
+    position = ENDPOINTS["edit"].index(None) + (1 if field == "sketch" else 2)
+    source = "sketch" if field == "sketch" else "dataset"
+    mode = "img2img" if field == "sketch" else "inpaint"
+
+    def send(value):
+        values = list(ENDPOINTS["edit"])
+        values[1], values[2], values[position] = mode, source, value
+        return call_raw(url, "edit", values)
+
+    bomb = uploaded(url, "bomb.png", png_declaring(6000, 6000))
+    text = uploaded(url, "text.png", b"hello, I am text")
+    good = uploaded(url, "good.png", open(saved_png(), "rb").read())
+    for value, message in [
+        ("a string", f"{field} must be an image editor's value {{background, layers, composite}}"),
+        ({"layers": "x"}, f"{field} must be an image editor's value"),
+        ({"layers": [], "extra": 1}, f"{field} must be an image editor's value"),
+        (editor_value(composite=bomb), "6000×6000 pixels; at most 16,777,216"),
+        (editor_value(text), "the upload is not an image"),
+        (dict(editor_value(good), layers=[editor_value(good)["layers"][0]] * 5), "with at most 4 layers"),
+        (editor_value(composite="/etc/hostname"), "files must be uploaded to this app first"),
+    ]:
+        event, payload = send(value)
+        assert event == "error" and message in payload["error"], (value, payload)
+        assert_clear(payload["error"])
+        assert payload.get("parameter", field) == field
+    if field == "sketch":  # a readable, blank sketch: nothing drawn
+        blank = uploaded(url, "blank.png", open(saved_png(Image.new("L", (40, 40), 0)), "rb").read())
+        event, payload = send(editor_value(composite=blank))
+        assert event == "error" and payload["error"].startswith("the sketch is empty: draw on the canvas first")
+    else:  # nothing painted: the engine's message
+        event, payload = send(editor_value())
+        assert event == "error" and "there is nothing to inpaint" in payload["error"]
+        event, payload = send(editor_value(good))  # painted everywhere: all filled
+        assert event == "complete" and payload[5].startswith("done: inpaint · 64 of 64 pixels filled"), payload
+
+
+def saved_png(image: Image.Image | None = None) -> str:
+    import tempfile
+
+    path = os.path.join(tempfile.mkdtemp(), "image.png")
+    (image or Image.new("RGBA", (40, 40), (255, 0, 0, 255))).save(path)
+    return path
+
+
+def test_edit_is_bounded_by_the_nfe_budget(strict):
+    """Each mode's work is counted before the queue (the strict app allows 24 network evaluations)."""
+    _, _, client, _, _, _ = strict
+    base = dict(model="tiny-digits", source="dataset", dataset="digits8", index=0, schedule="cosine", sampler="ddim",
+                seed=0)
+    for kw, nfe in [(dict(mode="img2img", steps=50, strength=0.5), 25), (dict(mode="invert", steps=13), 26),
+                    (dict(mode="inpaint", steps=10, jump_length=2, resamples=3), 26),
+                    (dict(mode="interpolate", steps=5, k=5), 25),
+                    (dict(mode="interpolate", steps=4, k=5, ends="images"), 20 + 8)]:
+        with pytest.raises(Exception, match=re.escape(f"this edit needs {nfe:,} network evaluations; the limit per "
+                                                      f"request is 24")):
+            client.predict(**base, **kw, api_name="/edit")
+    out = client.predict(**base, mode="img2img", steps=48, strength=0.5, api_name="/edit")
+    assert "24/24 steps · NFE 24" in out[5]
+
+
+def test_an_edit_over_the_time_budget_ends_with_a_clear_message(ck):
+    from space.handlers import Handlers
+    from space.models import ModelStore
+
+    h = Handlers(ModelStore(ck), time_budget_s=0.3)
+    with pytest.warns(UserWarning, match=r"stopped after \d+\.\d s \(time budget 0.3 s per request\)"):
+        outputs = list(h.edit("tiny-digits", "img2img", "dataset", "digits8", 0, schedule="linear", sampler="ddpm",
+                              steps=1000, strength=1.0))
+    status = outputs[-1][5]
+    assert status.startswith("stopped by the time budget (0.3 s per request): img2img · starts at t = 999"), status
+    assert 1 <= int(re.search(r" (\d+)/1000 steps", status).group(1)) < 1000
