@@ -31,7 +31,7 @@ from typing import Iterator
 
 import torch
 
-from .generate import MAX_SEED, _check_int, levels_for, plan
+from .generate import MAX_SEED, _check_int, levels_for, plan, sampler_spec
 from .models import check_model
 from .samplers import Step
 from .schedules import Schedule, get_schedule
@@ -146,19 +146,31 @@ def inpaint(model, x0: torch.Tensor, mask: torch.Tensor, *, schedule: str | Sche
 
 
 @torch.inference_mode()
-def invert(model, x0: torch.Tensor, *, schedule: str | Schedule, steps: int, spacing: str = "leading",
-           device=None) -> torch.Tensor:
-    """DDIM inversion of ``x0`` (N, *data_shape) to x_T over the levels a ``steps``-step DDIM run visits with
-    ``spacing``; ``sample(model, sampler="ddim", eta=0, x_T=x_T, ...)`` with the same settings reconstructs x0."""
+def inversion(model, x0: torch.Tensor, *, schedule: str | Schedule, steps: int, spacing: str = "leading",
+              device=None) -> Iterator[Step]:
+    """DDIM inversion of ``x0`` (N, *data_shape) step by step, from the clean image to x_T, over the levels a
+    ``steps``-step DDIM run visits with ``spacing``; each Step's ``x_t`` is the state at its level (``sigma``), so a
+    caller can show progress and stop between steps. The last Step's ``x_t`` is x_T."""
     x0 = _check_images(model, x0)
     run = plan(model, schedule=schedule, sampler="ddim", steps=steps, seed=0, spacing=spacing, device=device)
     x, a = x0.to(run.device), 1.0
-    for _, a_next in reversed(run.levels):
+    for i, (t, a_next) in enumerate(reversed(run.levels)):
         where, level = (x, a) if a < 1 else (math.sqrt(a_next) * x, a_next)
         eps = model.eps(where, torch.full((len(x),), level, dtype=torch.float64, device=x.device)).float()
         x0_hat = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
+        sigma = math.sqrt((1 - a) / a)
         x, a = math.sqrt(a_next) * x0_hat + math.sqrt(1 - a_next) * eps, a_next
-    return x
+        yield Step(i, t, level, sigma, x, x0_hat, eps, None, i + 1, math.sqrt((1 - a_next) / a_next))
+
+
+def invert(model, x0: torch.Tensor, *, schedule: str | Schedule, steps: int, spacing: str = "leading",
+           device=None) -> torch.Tensor:
+    """x_T of ``x0`` by DDIM inversion (``inversion`` run to its end); ``sample(model, sampler="ddim", eta=0,
+    x_T=x_T, ...)`` with the same schedule, steps and spacing reconstructs x0."""
+    step = None
+    for step in inversion(model, x0, schedule=schedule, steps=steps, spacing=spacing, device=device):
+        pass
+    return step.x_t
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -174,6 +186,13 @@ def slerp(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tens
     return out.reshape(len(weights), *a.shape).to(a.dtype)
 
 
+def check_deterministic(sampler: str, options: dict | None = None) -> None:
+    """ValueError unless ``sampler`` with ``options`` draws no noise after x_T (interpolation needs that)."""
+    if not sampler_spec(sampler).deterministic(options):
+        raise ValueError(f"interpolation needs a deterministic sampler (ddim with eta 0, ode, dpm-solver++); "
+                         f"{sampler} with {options or 'its defaults'} draws noise during the run")
+
+
 def interpolate(model, *, schedule: str | Schedule, sampler: str, steps: int, k: int = 8,
                 seeds: tuple[int, int] | None = (0, 1), x_T: tuple[torch.Tensor, torch.Tensor] | None = None,
                 spacing: str | None = None, device=None, **options) -> Iterator[Step]:
@@ -183,9 +202,7 @@ def interpolate(model, *, schedule: str | Schedule, sampler: str, steps: int, k:
     _check_int("k", k, 2, MAX_INTERPOLATION_FRAMES)
     run = plan(model, schedule=schedule, sampler=sampler, steps=steps, seed=0, spacing=spacing, device=device,
                **options)
-    if not run.spec.deterministic(run.options):
-        raise ValueError(f"interpolation needs a deterministic sampler (ddim with eta 0, ode, dpm-solver++); "
-                         f"{sampler} with {run.options or 'its defaults'} draws noise during the run")
+    check_deterministic(sampler, run.options)
     shape = tuple(model.data_shape)
     if x_T is None:
         if seeds is None or len(seeds) != 2:

@@ -7,6 +7,7 @@ and the UI gives them to Gradio as the event's ``validator``, so a bad value is 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -45,8 +46,8 @@ FIELD_PARTICLES = (10, 2000)
 COMPARE_MAX_N = 4  # images per Compare panel
 EDIT_STRENGTH = (0.001, 1.0)  # diffusers' img2img strength (0, 1]; ⌊steps · strength⌋ ≥ 1 is checked too
 # a one-dimensional stand-in model: the engine checks an interpolation's settings on it (before the queue, no network)
-_PROBE = engine.GaussianModel(torch.zeros(1), torch.eye(1))
 
+_INVERSION_RESULTS = ("x_T from DDIM inversion", "reconstruction", "|reconstruction − source|")
 log = logging.getLogger("denoisery")
 
 
@@ -223,6 +224,19 @@ class Handlers:
         status = (f"{self._ended(step, total)}: {step.i + 1}/{total} steps · NFE {step.nfe} · "
                   f"{live.rate(step.i + 1)} · {elapsed:.2f} s")
         yield image, list(live.gallery), gif, png, _plot(curves, step.t), status, link
+
+    @staticmethod
+    def _invert_then_reconstruct(net, x0, schedule: str, steps: int, live: streaming.Stream):
+        """DDIM inversion to x_T, step by step, then the DDIM η=0 run back from it: one run of 2 × steps Steps
+        (the reconstruction's renumbered after the inversion's), so Stop and the time budget act between any two."""
+        step = None
+        for step in engine_editing.inversion(net, x0, schedule=schedule, steps=steps):
+            yield step
+        live.snapshot(imaging.display(step.x_t, 160), "x_T.png", f"{_INVERSION_RESULTS[0]} (shown clipped to ±1)")
+        back = engine.generate(net, schedule=schedule, sampler="ddim", steps=steps, seed=0, x_T=step.x_t,
+                               spacing="leading", eta=0.0)
+        for later in back:
+            yield dataclasses.replace(later, i=later.i + steps, nfe=later.nfe + steps)
 
     @staticmethod
     def _stream(run, total: int, curves: list[dict], live: streaming.Stream, frames: list, cols: int | None = None,
@@ -514,8 +528,7 @@ class Handlers:
             s["sampler"] = choice("sampler", sampler, SAMPLERS)
             s["k"] = as_int("k", k, 2, engine_editing.MAX_INTERPOLATION_FRAMES)
             try:  # the engine's own refusal of a sampler that draws noise during the run
-                engine_editing.interpolate(_PROBE, schedule=s["schedule"], sampler=s["sampler"], steps=s["steps"],
-                                           k=s["k"])
+                engine_editing.check_deterministic(s["sampler"])
             except ValueError as err:
                 raise _err(err) from None
             s["ends"] = choice("ends", ends, EDIT_ENDS)
@@ -624,13 +637,8 @@ class Handlers:
                 total = engine_editing.inpaint_nfe(steps, s["jump_length"], s["resamples"])
                 curves = edit_curves(s["schedule"], visited_levels(s["schedule"], steps, "leading"), "RePaint (ddpm)")
             elif mode == "invert":
-                t0 = time.perf_counter()
-                x_T = engine_editing.invert(net, x0, schedule=s["schedule"], steps=steps)
-                live.snapshot(imaging.display(x_T, 160), "x_T.png", "x_T from DDIM inversion (shown clipped to ±1)")
-                head = f"inverted in {time.perf_counter() - t0:.2f} s"
-                run = engine.generate(net, schedule=s["schedule"], sampler="ddim", steps=steps, seed=0, x_T=x_T,
-                                      spacing="leading", eta=0.0)
-                total = steps
+                run = self._invert_then_reconstruct(net, x0, s["schedule"], steps, live)
+                total = 2 * steps
                 curves = edit_curves(s["schedule"], visited_levels(s["schedule"], steps, "leading"), "DDIM η=0")
             else:
                 spacing = engine.sampler_spec(s["sampler"]).spacing
@@ -655,8 +663,8 @@ class Handlers:
         tail = f"{head} · " if head else ""
         if mode == "invert":
             err = (step.x_t.clamp(-1, 1) - x0).abs()
-            live.snapshot(imaging.display(step.x_t, 160), "reconstruction.png", "reconstruction (DDIM η=0 from x_T)")
-            live.snapshot(imaging.display(err * 2 - 1, 160), "error.png", "|reconstruction − source| (white = 2)")
+            live.snapshot(imaging.display(step.x_t, 160), "reconstruction.png", f"{_INVERSION_RESULTS[1]} (DDIM η=0 from x_T)")
+            live.snapshot(imaging.display(err * 2 - 1, 160), "error.png", f"{_INVERSION_RESULTS[2]} (white = 2)")
             tail += f"reconstruction error {float(err.mean()) * 127.5:.2f} grey levels (mean |x̂ − x|) · "
         settings = {"tab": "edit", **s}
         link = base_url(request) + query_string(settings)
@@ -670,8 +678,9 @@ class Handlers:
         status = (f"{self._ended(step, total)}: {mode} · {tail}{step.i + 1}/{total} steps · NFE {step.nfe} · "
                   f"{elapsed:.2f} s")
         gallery = list(live.gallery)
-        if mode == "invert":  # source, x_T, reconstruction and error first, then the reconstruction's snapshots
-            gallery = gallery[:2] + gallery[-2:] + gallery[2:-2]
+        if mode == "invert":  # source, x_T, reconstruction and error first, then the runs' snapshots
+            front = [g for g in gallery if g[1].startswith(_INVERSION_RESULTS)]
+            gallery = gallery[:1] + front + [g for g in gallery[1:] if g not in front]
         yield image, gallery, gif, png, _plot(curves, mark if mark is not None else step.t), status, link
 
 

@@ -5,6 +5,7 @@ import torch
 
 import engine
 from engine.data import load_dataset
+import engine.editing
 from engine.editing import (MAX_RESAMPLES, img2img, img2img_levels, inpaint, inpaint_nfe, interpolate, invert,
                             repaint_walk, slerp)
 
@@ -112,3 +113,10 @@ def test_interpolation_ends_on_the_seeds_samples(model):
         interpolate(model, schedule="cosine", sampler="ddim", steps=10, eta=0.5)
     with pytest.raises(ValueError, match="k must be"):
         interpolate(model, schedule="cosine", sampler="ode", steps=10, k=1)
+
+
+def test_inversion_steps_end_on_invert_x_T(model, digits):
+    steps = list(engine.editing.inversion(model, digits, schedule="cosine", steps=5))
+    assert [s.i for s in steps] == list(range(5)) and steps[-1].nfe == 5
+    assert [s.t for s in steps] == sorted(s.t for s in steps)  # towards more noise
+    assert torch.equal(steps[-1].x_t, invert(model, digits, schedule="cosine", steps=5))
