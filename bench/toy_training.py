@@ -2,12 +2,12 @@
 
 Each shape gives 2,000 training points in canvas pixels (0–500, y down) and a fresh 2,000 of the same shape; the
 target is a sliced Wasserstein distance (``evaluate.sliced_wasserstein``, 256 directions) from 2,000 samples to
-the training points within 2× the fresh sample's distance to them. ``train_toy`` runs with its defaults and reports
-every ``every`` steps; at each report until the target is met (and at the end) 2,000 points are sampled (ancestral DDPM,
-200 cosine steps, seed 0: its fresh noise at every step forgives the network's errors on a thin stroke, where
-DDIM's deterministic steps stay ~1.3× further at 50 or 200 steps) outside the training clock. Time to target is the training time at the first report that
-meets it; the anchors are the published browser tool (~10 s) and the issue's bound (30 s). Run:
-``python -m bench.toy_training [--every 50]``.
+the training points within 2× the fresh sample's distance to them. ``train_toy`` runs with its defaults and
+reports every ``every`` steps; at each report until the target is met (and at the end) 2,000 points are sampled
+outside the training clock (ancestral DDPM, 200 cosine steps, seed 0: its fresh noise at every step forgives the
+network's errors on a thin stroke, where DDIM's deterministic steps measured 1.3× further at 50 or 200 steps).
+Time to target is the training time at the first report that meets it; the anchors are the published browser tool
+(~10 s) and the issue's bound (30 s). Run: ``python -m bench.toy_training [--every 50]``.
 """
 from __future__ import annotations
 

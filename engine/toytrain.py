@@ -30,6 +30,8 @@ from .models import OBJECTIVES, DenoisingModel
 from .train import TrainConfig, TrainingLoss, optimisation_step
 
 MAX_POINTS = 5000
+RECORDED = ("objective", "steps", "batch_size", "lr", "warmup_steps", "lr_decay_start", "ema_decay", "grad_clip",
+            "sigma_min", "sigma_max", "seed")  # the training options the card keeps
 
 
 @dataclass
@@ -81,9 +83,10 @@ def train_toy(points, *, objective: str = "ddpm", schedule: str = "cosine", step
     [``sigma_min``, ``sigma_max``] — by default [0.01, 10] of the unit-variance data (1 pixel of a 100-pixel
     spread to 10× the spread; above it the v-parameterisation's weight √ᾱ < 0.1 leaves ε̂ ≈ x_t, which is right),
     narrower than the image models' [0.002, 200], which spends most steps where a 2-D shape has nothing to learn
-    (measured: from moons in pixels, 300 steps reach 2.3× a fresh sample's SWD instead of 3.4×). The learning rate warms up over ``warmup_steps`` and decays (cosine) to 0 at
-    ``steps``, which lets the last steps settle; the EMA weights (decay ``ema_decay``, timm's warm-up) are the
-    model. All settings are checked before the first step (ValueError).
+    (measured: from moons in pixels, 300 steps reach 2.3× a fresh sample's SWD instead of 3.4×). The learning
+    rate warms up over ``warmup_steps`` and decays (cosine) to 0 at ``steps``, which lets the last steps settle;
+    the EMA weights (decay ``ema_decay``, timm's warm-up) are the model. All settings are checked before the
+    first step, when it is called (ValueError).
     """
     x, mean, scale = standardise(points)
     if objective not in OBJECTIVES:
@@ -108,22 +111,28 @@ def train_toy(points, *, objective: str = "ddpm", schedule: str = "cosine", step
         model = build_model(card)
     ema = ModelEmaV3(model, decay=ema_decay, use_warmup=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    return _loop(cfg, model, ema, opt, x, gen, report_every, max_seconds)
+
+
+def _loop(cfg: TrainConfig, model: DenoisingModel, ema: ModelEmaV3, opt: torch.optim.Optimizer, x: torch.Tensor,
+          gen: torch.Generator, report_every: int, max_seconds: float | None) -> Iterator[ToyProgress]:
+    """``train_toy``'s steps on the standardised points ``x``, as a generator of its records."""
     loss_fn = TrainingLoss(model)
     losses: list[float] = []
     seconds = 0.0
     step = 0
     while True:
         start = time.perf_counter()
-        x0 = x[torch.randint(len(x), (batch_size,), generator=gen)]
+        x0 = x[torch.randint(len(x), (cfg.batch_size,), generator=gen)]
         losses.append(optimisation_step(cfg, step, model, loss_fn, opt, ema, x0, gen))
         step += 1
         seconds += time.perf_counter() - start
-        stopped = "steps" if step >= steps else "max_seconds" if max_seconds and seconds >= max_seconds else None
+        stopped = "steps" if step >= cfg.steps else "max_seconds" if max_seconds and seconds >= max_seconds else None
         if stopped or step % report_every == 0:
             mean_loss = sum(losses) / len(losses)
             losses.clear()
             ema.module.card["training"] = {"steps": step, "seconds": round(seconds, 2), "loss": round(mean_loss, 5),
-                                           "options": {k: v for k, v in vars(cfg).items() if k != "name"}}
+                                           "options": {k: getattr(cfg, k) for k in RECORDED}}
             yield ToyProgress(step, mean_loss, seconds, ema.module.eval(), stopped is not None, stopped)
         if stopped:
             return
