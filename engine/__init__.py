@@ -13,10 +13,11 @@ from .models import EpsModel, GaussianModel, ScoreModel
 from .samplers import SAMPLERS, Step
 from .schedules import SCHEDULES, SPACINGS, Schedule, get_schedule
 from .serving import load_served, serve
+from .toytrain import ToyProgress, train_toy
 
 __all__ = [
     "CheckpointError", "EpsModel", "GaussianModel", "Likelihood", "MAX_SEED", "SAMPLERS", "SCHEDULES", "SPACINGS",
     "Schedule", "ScoreModel", "Step", "bits_per_dim", "generate", "get_schedule", "img2img", "inpaint",
     "interpolate", "invert", "levels_for", "list_models", "load_model", "load_served", "log_likelihood",
-    "model_card", "sample", "sampler_options", "sampler_spec", "save_model", "serve", "slerp",
+    "model_card", "sample", "sampler_options", "sampler_spec", "save_model", "serve", "slerp", "ToyProgress", "train_toy",
 ]

@@ -7,6 +7,7 @@ comparison of schedules and samplers fair.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -137,6 +138,9 @@ def generate(
     """Sample ``n`` items; returns an iterator of ``Step`` (the last Step's ``x_t`` is the sample).
 
     Settings are checked before anything runs (``plan``). x_T is the run's first draw from ``seed`` unless given.
+    A model with a ``to_data`` map (one trained on points in the caller's coordinates: engine.toytrain) samples in
+    its standardised space, x_T included, and each Step's ``x_t`` and ``x0_pred`` come back through the map
+    y = μ + s x, so the sample is in the caller's coordinates.
     """
     run = plan(model, schedule=schedule, sampler=sampler, steps=steps, seed=seed, spacing=spacing, device=device,
                **sampler_options)
@@ -146,7 +150,11 @@ def generate(
         x_T = torch.randn(shape, generator=run.gen)
     elif tuple(x_T.shape) != shape:
         raise ValueError(f"x_T must have shape {shape} (n, *data_shape); got {tuple(x_T.shape)}")
-    return run.start(model, x_T)
+    steps = run.start(model, x_T)
+    to_data = getattr(model, "to_data", None)
+    if to_data is None:
+        return steps
+    return (dataclasses.replace(s, x_t=to_data(s.x_t), x0_pred=to_data(s.x0_pred)) for s in steps)
 
 
 @torch.inference_mode()

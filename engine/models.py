@@ -57,6 +57,18 @@ class DenoisingModel(nn.Module):
         self.data_shape = tuple(int(d) for d in data_shape)
         self.card = dict(card or {})
 
+    def to_data(self, x: torch.Tensor) -> torch.Tensor:
+        """Map a sample of the model's (standardised) space to the data's own coordinates:
+
+            y = μ + s x,   with ``card["data"]["standardised"] = {"mean": μ, "scale": s}``
+
+        (a model trained on points given in, e.g., canvas pixels learns x = (y − μ)/s, unit variance, because the
+        schedules' prior N(0, I) fits that scale). ``x`` itself when the card records no such map."""
+        std = (self.card.get("data") or {}).get("standardised")
+        if std is None:
+            return x
+        return torch.as_tensor(std["mean"], dtype=x.dtype, device=x.device) + std["scale"] * x
+
 
 @functools.lru_cache(maxsize=4)
 def _alpha_bar_table(schedules: tuple[str, ...]) -> torch.Tensor:
@@ -81,10 +93,13 @@ class EpsModel(DenoisingModel):
         return (1 - a).sqrt() * x_t + a.sqrt() * v
 
     @staticmethod
-    def noise_range(sigma_min: float, sigma_max: float) -> dict:
-        """The card's record of the training levels: the schedules whose ᾱ_t are drawn. The σ range is the score
-        model's; an ε-model trains on every schedule instead."""
-        return {"schedules": list(SCHEDULES)}
+    def noise_range(sigma_min: float, sigma_max: float, schedules: tuple[str, ...] = tuple(SCHEDULES)) -> dict:
+        """The card's record of the training levels: the schedules whose ᾱ_t are drawn (default: every schedule
+        the app offers). The σ range is the score model's; an ε-model trains on schedules instead."""
+        unknown = sorted(set(schedules) - set(SCHEDULES))
+        if unknown or not schedules:
+            raise ValueError(f"unknown schedule(s) {unknown or schedules!r}; allowed: {', '.join(SCHEDULES)}")
+        return {"schedules": list(schedules)}
 
     def draw_noise_levels(self, n: int, gen: torch.Generator) -> torch.Tensor:
         """n values of ᾱ, each a level of the card's schedules drawn uniformly: a schedule, then t in 0…T−1."""
@@ -128,8 +143,9 @@ class ScoreModel(DenoisingModel):
         return -_per_sample(sigma, x_t) * self.score_ve(x_tilde, sigma)
 
     @staticmethod
-    def noise_range(sigma_min: float, sigma_max: float) -> dict:
-        """The card's record of the training levels; ValueError unless 0 < sigma_min < sigma_max."""
+    def noise_range(sigma_min: float, sigma_max: float, schedules: tuple[str, ...] = tuple(SCHEDULES)) -> dict:
+        """The card's record of the training levels; ValueError unless 0 < sigma_min < sigma_max. ``schedules`` is
+        the ε-model's record; a score model trains on the σ range, which serves every schedule's levels within it."""
         if not 0 < sigma_min < sigma_max:
             raise ValueError("dsm needs 0 < sigma_min < sigma_max")
         return {"sigma_min": sigma_min, "sigma_max": sigma_max}

@@ -30,9 +30,8 @@ from tqdm import tqdm
 from . import data as datasets
 from .checkpoints import build_model, denoiser_card, save_model
 from .devices import describe_device, resolve_device
-from .generate import sample
+from .generate import model_device, sample
 from .models import OBJECTIVES, DenoisingModel
-from .pictures import save_samples
 
 
 @dataclasses.dataclass
@@ -90,6 +89,26 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
         return lr
     frac = min(1.0, (step - cfg.lr_decay_start) / (cfg.steps - cfg.lr_decay_start))
     return cfg.min_lr + 0.5 * (lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
+
+
+def optimisation_step(cfg: TrainConfig, step: int, model: DenoisingModel, loss_fn: nn.Module,
+                      opt: torch.optim.Optimizer, ema: ModelEmaV3, x0: torch.Tensor, gen: torch.Generator) -> float:
+    """One step on the batch ``x0`` after ``step`` steps: the learning rate of ``learning_rate``, then the noise
+    levels and ε drawn from ``gen`` (after the batch, in this order), the model's loss, gradient clipping, AdamW and
+    the EMA update. Returns the loss. Shared by ``Trainer`` and ``engine.toytrain``."""
+    for group in opt.param_groups:
+        group["lr"] = learning_rate(cfg, step)
+    level = model.draw_noise_levels(len(x0), gen)
+    eps = torch.randn(x0.shape, generator=gen)
+    device = model_device(model)
+    loss = loss_fn(x0.to(device), level.to(device), eps.to(device))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    ema.update(model, step=step + 1)
+    return float(loss.detach())
 
 
 class TrainingLoss(nn.Module):
@@ -212,21 +231,10 @@ class Trainer:
 
     # --- training --------------------------------------------------------------------------------------------
     def train_step(self) -> float:
-        cfg = self.cfg
-        for group in self.opt.param_groups:
-            group["lr"] = learning_rate(cfg, self.step)
-        x0 = self.data.batch(cfg.batch_size, self.gen)
-        level = self.model.draw_noise_levels(cfg.batch_size, self.gen)
-        eps = torch.randn(x0.shape, generator=self.gen)
-        loss = self.loss_fn(x0.to(self.device), level.to(self.device), eps.to(self.device))
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.opt.step()
+        x0 = self.data.batch(self.cfg.batch_size, self.gen)
+        loss = optimisation_step(self.cfg, self.step, self.model, self.loss_fn, self.opt, self.ema, x0, self.gen)
         self.step += 1
-        self.ema.update(self.model, step=self.step)
-        return float(loss.detach())
+        return loss
 
     def run(self, steps: int | None = None, quiet: bool = False) -> dict:
         """Train until ``steps`` (default: the config's) and export the EMA weights; returns a summary."""
@@ -287,6 +295,8 @@ class Trainer:
 
     def sample_grid(self) -> Path:
         """A grid of samples from the EMA model (64 images, or 2,000 points for a toy) under the run directory."""
+        from .pictures import save_samples  # matplotlib: here, so that `import engine` (train_toy) stays light
+
         n = 2000 if self.data.toy else 64
         x = sample(self.ema.module.eval(), schedule="cosine", sampler="ddim", steps=50, seed=0, n=n, spacing="trailing")
         path = self.run_dir / f"samples_{self.step:07d}.png"
