@@ -21,7 +21,7 @@ from .. import checkpoints, evaluate
 from ..data import TOYS, load_dataset
 from ..devices import describe_device
 from .bars import record_bars
-from .cache import is_fresh, load_cache, write_cache
+from .cache import EVALUATOR_VERSION, is_fresh, load_cache, write_cache
 from .figures import plot_fd_vs_nfe, plot_samples, plot_schedules
 from .grid import FULL, SAMPLERS_BY_OBJECTIVE, Cell, Grid, plan_cells
 from .page import render_page
@@ -83,7 +83,7 @@ def _evaluate(setup: Setup, cell: Cell, n: int, seed: int, device: torch.device)
     r.update(
         model=cell.model, seed=seed, fd_ratio=r["fd"] / r["fd_baseline"],
         nn_ratio=r["nn_distance_samples"] / r["nn_distance_heldout"],
-        sha256=setup.card["sha256"], classifier_sha256=setup.classifier_card["sha256"],
+        sha256=setup.card["sha256"], classifier_sha256=setup.classifier_card["sha256"], evaluator=EVALUATOR_VERSION,
         device=describe_device(device), date=datetime.date.today().isoformat(),
     )
     return r
