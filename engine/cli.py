@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=cmd_train_classifier)
 
-    e = sub.add_parser("eval", help="score a model's samples against held-out data (FD with real-vs-real baseline, ...)")
+    e = sub.add_parser("eval", help="score a model's samples against the training split, beside held-out real images (FD ratio, KID, ...)")
     e.add_argument("--model", required=True)
     e.add_argument("--schedule", default="linear")
     e.add_argument("--sampler", default="ddim", choices=list(SAMPLERS))

@@ -53,7 +53,7 @@ def plot_fd_vs_nfe(model: str, records: list[dict], path) -> None:
     rows = math.ceil(len(schedules) / cols)
     fig = Figure(figsize=(3.8 * cols, 2.9 * rows + 0.9), dpi=100, layout="constrained")
     axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).flat
-    ends = [v for r in records for v in r["fd_ratio_ci"]]
+    ends = [v for r in records for v in r["fd_ratio_ci"] if v > 0]  # a re-centred bootstrap end can reach ≤ 0
     bar = fd_bar(model)
     lo, hi = min(ends + [1.0]) / 1.3, max(ends + [bar or 1.0]) * 1.3
     for ax, schedule in zip(axes, schedules):
@@ -63,6 +63,7 @@ def plot_fd_vs_nfe(model: str, records: list[dict], path) -> None:
             if not pts:
                 continue
             x, y, y_lo, y_hi = map(np.array, zip(*pts))
+            y_lo = np.maximum(y_lo, lo)  # drawn to the panel's floor on the log axis
             k = list(SAMPLERS).index(sampler)  # one colour and marker per sampler on every model's figure
             ax.errorbar(x, y, yerr=[y - y_lo, y_hi - y], color=_COLORS[k % 10], marker=_MARKERS[k % len(_MARKERS)],
                         ms=4, lw=1.4, capsize=2, elinewidth=0.8, label=sampler)
