@@ -315,10 +315,14 @@ def _baseline_line(records: list[dict], n: int) -> str:
 
 
 def _separable(rows: list[dict]) -> list[str]:
-    """The corruptions whose FD-ratio interval overlaps the real row's: damage the instrument cannot tell from
-    real images at this n."""
+    """The corruptions whose FD interval overlaps the real row's: damage the instrument cannot tell from real
+    images at this n (compared by FD, as settings are: ``_leaders``)."""
     real = rows[0]
-    return [r["corruption"] for r in rows[1:] if overlap(r["fd_ratio_ci"], real["fd_ratio_ci"])]
+    return [r["corruption"] for r in rows[1:] if overlap(r["fd_ci"], real["fd_ci"])]
+
+
+def _fd(r: dict) -> str:
+    return f"FD {interval(r['fd'], r['fd_ci'])} ({_ratio(r)} real)"
 
 
 def trust_lines(validation: dict) -> list[str]:
@@ -344,17 +348,16 @@ def trust_lines(validation: dict) -> list[str]:
         mild = _separable(rows)
         if mild:
             lines.append(f"- {dataset}, n = {n}: {_and(mild)} {'is' if len(mild) == 1 else 'are'} not separable from "
-                         f"real images (FD / real intervals overlap: real {_ratio(by['real'])}, "
-                         + ", ".join(f"{k} {_ratio(by[k])}" for k in mild) + "). A model whose samples carry damage "
+                         f"real images (the FD intervals overlap: real {_fd(by['real'])}, "
+                         + ", ".join(f"{k} {_fd(by[k])}" for k in mild) + "). A model whose samples carry damage "
                          "this mild can read as real here.")
         else:
-            lines.append(f"- {dataset}, n = {n}: every damage's FD / real interval clears real images' "
-                         f"({_ratio(by['real'])}).")
+            lines.append(f"- {dataset}, n = {n}: every damage's FD interval clears real images' ({_fd(by['real'])}).")
         if by["real"]["heldout_sets"] == 1:
             lines.append(f"- {dataset}: the real baseline is a single held-out set (the test split holds too few "
                          "images for more), so every FD / real interval carries that one set's spread and is wide.")
         half, real = by.get("half noise"), by["real"]
-        if half is not None:
+        if half is not None and half["confident_ci"][1] >= real["confident"]:
             lines.append(f"- {dataset}: the confident share is not a quality figure: images that are half uniform "
                          f"noise read {pct(half['confident'])} confident against {pct(real['confident'])} for "
                          "real ones (the classifier is sure of many noise images); it is a check that samples are "
