@@ -52,11 +52,12 @@ class Grid:
         each objective that has them), the long runs only on ``long_run_schedules`` and only ``samplers`` (of each
         objective's family, those named); None keeps what it is."""
         offered = self.all_schedules
-        for option, names, known in (("schedules", schedules, offered), ("long-run schedules", long_run_schedules, offered),
-                                     ("samplers", samplers, grid_samplers())):
+        for option, names, kind, known in (("schedules", schedules, "schedules", offered),
+                                           ("long-run schedules", long_run_schedules, "schedules", offered),
+                                           ("samplers", samplers, "samplers", grid_samplers())):
             unknown = [s for s in names or () if s not in known]
             if unknown:
-                raise ValueError(f"{option}: {', '.join(unknown)} not in the grid's {option} ({', '.join(known)})")
+                raise ValueError(f"{option}: {', '.join(unknown)} not in the grid's {kind} ({', '.join(known)})")
         kept = self.schedules if schedules is None else {
             objective: tuple(s for s in names if s in schedules) for objective, names in self.schedules.items()}
         return replace(self, steps=self.steps if steps is None else tuple(steps), schedules=kept,
