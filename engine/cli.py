@@ -107,7 +107,7 @@ def cmd_report(args) -> int:
 
     models = report.DEFAULT_MODELS if args.models is None else [m.strip() for m in args.models.split(",") if m.strip()]
     grid = report.QUICK if args.quick else report.FULL
-    narrowing = [(option, model, values) for option in ("steps", "schedules", "long_run_schedules")
+    narrowing = [(option, model, values) for option in ("steps", "schedules", "long_run_schedules", "samplers")
                  for model, values in getattr(args, option)]
     unknown = sorted({model for _, model, _ in narrowing if model is not None and model not in models})
     if unknown:
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=cmd_train_classifier)
 
-    e = sub.add_parser("eval", help="score a model's samples against held-out data (FD with real-vs-real baseline, ...)")
+    e = sub.add_parser("eval", help="score a model's samples against the training split, beside held-out real images (FD ratio, KID, ...)")
     e.add_argument("--model", required=True)
     e.add_argument("--schedule", default="linear")
     e.add_argument("--sampler", default="ddim", choices=list(SAMPLERS))
@@ -244,6 +244,8 @@ def main(argv=None) -> int:
                    help="only these of the grid's schedules" + per_model)
     r.add_argument("--long-run-schedules", type=_for_model(_names), action="append", default=[],
                    metavar="[MODEL=]NAME,...", help="run the 1000-step cells only on these schedules (default: all)" + per_model)
+    r.add_argument("--samplers", type=_for_model(_names), action="append", default=[], metavar="[MODEL=]NAME,...",
+                   help="only these samplers of each model's family" + per_model)
     r.set_defaults(func=cmd_report)
 
     v = sub.add_parser("validate-evaluator", help="score known corruptions of real images: the evaluator's own test")

@@ -69,12 +69,23 @@ def test_full_grid_is_what_the_page_promises():
     assert "With leading spacing a 10-step run starts at t = 900, not 999" in text and "With trailing" not in text
 
 
-def _record(cell: report.Cell, fd: float, nn_ratio: float = 1.0) -> dict:
+def _record(cell: report.Cell, fd: float, nn_ratio: float = 1.0, half_width: float = 0.05,
+            confident: float = 0.9) -> dict:
+    """A cell's record as the evaluator writes it, with real held-out FD 1 (so fd_ratio = fd) and intervals
+    fd ± half_width."""
     nfe = engine.SAMPLERS[cell.sampler].nfe(cell.steps, cell.options)
+    ci = [fd - half_width, fd + half_width]
     return {"model": cell.model, "sampler": cell.sampler, "schedule": cell.schedule, "steps": cell.steps,
-            "spacing": cell.spacing, "options": cell.options, "n": 500, "nfe": nfe, "fd": fd, "fd_baseline": 1.0,
-            "fd_ratio": fd, "confident": 0.9, "coverage_min_class": 0.08, "nn_ratio": nn_ratio,
-            "seconds": 0.01 * nfe, "device": "cpu (test)", "seed": 0}
+            "spacing": cell.spacing, "options": cell.options, "n": 500, "nfe": nfe, "fd": fd, "fd_ci": ci,
+            "fd_real": 1.0, "fd_real_ci": [0.8, 1.2], "fd_baseline": 1.0, "fd_ratio": fd, "fd_ratio_ci": ci,
+            "heldout_sets": 1, "reference_n": 4500, "kid": 0.01, "kid_std": 0.002, "kid_real": 0.0,
+            "kid_real_std": 0.002, "confident": confident, "confident_ci": [confident - 0.02, confident + 0.02],
+            "confident_heldout": 0.95, "coverage_min_class": 0.08, "nn_ratio": nn_ratio,
+            "nn_ratio_ci": [nn_ratio - 0.05, nn_ratio + 0.05], "seconds": 0.01 * nfe, "device": "cpu (test)", "seed": 0}
+
+
+def _bar_rows(page: str) -> list[str]:
+    return [line for line in page.splitlines() if line.startswith(("| mnist-", "| fashion-"))]
 
 
 def test_bar_verdicts_follow_the_numbers(tmp_path):
@@ -83,7 +94,7 @@ def test_bar_verdicts_follow_the_numbers(tmp_path):
     for c in cells:
         fd = 5.0
         if (c.sampler, c.steps) == ("ddim", 50):
-            fd = 1.5 if c.schedule == "cosine" else 2.5  # passes on cosine only
+            fd = 1.35 if c.schedule == "cosine" else 1.7  # passes (≤ 1.5×) on cosine only
         if (c.sampler, c.steps) == ("ddpm", 1000):
             fd = 1.2  # FD passes, memorisation fails below
         if c.sampler == "dpm-solver++" and c.steps == 20:
@@ -93,25 +104,33 @@ def test_bar_verdicts_follow_the_numbers(tmp_path):
                 for b in report.BARS}
     ddim = verdicts["mnist-ddpm", "ddim"]
     assert ddim["verdict"] == "pass" and ddim["passing"] == ["cosine"] and ddim["shown"]["schedule"] == "cosine"
+    assert ddim["unresolved"] == []
     ddpm = verdicts["mnist-ddpm", "ddpm"]
     assert ddpm["verdict"] == "fail" and [ok for *_, ok in ddpm["figures"]] == [True, True, True, False]
     dpm = verdicts["mnist-ddpm", "dpm-solver++"]
     assert dpm["verdict"] == "pass" and dpm["passing"] == ["linear"] and dpm["figures"][0][1] == pytest.approx(1.7 / 1.2)
+    assert dpm["figures"][0][2] is None  # a ratio of two cells' FD has no interval here
     assert verdicts["mnist-ncsn", "pc"]["verdict"] == "not run"
     assert report.judge_bar(report.BARS[0], records, 499)["verdict"] == "not judged (n < 500)"
 
     page = report.render_page(command="python -m engine report", grid=report.FULL, n=500, seed=0,
                               results={"mnist-ddpm": records}, setups={}, skipped={}, samples={"mnist-ddpm": records[0]},
                               models=[])
-    bar_rows = [line for line in page.splitlines() if line.startswith("| mnist-") or line.startswith("| fashion-")]
+    bar_rows = _bar_rows(page)
     assert len(bar_rows) == len(report.BARS)
-    assert "| cosine | ddim · cosine · 50 steps |" in bar_rows[0] and bar_rows[0].endswith("**pass** |")
-    assert "NN ratio 0.50 ✗" in bar_rows[1] and bar_rows[1].endswith("**fail** |")
+    assert "| cosine | ddim · cosine · 50 steps | FD/real 1.35 [1.30, 1.40]× ✓ ·" in bar_rows[0]
+    assert bar_rows[0].endswith("**pass** |") and "0.01 ± 0.002 (0 ± 0.002)" in bar_rows[0]
+    assert "NN ratio 0.50 [0.45, 0.55] ✗" in bar_rows[1] and bar_rows[1].endswith("**fail** |")
     assert all(row.endswith("**not run** |") for row in bar_rows[3:])
+    assert "- Not run: mnist-ncsn, pc, any step count: FD ≤ 2× real; confident ≥ 85 % — mnist-ncsn is not on this page." in page
     assert "Verdicts: 2 pass, 1 fail, 3 not run." in page
-    assert "Lowest FD: 1.2 (1.20× the real-vs-real baseline) with ddpm · " in page
-    assert "Fewest NFE within 1.5× the baseline: 50 (ddim · cosine · 50 steps, 1.50×)." in page
-    assert "Fewest NFE within 2× the baseline: 20 (dpm-solver++ · linear · 20 steps, 1.70×)." in page
+    # the five ddpm-1000 cells (1.2 ± 0.05) overlap one another and clear the rest (the next, ddim-50, is 1.35 ± 0.05)
+    assert ("- Lowest FD: 5 settings are indistinguishable at n = 500 (their FD intervals overlap the lowest's) — "
+            "ddpm · linear · 1000 steps (1.20 [1.15, 1.25]×); ddpm · cosine · 1000 steps") in page
+    assert "ddim · cosine · 50 steps (1.35" not in page.split("- Lowest FD:")[1].split("\n")[0]
+    assert "Fewest NFE within 1.5× real: 50 — ddim · cosine · 50 steps (1.35 [1.30, 1.40]×)." in page
+    assert "Fewest NFE within 2× real: 20 — dpm-solver++ · linear · 20 steps (1.70 [1.65, 1.75]×); dpm-solver++ · " in page
+    assert "No cell reads better than real beyond its interval: the FD / real interval of every one of the " in page
     narrow = report.FULL.narrowed(steps=(20, 100), schedules=("linear", "ve-geometric"))
     page = report.render_page(command="c", grid=report.FULL, n=500, seed=0, results={}, setups={}, skipped={},
                               samples={}, models=[], grids={"mnist-ncsn": narrow})
@@ -126,8 +145,87 @@ def test_bar_verdicts_follow_the_numbers(tmp_path):
     report.record_bars({"mnist-ddpm": records}, 500, tmp_path)
     metrics = json.loads((tmp_path / "mnist-ddpm.json").read_text())["metrics"]
     assert metrics["ddim/cosine/50/leading/n=500/seed=0/eta=0.0"]["verdict"] == "pass"
+    assert metrics["ddim/cosine/50/leading/n=500/seed=0/eta=0.0"]["fd_ratio_ci"] == pytest.approx([1.3, 1.4])
     assert metrics["ddpm/linear/1000/leading/n=500/seed=0/variance=fixed_small"]["nn_ratio"] == 0.5
     assert len(metrics) == 3 and "model" not in next(iter(metrics.values()))
+
+
+def test_overlapping_intervals_are_never_ranked():
+    """Findings, the cross table and the budget table name one winner only where its FD interval clears the
+    others'; otherwise they say the settings are indistinguishable at this n and list them."""
+    grid = report.Grid(steps=(10, 50), schedules={"ddpm": ("linear", "cosine")}, n=500)
+    fds = {("ddim", 10, "linear"): (3.0, 0.2), ("ddim", 10, "cosine"): (2.0, 0.2),  # resolved: cosine
+           ("ddim", 50, "linear"): (1.3, 0.4), ("ddim", 50, "cosine"): (1.2, 0.4)}  # overlapping
+    records = [_record(c, fd, half_width=hw) for c in report.plan_cells("mnist-ddpm", "ddpm", grid)
+               for fd, hw in [fds.get((c.sampler, c.steps, c.schedule), (6.0, 0.3))]]
+    lines = report.page._findings(records, 500)
+    assert lines[0] == ("Lowest FD: 2 settings are indistinguishable at n = 500 (their FD intervals overlap the "
+                        "lowest's) — ddim · cosine · 50 steps (1.20 [0.80, 1.60]×); ddim · linear · 50 steps "
+                        "(1.30 [0.90, 1.70]×).")
+    # 1.3 is within 1.5× on its point estimate but its interval reaches 1.7: unresolved, and no setting is sure
+    assert lines[1].startswith("Fewest NFE within 1.5× real: 50 — ddim · cosine · 50 steps (1.20 [0.80, 1.60]×); "
+                               "ddim · linear · 50 steps") and lines[1].endswith("unresolved: the interval reaches "
+                                                                                 "past 1.5×, as every such setting's does.")
+    assert lines[3].startswith("Fewest NFE within 3× real: 10 — ddim · cosine · 10 steps (2.00 [1.80, 2.20]×); ddim · linear")
+    assert "ddim: cosine at 10, indistinguishable (cosine, linear) at 50" in lines[4]
+    assert lines[5].startswith("The schedule matters most for ")  # some group is resolved (6.0 vs 2.0 and others)
+    table = "\n".join(report.page._cross_table(records))
+    assert "| ddim | 10 | 10 | 3.00 [2.80, 3.20]× · 0.1 s | **2.00 [1.80, 2.20]× · 0.1 s** |" in table
+    assert "| ddim | 50 | 50 | 1.30 [0.90, 1.70]× · 0.5 s | 1.20 [0.80, 1.60]× · 0.5 s |" in table  # no bold
+    budget = report.page._budget_table(records)
+    assert budget[-1].startswith("| ≤ 100 | ddim · cosine · 50 steps | 50 | 1.20 [0.80, 1.60]× | ddim · linear · 50")
+    tight = [dict(r, fd_ci=[r["fd"] - 0.01, r["fd"] + 0.01]) for r in records]
+    assert report.page._findings(tight, 500)[0].startswith("Lowest FD: ddim · cosine · 50 steps (1.20 [0.80, 1.60]×)")
+
+
+def test_unresolved_every_schedule_bars_and_better_than_real():
+    """A criterion met on its point estimate but straddled by its interval is "unresolved"; a bar that lists
+    schedules passes only when each does; a cell whose whole FD-ratio interval is below 1 is called out."""
+    grid = report.Grid(steps=(50,), schedules={"ddpm": ("linear", "cosine")}, n=500)
+    cells = {c.schedule: c for c in report.plan_cells("fashion-ddpm", "ddpm", grid) if c.sampler == "ddim"}
+    bar = next(b for b in report.BARS if b.model == "fashion-ddpm")
+    assert bar.schedules == ("linear", "cosine") and "on linear and cosine (each)" in bar.describe()
+    good, wide = _record(cells["linear"], 1.5), _record(cells["cosine"], 1.9, half_width=0.4)
+    v = report.judge_bar(bar, [good, wide], 500)
+    assert v["verdict"] == "pass" and v["unresolved"] == ["cosine: FD/real"]
+    low_confidence = _record(cells["cosine"], 1.5, confident=0.8)  # 15 points below real 95 %
+    v = report.judge_bar(bar, [good, low_confidence], 500)
+    assert v["verdict"] == "fail" and v["passing"] == ["linear"] and v["shown"]["schedule"] == "cosine"
+    assert [round(value, 2) for _, value, _, _ in v["figures"]] == [1.5, -0.15]
+    assert report.judge_bar(bar, [good], 500)["verdict"] == "not run"  # cosine missing: not judged on linear alone
+    row = report.page._bar_table([report.judge_bar(bar, [good, wide], 500)])[-1]
+    assert "cosine: FD/real 1.90 [1.50, 2.30]× ✓ (unresolved)" in row and "confident − real -5.0 pts [-7.0, -3.0] ✓" in row
+    assert row.endswith("**pass**, unresolved: cosine: FD/real |")
+
+    better = dict(good, fd_ratio=0.7, fd_ratio_ci=[0.6, 0.9])
+    line = report.page._better_than_real_line({"fashion-ddpm": [better, wide]})
+    assert line.startswith("**1 of 2 cells read better than real beyond their interval**")
+    assert "fashion-ddpm: ddim · linear · 50 steps (0.70 [0.60, 0.90]×)" in line
+    assert report.page._better_than_real_line({"fashion-ddpm": [dict(better, fd_ratio_ci=[0.6, 1.0]), wide]}).startswith(
+        "No cell reads better than real beyond its interval")
+
+
+def test_trust_section_states_the_validation_and_its_weak_spots():
+    def row(kind, ratio, lo, hi, confident, sets=1):
+        return {"corruption": kind, "fd": 10 * ratio, "fd_ci": [5 * lo, 15 * hi], "fd_ratio": ratio, "fd_ratio_ci": [lo, hi], "kid": 0.0,
+                "kid_std": 0.001, "confident": confident, "confident_ci": [confident - 0.02, confident + 0.02],
+                "coverage_min_class": 0.08, "nn_ratio": 1.0, "n": 250, "seed": 0, "bootstrap": 200,
+                "heldout_sets": sets, "reference_n": 4500, "fd_real": 10.0, "fd_real_ci": [5.0, 17.0],
+                "kid_real": 0.0, "kid_real_std": 0.001, "confident_heldout": 0.97}
+    rows = [row("real", 1.09, 0.44, 3.0, 0.92), row("noise 0.1", 1.36, 0.62, 3.49, 0.91),
+            row("noise 0.3", 5.07, 3.1, 11.0, 0.84), row("blur 5x5", 47.0, 28.0, 97.0, 0.77),
+            row("half noise", 23.0, 13.0, 52.0, 0.96)]
+    text = "\n".join(report.page.trust_lines({"mnist": rows}))
+    assert "## How far to trust these numbers" in text and "- pass: ranked real < noise 0.1 < noise 0.3 < half noise" in text
+    assert ("- mnist, n = 250: noise 0.1 and noise 0.3 are not separable from real images (the FD intervals overlap: real FD 10.90 "
+            "[2.20, 45.00] (1.09 [0.44, 3.00]× real), noise 0.1 FD 13.60 [3.10, 52.35]") in text
+    assert "the real baseline is a single held-out set" in text
+    assert "images that are half uniform noise read 96.0 % confident against 92.0 % for real ones" in text
+    rows[1] = row("noise 0.1", 4.0, 9.1, 6.0, 0.91)  # FD interval [45.5, 90]: clear of real's [2.2, 45]
+    rows[2] = row("noise 0.3", 5.07, 9.2, 11.0, 0.84)
+    rows[4] = row("half noise", 23.0, 13.0, 52.0, 0.5)
+    text = "\n".join(report.page.trust_lines({"mnist": rows}))
+    assert "every damage's FD interval clears real images'" in text and "half uniform noise" not in text
 
 
 def _cells(out) -> dict:
@@ -173,9 +271,15 @@ def test_report_resumes_reuses_and_recomputes_after_new_weights(ckpt, tmp_path, 
     def no_evaluation(*args, **kwargs):
         raise AssertionError("a fresh cell was recomputed")
 
+    # the evaluator's validation on the digits, at n = 20 (half the 180 held-out images would allow 90), is on the page
+    assert "## How far to trust these numbers" in page and "### digits8: n = 20, seed 0" in page
+    assert "No cell reads better than real beyond its interval" in page or "read better than real beyond" in page
+
     monkeypatch.setattr(evaluate, "evaluate_images", no_evaluation)
+    monkeypatch.setattr(evaluate, "validate", no_evaluation)  # cached like the cells
     again = report.run_report(models, grid=TINY, out=out, device="cpu", directory=ckpt)
     assert (again["computed"], again["reused"]) == (0, total)
+    assert (out / "RESULTS.md").read_text().count("### digits8: n = 20") == 1
 
     # new weights for one model: only its cells are stale
     model = load_model("tiny-eps", directory=ckpt)
@@ -187,6 +291,19 @@ def test_report_resumes_reuses_and_recomputes_after_new_weights(ckpt, tmp_path, 
     assert (retrained["computed"], retrained["reused"]) == (len(plans["tiny-eps"]), len(plans["tiny-score"]))
     sha = engine.model_card("tiny-eps", ckpt)["sha256"]
     assert {r["sha256"] for r in _cells(out).values() if r["model"] == "tiny-eps"} == {sha}
+
+    # a cell scored by another version of the evaluator counts as missing, and is dropped when the cache is read
+    path = out / "results" / "cells.json"
+    cells = _cells(out)
+    old = next(iter(cells))
+    cells[old]["evaluator"] = report.cache.EVALUATOR_VERSION - 1
+    cells["gone|a cell of an old page"] = dict(cells[old])
+    report.cache.write_cache(path, cells)
+    assert set(report.cache.load_cache(path)) == set(cells) - {old, "gone|a cell of an old page"}
+    monkeypatch.setattr(evaluate, "evaluate_images", real)
+    rescored = report.run_report(models, grid=TINY, out=out, device="cpu", directory=ckpt)
+    assert (rescored["computed"], rescored["reused"]) == (1, total - 1)
+    assert len(_cells(out)) == total and {r["evaluator"] for r in _cells(out).values()} == {report.cache.EVALUATOR_VERSION}
 
 
 def test_report_command(ckpt, tmp_path, monkeypatch, capsys):
@@ -200,6 +317,24 @@ def test_report_command(ckpt, tmp_path, monkeypatch, capsys):
     assert f"| langevin | cosine | 10 | leading | {engine.SAMPLERS['langevin'].nfe(10)} |" in page  # counted = registry
     assert main(["report", "--models", "tiny-score", "--n", "500", "--out", str(out), "--device", "cpu"]) == 2
     assert "n must be at most 180" in capsys.readouterr().err
+
+
+def test_a_grid_can_run_some_samplers_only(ckpt, monkeypatch):
+    grid = report.FULL.narrowed(steps=(10,), samplers=("ddim", "pc"))
+    assert {c.sampler for c in report.plan_cells("m", "ddpm", grid)} == {"ddim"}
+    assert {c.sampler for c in report.plan_cells("m", "dsm", grid)} == {"pc"}
+    with pytest.raises(ValueError, match="samplers: nope not in the grid's samplers"):
+        report.FULL.narrowed(samplers=("nope",))
+    page = report.render_page(command="c", grid=report.FULL, n=500, seed=0, results={}, setups={}, skipped={},
+                              samples={}, models=[], grids={"mnist-ncsn": grid})
+    assert "- **mnist-ncsn** runs a narrower grid: steps 10;" in page  # no setup: its objective is not known here
+    monkeypatch.setenv("ENGINE_CHECKPOINTS", str(ckpt))
+    seen = {}
+    monkeypatch.setattr(report, "run_report", lambda models, **kw: seen.update(kw) or
+                        {"skipped": {}, "page": "p", "figures": [], "computed": 0, "reused": 0, "cache": "c"})
+    assert main(["report", "--models", "tiny-eps", "--steps", "2", "--samplers", "tiny-eps=ddim,ode"]) == 0
+    assert seen["grids"]["tiny-eps"].family("ddpm") == ("ddim", "ode") and seen["command"].endswith(
+        "--steps 2 --samplers tiny-eps=ddim,ode")
 
 
 def test_long_run_cells_can_be_limited_to_some_schedules():
@@ -225,6 +360,8 @@ def test_the_committed_page_command_finds_every_cell_in_the_committed_cache(monk
     keys = [c.key(seen["n"], seen["seed"], device_type) for m in seen["models"]
             for c in report.plan_cells(m, engine.model_card(m, root / "checkpoints")["objective"], seen["grids"][m])]
     assert keys and [k for k in keys if k not in cached] == []
+    # ... scored by this evaluator (cells of an older one count as missing: report.cache)
+    assert [k for k in keys if cached[k].get("evaluator") != report.cache.EVALUATOR_VERSION] == []
 
 
 def _free_port() -> int:

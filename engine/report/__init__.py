@@ -4,10 +4,13 @@ A cell is (model, sampler, schedule, steps, spacing), scored on n samples by the
 eval`` runs. The package, a concept a module:
 
   * ``grid``: which cells a page evaluates (``FULL``, ``QUICK``, ``plan_cells``);
-  * ``cache``: the finished cells in ``OUT/results/cells.json``, reused while the weights are unchanged;
-  * ``bars``: the models' quality bars, as data, and their verdicts;
+  * ``cache``: the finished cells in ``OUT/results/cells.json``, reused while the weights and the evaluator's version
+    are unchanged (the evaluator's validation, ``OUT/results/validation.json``, the same way);
+  * ``bars``: the models' quality bars, as data, and their verdicts on point estimates, with "unresolved" where a
+    figure's interval straddles the limit;
   * ``figures``: the schedules, FD against NFE, and samples from each model's best cell;
-  * ``page``: the markdown, every table and sentence computed from the cells and the samplers' registry;
+  * ``page``: the markdown, every table and sentence computed from the cells, the evaluator's validation and the
+    samplers' registry; no two settings whose intervals overlap are ranked;
   * ``ranks``: under ``torchrun``, which rank evaluates which cell and how the cells reach rank 0;
   * ``run``: ``run_report``, which the command calls: evaluate what the cache lacks, write the page and figures.
 """

@@ -2,95 +2,133 @@
 
 A bar names a model, a sampler, the step counts it is judged at and its criteria. It is judged per schedule on the
 cells of the bar's sampler and step counts (the one with the lowest first figure, an FD ratio, when several step
-counts qualify) and passes when some schedule meets every criterion. The bars are set for n ≥ ``BAR_MIN_N``
-samples per cell (FD and its real-vs-real baseline both depend on n); with fewer the figures are shown but not
-judged.
+counts qualify). A bar without ``schedules`` passes when some schedule meets every criterion; a bar that lists
+``schedules`` passes only when every listed schedule does (and is "not run" while one of them has no cell).
+
+A criterion is met when its *point estimate* is on the right side of the limit. Beside it the page shows the
+figure's 95 % bootstrap interval [lo, hi] (engine/evaluate.py), and a criterion whose interval straddles the limit
+(lo ≤ limit ≤ hi) is "unresolved": at this n the data cannot tell on which side of the limit the setting lies, so a
+pass or a fail on it may turn over with another seed. The bars are set for n ≥ ``BAR_MIN_N`` samples per cell (FD
+and its real baseline both depend on n); with fewer the figures are shown but not judged.
+
+``better_than_real`` is the instrument's sanity check on every cell: a model cannot be better than real data, so an
+FD ratio whose whole interval lies below 1 (hi < 1) would mean the evaluator, not the model, is wrong.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .. import checkpoints, evaluate
-from .text import pct
+from .text import interval, pct
 
 BAR_MIN_N = 500
 
 
 @dataclass(frozen=True)
 class Criterion:
-    """``figure`` of a cell compared with ``limit``: at most the limit when ``at_most``, else at least."""
+    """``figure`` of a cell compared with ``limit``: at most the limit when ``at_most``, else at least.
+
+    ``figure`` is a record field (its interval is the record's ``FIGURE_ci``) or a derived figure:
+      * "fd_vs_reference": FD / FD of the bar's reference cell on the same schedule. No interval: the two cells'
+        bootstrap resamples are not kept, and dividing one interval by the other would not be a 95 % interval.
+      * "confident_vs_real": confident − confident_heldout, the gap in points to real held-out images. Its interval
+        is the samples' confident interval minus the held-out share, whose own spread (≈ ±1 point over 10,000
+        Fashion-MNIST images, ±2 over MNIST's 500) is left out.
+    """
 
     text: str
     short: str
-    figure: str  # a record field, or "fd_vs_reference" (FD over the bar's reference cell's FD)
+    figure: str
     limit: float
     at_most: bool
 
     def passes(self, value: float) -> bool:
         return value <= self.limit if self.at_most else value >= self.limit
 
-    def show(self, value: float) -> str:
+    def value(self, r: dict, reference: dict | None) -> tuple[float, list[float] | None]:
+        """(point estimate, 95 % interval or None) of this criterion's figure for record ``r``."""
+        if self.figure == "fd_vs_reference":
+            return r["fd"] / reference["fd"], None
+        if self.figure == "confident_vs_real":
+            real = r["confident_heldout"]
+            return r["confident"] - real, [v - real for v in r["confident_ci"]]
+        return r[self.figure], r.get(self.figure + "_ci")
+
+    def unresolved(self, ci: list[float] | None) -> bool:
+        """Whether the interval straddles the limit (lo ≤ limit ≤ hi)."""
+        return ci is not None and ci[0] <= self.limit <= ci[1]
+
+    def show(self, value: float, ci: list[float] | None = None) -> str:
         if self.figure in ("confident", "coverage_min_class"):
-            return pct(value)
-        return f"{value:.2f}" + ("×" if self.figure.startswith("fd") else "")
+            return pct(value) + ("" if ci is None else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]")
+        if self.figure == "confident_vs_real":
+            text = f"{100 * value:+.1f} pts"
+            return text + ("" if ci is None else f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]")
+        unit = "×" if self.figure.startswith("fd") else ""
+        return (f"{value:.2f}" if ci is None else interval(value, ci)) + unit
 
 
 @dataclass(frozen=True)
 class Bar:
     """A quality bar of the models issue: criteria met by ``sampler`` at one of ``steps`` (every step count of the
-    grid when empty) on some schedule; ``reference`` = (sampler, steps) of the cell "fd_vs_reference" divides by,
-    on the same schedule."""
+    grid when empty) on some schedule, or on every one of ``schedules`` when given; ``reference`` = (sampler, steps)
+    of the cell "fd_vs_reference" divides by, on the same schedule."""
 
     model: str
     sampler: str
     steps: tuple[int, ...]
     criteria: tuple[Criterion, ...]
     reference: tuple[str, int] | None = None
+    schedules: tuple[str, ...] = ()
 
     def describe(self) -> str:
         steps = "any step count" if not self.steps else "–".join(map(str, self.steps)) + " steps"
-        return f"{self.sampler}, {steps}: " + "; ".join(c.text for c in self.criteria)
+        where = f" on {' and '.join(self.schedules)} (each)" if self.schedules else ""
+        return f"{self.sampler}, {steps}{where}: " + "; ".join(c.text for c in self.criteria)
 
 
 def _fd_within(k: float) -> Criterion:
-    return Criterion(f"FD ≤ {k:g}× baseline", "FD/baseline", "fd_ratio", k, True)
+    return Criterion(f"FD ≤ {k:g}× real", "FD/real", "fd_ratio", k, True)
 
 
+_CONFIDENT = Criterion("confident ≥ 85 %", "confident", "confident", 0.85, False)
 _SAMPLE_QUALITY = (
-    Criterion("confident ≥ 85 %", "confident", "confident", 0.85, False),
+    _CONFIDENT,
     Criterion("every class ≥ 4 %", "smallest class", "coverage_min_class", 0.04, False),
     Criterion("NN ratio ≥ 0.8 (no memorisation)", "NN ratio", "nn_ratio", 0.8, False),
 )
 BARS = (
-    Bar("mnist-ddpm", "ddim", (50,), (_fd_within(2), *_SAMPLE_QUALITY)),
+    Bar("mnist-ddpm", "ddim", (50,), (_fd_within(1.5), *_SAMPLE_QUALITY)),
     Bar("mnist-ddpm", "ddpm", (1000,), (_fd_within(2), *_SAMPLE_QUALITY)),
     Bar("mnist-ddpm", "dpm-solver++", (10, 20), (Criterion("FD ≤ 1.5× ddpm's 1000-step FD", "FD/ddpm-1000", "fd_vs_reference", 1.5, True),),
         reference=("ddpm", 1000)),
-    Bar("mnist-ncsn", "pc", (), (_fd_within(3),)),
-    Bar("mnist-ncsn", "langevin", (), (_fd_within(3),)),
-    Bar("fashion-ddpm", "ddim", (50,), (_fd_within(3),)),
+    Bar("mnist-ncsn", "pc", (), (_fd_within(2), _CONFIDENT)),
+    Bar("mnist-ncsn", "langevin", (), (_fd_within(2), _CONFIDENT)),
+    Bar("fashion-ddpm", "ddim", (50,), (_fd_within(2), Criterion(
+        "confident within 10 points of real held-out images", "confident − real", "confident_vs_real", -0.10, False)),
+        schedules=("linear", "cosine")),
 )
 
 
 def fd_bar(model: str) -> float | None:
-    """The tightest "FD ≤ k× baseline" bar of a model, if it has one."""
+    """The tightest "FD ≤ k× real" bar of a model, if it has one."""
     limits = [c.limit for b in BARS if b.model == model for c in b.criteria if c.figure == "fd_ratio"]
     return min(limits, default=None)
-
-
-def _figure(r: dict, c: Criterion, reference: dict | None) -> float:
-    return r["fd"] / reference["fd"] if c.figure == "fd_vs_reference" else r[c.figure]
 
 
 def judge_bar(bar: Bar, records: list[dict], n: int) -> dict:
     """Verdict of one bar on a model's cells.
 
-    For each schedule: among the bar's cells the one with the lowest first figure (an FD ratio), and whether it
-    meets every criterion. Returns {"bar", "verdict" ("pass", "fail", "not run", or "not judged (n < 500)"),
-    "passing" (schedules), "shown" (the best passing cell, else the best cell), "figures" [(criterion, value, ok)]}.
+    For each schedule (the bar's ``schedules`` when it lists some): among the bar's cells the one with the lowest
+    first figure (an FD ratio), and whether it meets every criterion. Returns {"bar", "verdict" ("pass", "fail",
+    "not run", or "not judged (n < 500)"), "passing" (schedules), "missing" (listed schedules without cells),
+    "shown" (the best passing cell, else the best cell; for a bar over every listed schedule the first failing
+    one), "figures" [(criterion, value, interval, ok)] of the shown cell, "unresolved" (the short names of the
+    shown cell's criteria whose interval straddles the limit), "judged" {schedule: (record, figures)}}.
     """
-    judged = {}  # schedule -> (record, [(criterion, value, ok)])
-    for schedule in dict.fromkeys(r["schedule"] for r in records):
+    judged = {}  # schedule -> (record, [(criterion, value, ci, ok)])
+    schedules = bar.schedules or dict.fromkeys(r["schedule"] for r in records)
+    for schedule in schedules:
         reference = None
         if bar.reference:
             reference = next((r for r in records if (r["sampler"], r["steps"], r["schedule"]) == (*bar.reference, schedule)), None)
@@ -100,25 +138,45 @@ def judge_bar(bar: Bar, records: list[dict], n: int) -> dict:
                  and (not bar.steps or r["steps"] in bar.steps)]
         if not cands:
             continue
-        best = min(cands, key=lambda r: _figure(r, bar.criteria[0], reference))
-        figures = [(c, v, c.passes(v)) for c in bar.criteria for v in [_figure(best, c, reference)]]
+        best = min(cands, key=lambda r: bar.criteria[0].value(r, reference)[0])
+        figures = [(c, v, ci, c.passes(v)) for c in bar.criteria for v, ci in [c.value(best, reference)]]
         judged[schedule] = (best, figures)
-    if not judged:
-        return {"bar": bar, "verdict": "not run", "passing": [], "shown": None, "figures": []}
+    missing = [s for s in bar.schedules if s not in judged]
     passing = [s for s, (_, figs) in judged.items() if all(ok for *_, ok in figs)]
-    pool = passing or list(judged)
-    shown = min(pool, key=lambda s: judged[s][1][0][1])
-    verdict = ("pass" if passing else "fail") if n >= BAR_MIN_N else f"not judged (n < {BAR_MIN_N})"
-    return {"bar": bar, "verdict": verdict, "passing": passing, "shown": judged[shown][0], "figures": judged[shown][1]}
+    if not judged or missing:
+        verdict = "not run"
+    elif n < BAR_MIN_N:
+        verdict = f"not judged (n < {BAR_MIN_N})"
+    else:
+        verdict = "pass" if (passing == list(judged) if bar.schedules else passing) else "fail"
+    if not judged:
+        shown = None
+    elif bar.schedules:
+        shown = next((s for s in judged if s not in passing), next(iter(judged)))
+    else:
+        shown = min(passing or judged, key=lambda s: judged[s][1][0][1])
+    record, figures = judged[shown] if shown else (None, [])
+    deciding = judged if bar.schedules else {shown: judged[shown]} if shown else {}
+    unresolved = [(f"{s}: " if bar.schedules else "") + c.short
+                  for s, (_, figs) in deciding.items() for c, _, ci, _ in figs if c.unresolved(ci)]
+    return {"bar": bar, "verdict": verdict, "passing": passing, "missing": missing, "shown": record,
+            "figures": figures, "unresolved": unresolved, "judged": judged}
+
+
+def better_than_real(results: dict) -> list[tuple[str, dict]]:
+    """(model, record) of every cell whose FD ratio reads better than real beyond its interval (hi < 1)."""
+    return [(model, r) for model, records in results.items() for r in records if r["fd_ratio_ci"][1] < 1]
 
 
 def record_bars(results: dict, n: int, directory=None) -> None:
-    """Store each bar's cell (the one the page shows) in its model's card, with the bar and its verdict."""
+    """Store each bar's cells in its model's card, with the bar and its verdict: the cell the page shows, and for a
+    bar over every listed schedule the cell of each listed schedule."""
     for bar in BARS:
         v = judge_bar(bar, results.get(bar.model, []), n)
-        if v["shown"] is None:
-            continue
-        r = v["shown"]
-        figures = evaluate.card_figures({k: val for k, val in r.items() if k not in ("model", "date")})
-        figures.update(bar=bar.describe(), verdict=v["verdict"], source="python -m engine report (docs/RESULTS.md)")
-        checkpoints.record_metrics(bar.model, evaluate.metrics_key(r), figures, directory)
+        cells = list(v["judged"].values()) if bar.schedules else [(v["shown"], v["figures"])] if v["shown"] else []
+        for r, figs in cells:
+            figures = evaluate.card_figures({k: val for k, val in r.items() if k not in ("model", "date")})
+            figures.update(bar=bar.describe(), verdict=v["verdict"],
+                           unresolved=[c.short for c, _, ci, _ in figs if c.unresolved(ci)],
+                           source="python -m engine report (docs/RESULTS.md)")
+            checkpoints.record_metrics(bar.model, evaluate.metrics_key(r), figures, directory)

@@ -1,9 +1,9 @@
 """The results page's figures, under ``OUT/results/``.
 
 ``schedules.png``: ᾱ_t and log-SNR λ_t = log(ᾱ_t / (1 − ᾱ_t)) of the grid's schedules. ``fd_vs_nfe_MODEL.png``:
-FD / baseline against NFE, a panel per schedule, a line per sampler, each sampler in the same colour and marker on
-every model's figure. ``samples_MODEL.png``: ``SAMPLE_GRID_N`` samples from the model's lowest-FD cell, drawn from
-the page's seed.
+FD / real (held-out images) against NFE with its 95 % interval as error bars, a panel per schedule, a line per
+sampler, each sampler in the same colour and marker on every model's figure. ``samples_MODEL.png``:
+``SAMPLE_GRID_N`` samples from the model's lowest-FD cell, drawn from the page's seed.
 """
 from __future__ import annotations
 
@@ -45,23 +45,29 @@ def plot_schedules(names: list[str], path) -> None:
 
 
 def plot_fd_vs_nfe(model: str, records: list[dict], path) -> None:
-    """FD / baseline against NFE (log–log): a panel per schedule, a line per sampler; the real-vs-real level
-    (1×) dashed and the model's FD bar dotted."""
+    """FD / real against NFE (log–log) with 95 % intervals: a panel per schedule, a line per sampler; the real
+    level (1×) dashed and the model's FD bar dotted."""
     schedules = list(dict.fromkeys(r["schedule"] for r in records))
     samplers = list(dict.fromkeys(r["sampler"] for r in records))
     cols = min(3, len(schedules))
     rows = math.ceil(len(schedules) / cols)
     fig = Figure(figsize=(3.8 * cols, 2.9 * rows + 0.9), dpi=100, layout="constrained")
     axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).flat
-    ratios = [r["fd_ratio"] for r in records]
+    ends = [v for r in records for v in r["fd_ratio_ci"] if v > 0]  # a re-centred bootstrap end can reach ≤ 0
     bar = fd_bar(model)
-    lo, hi = min(ratios + [1.0]) / 1.3, max(ratios + [bar or 1.0]) * 1.3
+    lo, hi = min(ends + [1.0]) / 1.3, max(ends + [bar or 1.0]) * 1.3
     for ax, schedule in zip(axes, schedules):
         for sampler in samplers:
-            pts = sorted((r["nfe"], r["fd_ratio"]) for r in records if r["schedule"] == schedule and r["sampler"] == sampler)
+            pts = sorted((r["nfe"], r["fd_ratio"], *r["fd_ratio_ci"]) for r in records
+                         if r["schedule"] == schedule and r["sampler"] == sampler)
+            if not pts:
+                continue
+            x, y, y_lo, y_hi = map(np.array, zip(*pts))
+            y_lo = np.maximum(y_lo, lo)  # drawn to the panel's floor on the log axis
             k = list(SAMPLERS).index(sampler)  # one colour and marker per sampler on every model's figure
-            ax.plot(*zip(*pts), color=_COLORS[k % 10], marker=_MARKERS[k % len(_MARKERS)], ms=4, lw=1.4, label=sampler)
-        ax.axhline(1.0, color="0.4", ls="--", lw=1, label="real vs real")
+            ax.errorbar(x, y, yerr=[y - y_lo, y_hi - y], color=_COLORS[k % 10], marker=_MARKERS[k % len(_MARKERS)],
+                        ms=4, lw=1.4, capsize=2, elinewidth=0.8, label=sampler)
+        ax.axhline(1.0, color="0.4", ls="--", lw=1, label="real held-out")
         if bar:
             ax.axhline(bar, color="crimson", ls=":", lw=1.2, label=f"bar: {bar:g}×")
         ax.set(xscale="log", yscale="log", ylim=(lo, hi), title=schedule)
@@ -73,7 +79,7 @@ def plot_fd_vs_nfe(model: str, records: list[dict], path) -> None:
     for ax in axes[len(schedules):]:
         ax.set_visible(False)
     fig.supxlabel("network evaluations (NFE)")
-    fig.supylabel("FD / real-vs-real baseline")
+    fig.supylabel("FD / real held-out images [95 % CI]")
     n = records[0]["n"]
     fig.suptitle(f"{model}: FD against NFE (n = {n}, lower is better)")
     handles, labels = fig.axes[0].get_legend_handles_labels()

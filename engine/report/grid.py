@@ -40,25 +40,33 @@ class Grid:
     n: int
     long_run: int = 1000
     long_run_schedules: tuple[str, ...] | None = None
+    samplers: tuple[str, ...] | None = None  # None: every sampler of the model's family
 
     @property
     def all_schedules(self) -> list[str]:
         """Every schedule of the grid, once, in order (the objectives' lists share most names)."""
         return list(dict.fromkeys(s for names in self.schedules.values() for s in names))
 
-    def narrowed(self, steps=None, schedules=None, long_run_schedules=None) -> "Grid":
+    def narrowed(self, steps=None, schedules=None, long_run_schedules=None, samplers=None) -> "Grid":
         """This grid with only ``steps`` (any positive counts), only ``schedules`` (a subset of its schedules, for
-        each objective that has them) and the long runs only on ``long_run_schedules``; None keeps what it is."""
+        each objective that has them), the long runs only on ``long_run_schedules`` and only ``samplers`` (of each
+        objective's family, those named); None keeps what it is."""
         offered = self.all_schedules
-        for option, names in (("schedules", schedules), ("long-run schedules", long_run_schedules)):
-            unknown = [s for s in names or () if s not in offered]
+        for option, names, kind, known in (("schedules", schedules, "schedules", offered),
+                                           ("long-run schedules", long_run_schedules, "schedules", offered),
+                                           ("samplers", samplers, "samplers", grid_samplers())):
+            unknown = [s for s in names or () if s not in known]
             if unknown:
-                raise ValueError(f"{option}: {', '.join(unknown)} not in the grid's schedules ({', '.join(offered)})")
+                raise ValueError(f"{option}: {', '.join(unknown)} not in the grid's {kind} ({', '.join(known)})")
         kept = self.schedules if schedules is None else {
             objective: tuple(s for s in names if s in schedules) for objective, names in self.schedules.items()}
         return replace(self, steps=self.steps if steps is None else tuple(steps), schedules=kept,
                        long_run_schedules=self.long_run_schedules if long_run_schedules is None
-                       else tuple(long_run_schedules))
+                       else tuple(long_run_schedules), samplers=self.samplers if samplers is None else tuple(samplers))
+
+    def family(self, objective: str) -> tuple[str, ...]:
+        """The samplers this grid runs for models of ``objective``: its family, or those of it named in ``samplers``."""
+        return tuple(s for s in SAMPLERS_BY_OBJECTIVE[objective] if self.samplers is None or s in self.samplers)
 
 
 _VP_AND_EDM = ("linear", "cosine", "sigmoid", "constant", "karras")
@@ -99,13 +107,13 @@ class Cell:
 
 
 def plan_cells(model: str, objective: str, grid: Grid = FULL) -> list[Cell]:
-    """The cells of one model: its family's samplers × the grid's schedules for its objective × step counts, each
+    """The cells of one model: its family's samplers (those the grid runs) × the grid's schedules for its objective × step counts, each
     on its sampler's own spacing."""
     if objective not in SAMPLERS_BY_OBJECTIVE:
         raise ValueError(f"no sampler family for objective {objective!r}; known: {', '.join(SAMPLERS_BY_OBJECTIVE)}")
     return [
         Cell(model, sampler, schedule, steps, sampler_spec(sampler).spacing)
-        for sampler in SAMPLERS_BY_OBJECTIVE[objective]
+        for sampler in grid.family(objective)
         for schedule in grid.schedules[objective]
         for steps in grid.steps
         if steps < grid.long_run or (sampler in LONG_RUN_SAMPLERS

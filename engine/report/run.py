@@ -5,7 +5,9 @@ Each cell is scored by ``evaluate.evaluate_images`` — the function ``python -m
 drawn from ``seed``, so every cell of a model starts from the same x_T. The record adds FD / baseline
 (``fd_ratio``) and the median nearest-training-image distance of the samples over that of held-out images
 (``nn_ratio``: below 1 the samples sit closer to training images than unseen real images do, a sign of
-memorisation).
+memorisation) and the evaluator's version (``cache.EVALUATOR_VERSION``). Before the page is written, the evaluator
+itself is validated on known damage to real images of each dataset (``_validation``), and the page shows how far
+its figures can be trusted.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from .. import checkpoints, evaluate
 from ..data import TOYS, load_dataset
 from ..devices import describe_device
 from .bars import record_bars
-from .cache import is_fresh, load_cache, write_cache
+from .cache import EVALUATOR_VERSION, is_fresh, load_cache, write_cache
 from .figures import plot_fd_vs_nfe, plot_samples, plot_schedules
 from .grid import FULL, SAMPLERS_BY_OBJECTIVE, Cell, Grid, plan_cells
 from .page import render_page
@@ -83,7 +85,7 @@ def _evaluate(setup: Setup, cell: Cell, n: int, seed: int, device: torch.device)
     r.update(
         model=cell.model, seed=seed, fd_ratio=r["fd"] / r["fd_baseline"],
         nn_ratio=r["nn_distance_samples"] / r["nn_distance_heldout"],
-        sha256=setup.card["sha256"], classifier_sha256=setup.classifier_card["sha256"],
+        sha256=setup.card["sha256"], classifier_sha256=setup.classifier_card["sha256"], evaluator=EVALUATOR_VERSION,
         device=describe_device(device), date=datetime.date.today().isoformat(),
     )
     return r
@@ -108,6 +110,27 @@ def _evaluate_missing(team: Team, todo: list, planned: dict, cache: dict, cache_
                 write_cache(cache_path, cache)
             progress.update(len(batch))
     return mine
+
+
+def _validation(setups: dict, n: int, seed: int, path: Path) -> dict:
+    """{dataset: rows of ``evaluate.validate``} for the datasets of the evaluated models, each at n_v = min(n, half
+    the held-out images) (``validate`` scores n_v damaged held-out images against the other held-out images, so
+    it needs both halves), cached in ``path`` like the cells: under "DATASET|n=N|seed=S", reused while the
+    classifier's sha256 and the evaluator's version (``cache.EVALUATOR_VERSION``) are unchanged, so a re-run of
+    the page does not recompute it."""
+    cache = load_cache(path)
+    out = {}
+    for s in {s.dataset: s for s in setups.values()}.values():
+        n_v = min(n, len(load_dataset(s.dataset, "test")[0]) // 2)
+        key = f"{s.dataset}|n={n_v}|seed={seed}"
+        record = cache.get(key)
+        if record is None or record["classifier_sha256"] != s.classifier_card["sha256"]:
+            rows = evaluate.validate(s.dataset, n_v, seed, classifier=s.classifier)
+            cache[key] = record = {"rows": rows, "classifier_sha256": s.classifier_card["sha256"],
+                                   "evaluator": EVALUATOR_VERSION, "date": datetime.date.today().isoformat()}
+            write_cache(path, cache)
+        out[s.dataset] = record["rows"]
+    return out
 
 
 def command_line(models, n: int, seed: int, out, device: str, quick: bool, narrowing=()) -> str:
@@ -185,8 +208,9 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
 
     page = out / "RESULTS.md"
     command = command or f"engine.report.run_report({models!r}, n={n}, seed={seed}, out={str(out)!r}, device={device!r})"
+    validation = _validation(setups, n, seed, results_dir / "validation.json")
     page.write_text(render_page(command=command, grid=grid, n=n, seed=seed, results=results, setups=setups,
-                                skipped=skipped, samples=samples, models=models, grids=grids))
+                                skipped=skipped, samples=samples, models=models, grids=grids, validation=validation))
     record_bars(results, n, directory)
     return {"page": page, "cache": cache_path, "computed": len(todo), "reused": total - len(todo),
             "figures": figures, "skipped": skipped}

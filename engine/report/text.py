@@ -19,3 +19,13 @@ def secs(s: float) -> str:
 def pct(x: float) -> str:
     """A share in [0, 1] as a percentage with one decimal."""
     return f"{100 * x:.1f} %"
+
+
+def interval(x: float, ci, digits: int = 2) -> str:
+    """A figure with its 95 % interval: "1.23 [0.80, 2.10]"."""
+    return f"{x:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def overlap(a, b) -> bool:
+    """Whether two intervals [lo, hi] share a point."""
+    return a[0] <= b[1] and b[0] <= a[1]
