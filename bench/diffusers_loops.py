@@ -20,7 +20,8 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 import engine
 
-from engine.evaluate import evaluate_images, load_classifier
+from engine.classifier import load_classifier
+from engine.evaluate import evaluate_images
 
 from .common import Section, Table, interleaved, median, ratio, threads
 from .sampler_overhead import run_generate

@@ -23,7 +23,7 @@ import engine
 from engine import compare as engine_compare
 from engine import data as engine_data
 from engine import editing as engine_editing
-from engine import evaluate
+from engine import classifier as engine_classifier
 from engine import fields as engine_fields
 from engine import forward as engine_forward
 
@@ -63,7 +63,7 @@ def _quality(classifier, images) -> str:
     """The evaluator's classifier on a panel's images: predicted digits and mean top-class probability."""
     if classifier is None:
         return "no classifier for this model"
-    label, p = evaluate.top_class(classifier, images)
+    label, p = engine_classifier.top_class(classifier, images)
     return f"{' '.join(map(str, label.tolist()))} ({float(p.mean()):.2f})"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import engine
 from engine.checkpoints import NAME_PATTERN, checkpoint_dir
-from engine.evaluate import load_classifier
+from engine.classifier import load_classifier
 
 from .engine_thread import in_passing_thread
 

@@ -13,7 +13,7 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
 
-from engine.evaluate import train_classifier
+from engine.classifier import train_classifier
 from engine.train import TrainConfig, Trainer  # noqa: E402
 
 TINY_UNET = {"base_channels": 16, "channel_mults": [1, 2], "num_res_blocks": 1, "attention_resolutions": [4],

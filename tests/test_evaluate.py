@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import engine
-from engine import evaluate
+from engine import classifier, evaluate, validation
 from engine.data import load_dataset, toy_sample
 from engine.train import TrainConfig, Trainer
 
@@ -35,7 +35,7 @@ def tiny_digits(tmp_path_factory):
         run_dir=str(tmp / "runs"), export_dir=str(tmp / "ck"), device="cpu",
     )
     Trainer(cfg).run(quiet=True)
-    card = evaluate.train_classifier("digits8", epochs=10, directory=tmp / "ck")
+    card = classifier.train_classifier("digits8", epochs=10, directory=tmp / "ck")
     return tmp / "ck", card
 
 
@@ -44,7 +44,7 @@ def test_classifier_trains_and_round_trips(tiny_digits):
     assert card["metrics"]["held_out_accuracy"] > 0.8
     assert engine.list_models(directory) == ["tiny-digits"]  # classifiers are not offered as generators
     assert engine.list_models(directory, kind="classifier") == ["digits8-classifier"]
-    clf = evaluate.load_classifier("digits8-classifier", directory)
+    clf = classifier.load_classifier("digits8-classifier", directory)
     with pytest.raises(engine.CheckpointError, match="is a classifier, not a denoising model"):
         engine.load_model("digits8-classifier", directory=directory)
     x, y = load_dataset("digits8", "test")
@@ -54,7 +54,7 @@ def test_classifier_trains_and_round_trips(tiny_digits):
 def test_image_evaluation_reports_every_figure(tiny_digits):
     directory, _ = tiny_digits
     model = engine.load_model("tiny-digits", directory=directory)
-    clf = evaluate.load_classifier("digits8-classifier", directory)
+    clf = classifier.load_classifier("digits8-classifier", directory)
     r = evaluate.evaluate_images(model, clf, "digits8", sampler="ddim", schedule="cosine", steps=5, n=60, batch=30,
                                  seed=3)
     assert r["nfe"] == 5 and r["n"] == 60 and r["seed"] == 3 and r["heldout_sets"] == 3  # 180 held-out images
@@ -73,14 +73,14 @@ def test_image_evaluation_reports_every_figure(tiny_digits):
 
 def test_reference_statistics_are_cached_beside_the_classifier_and_tied_to_its_weights(tiny_digits):
     directory, _ = tiny_digits
-    clf = evaluate.load_classifier("digits8-classifier", directory)
+    clf = classifier.load_classifier("digits8-classifier", directory)
     evaluate._REFERENCES.clear()
     ref = evaluate.reference_statistics(clf, "digits8")
     path = directory / "digits8-classifier.reference.safetensors"
     meta = evaluate._metadata(path.read_bytes())
     assert meta["classifier_sha256"] == clf.card["sha256"] and ref.count == 1617  # the whole training split
     train_x, _ = load_dataset("digits8", "train")
-    f = evaluate.classifier_features(clf, train_x).double()
+    f = classifier.classifier_features(clf, train_x).double()
     assert torch.allclose(ref.total, f.sum(0)) and torch.allclose(ref.outer, f.T @ f)
     evaluate._REFERENCES.clear()  # from the file now
     again = evaluate.reference_statistics(clf, "digits8")
@@ -98,7 +98,7 @@ def test_reference_statistics_are_cached_beside_the_classifier_and_tied_to_its_w
 
 def test_scores_are_drawn_from_the_seed(tiny_digits):
     directory, _ = tiny_digits
-    clf = evaluate.load_classifier("digits8-classifier", directory)
+    clf = classifier.load_classifier("digits8-classifier", directory)
     test_x, _ = load_dataset("digits8", "test")
     images = test_x[90:]
     a, b = (evaluate.score_images(images, "digits8", seed=5, classifier=clf, heldout=test_x[:90], bootstrap=40)
@@ -111,23 +111,23 @@ def test_scores_are_drawn_from_the_seed(tiny_digits):
 def test_corruptions_damage_what_they_say():
     gen = torch.Generator().manual_seed(0)
     grey = torch.zeros(4, 1, 8, 8)  # away from the clipping at ±1
-    assert float((evaluate.corrupt(grey, "noise 0.1", gen) - grey).std()) == pytest.approx(0.1, rel=0.2)
+    assert float((validation.corrupt(grey, "noise 0.1", gen) - grey).std()) == pytest.approx(0.1, rel=0.2)
     x = -torch.ones(4, 1, 8, 8)
     x[:, :, 3:5, 3:5] = 1.0  # a 2×2 white square on black
-    assert torch.equal(evaluate.corrupt(x, "real", gen), x)
-    blurred = evaluate.corrupt(x, "blur 5x5", gen)
+    assert torch.equal(validation.corrupt(x, "real", gen), x)
+    blurred = validation.corrupt(x, "blur 5x5", gen)
     assert float(blurred[0, 0, 4, 4]) == pytest.approx((4 - 21) / 25) and float(blurred.sum()) == pytest.approx(float(x.sum()))
-    half = evaluate.corrupt(x, "half noise", gen)
+    half = validation.corrupt(x, "half noise", gen)
     assert torch.equal(half[2:], x[2:]) and half[:2].std() > 0.4
     with pytest.raises(ValueError, match="unknown corruption"):
-        evaluate.corrupt(x, "fog", gen)
+        validation.corrupt(x, "fog", gen)
 
 
 @pytest.fixture(scope="module")
 def mnist_validation():
     if "mnist-classifier" not in engine.list_models(kind="classifier"):
         pytest.skip("no shipped mnist-classifier")
-    return evaluate.validate("mnist", n=250, seed=0, bootstrap=50)
+    return validation.validate("mnist", n=250, seed=0, bootstrap=50)
 
 
 def test_the_shipped_mnist_instrument_ranks_known_damage(mnist_validation):
@@ -143,10 +143,10 @@ def test_the_shipped_mnist_instrument_ranks_known_damage(mnist_validation):
 
 
 def test_the_validation_table_states_each_check(mnist_validation):
-    text = evaluate.validation_markdown("mnist", mnist_validation)
+    text = validation.validation_markdown("mnist", mnist_validation)
     assert text.count("| noise 0.3 |") == 1 and "FAIL" not in text and text.count("- pass:") == 3
     broken = [dict(r, fd_ratio=1.0) for r in mnist_validation]  # an instrument blind to every damage
-    assert evaluate.validation_markdown("mnist", broken).count("**FAIL**") == 2
+    assert validation.validation_markdown("mnist", broken).count("**FAIL**") == 2
 
 
 def test_resampled_fd_matches_torchmetrics():

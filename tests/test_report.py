@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import engine
-from engine import evaluate, report
+from engine import classifier, evaluate, report
 from engine.checkpoints import build_model, load_model, save_model
 from engine.cli import main
 from engine.devices import resolve_device
@@ -34,7 +34,7 @@ def ckpt(tmp_path_factory):
         card = {"arch": TINY_UNET, "objective": objective, "data_shape": [1, 8, 8],
                 "data": {"dataset": "digits8", "split": "train"}, "training": {"steps": 0}}
         save_model(build_model(card), name, d, card)
-    evaluate.train_classifier("digits8", epochs=0, directory=d)  # untrained: its features still measure FD
+    classifier.train_classifier("digits8", epochs=0, directory=d)  # untrained: its features still measure FD
     return d
 
 
@@ -411,7 +411,6 @@ def test_ranks_under_torchrun_share_the_cells_and_give_the_same_cells_as_one_pro
 def test_ranks_on_two_nodes_need_the_same_checkpoints_and_only_rank_0_writes(ckpt, tmp_path):
     """Two ranks as torchrun starts them on two machines that share no filesystem: each with the environment torchrun
     gives it, its own checkpoints and its own --out."""
-    import shutil
 
     node1 = tmp_path / "node1-ck"
     shutil.copytree(ckpt, node1)

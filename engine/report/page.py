@@ -15,7 +15,7 @@ import datetime
 import statistics
 from collections import Counter
 
-from ..evaluate import validation_markdown
+from ..validation import validation_markdown
 from ..generate import sampler_spec
 from ..schedules import get_schedule
 from .bars import BARS, better_than_real, judge_bar
@@ -327,7 +327,7 @@ def _fd(r: dict) -> str:
 
 def trust_lines(validation: dict) -> list[str]:
     """The page's "How far to trust these numbers": the evaluator's validation on known damage to real held-out
-    images (``evaluate.validate`` and ``evaluate.validation_markdown``, one table per dataset with its verdicts),
+    images (``validation.validate`` and ``validation.validation_markdown``, one table per dataset with its verdicts),
     then its weak spots, each computed from those rows: the damage it cannot separate from real images at that n,
     the confident share's failure as a quality figure (images that are half noise read as confident as real ones),
     and a baseline of a single held-out set."""
@@ -336,7 +336,7 @@ def trust_lines(validation: dict) -> list[str]:
              "images should read 0.8–1.25× real, the damage should rank real < noise σ 0.1 < noise σ 0.3 < half "
              "noise (half the images replaced by uniform noise), and a 5×5 blur should read worse than noise σ 0.1. "
              "The damaged images are scored against the other held-out images as the baseline, exactly as a model's "
-             "samples are (`engine.evaluate.validate`; cached in `results/validation.json`).", ""]
+             "samples are (`engine.validation.validate`; cached in `results/validation.json`).", ""]
     if not validation:
         return lines + ["No dataset was validated: no model on this page was evaluated.", ""]
     for dataset, rows in validation.items():
@@ -373,7 +373,7 @@ def trust_lines(validation: dict) -> list[str]:
 def render_page(*, command: str, grid: Grid, n: int, seed: int, results: dict, setups: dict, skipped: dict,
                 samples: dict, models: list[str], grids: dict | None = None, validation: dict | None = None) -> str:
     """The markdown of RESULTS.md (figure links relative to it, under results/); ``validation`` {dataset: rows of
-    ``evaluate.validate``} fills "How far to trust these numbers"."""
+    ``validation.validate``} fills "How far to trust these numbers"."""
     devices = sorted({r["device"] for rs in results.values() for r in rs})
     verdicts = [judge_bar(b, results.get(b.model, []), n) for b in BARS]
     count = ", ".join(f"{c} {verdict}" for verdict, c in Counter(v["verdict"] for v in verdicts).items())

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .. import checkpoints, evaluate
+from .. import checkpoints, classifier, evaluate, validation
 from ..data import TOYS, load_dataset
 from ..devices import describe_device
 from .bars import record_bars
@@ -65,7 +65,7 @@ def prepare(name: str, device: torch.device, n: int, directory=None) -> Setup:
     classifier_name = f"{dataset}-classifier"
     if classifier_name not in checkpoints.list_models(directory, kind="classifier"):
         raise NotEvaluated(f"no classifier {classifier_name} in {checkpoints.checkpoint_dir(directory)}; train it with "
-                           f"`python -c \"from engine.evaluate import train_classifier; train_classifier('{dataset}')\"`")
+                           f"`python -c \"from engine.classifier import train_classifier; train_classifier('{dataset}')\"`")
     try:
         held_out = len(load_dataset(dataset, "test")[0])
     except FileNotFoundError as err:
@@ -75,7 +75,7 @@ def prepare(name: str, device: torch.device, n: int, directory=None) -> Setup:
     model = checkpoints.load_model(name, device, directory)
     # model.card is the card the loaded weights were checked against (a training run may export new ones meanwhile)
     return Setup(name, model.card, model, dataset, classifier_name, checkpoints.model_card(classifier_name, directory),
-                 evaluate.load_classifier(classifier_name, directory))
+                 classifier.load_classifier(classifier_name, directory))
 
 
 def _evaluate(setup: Setup, cell: Cell, n: int, seed: int, device: torch.device) -> dict:
@@ -113,7 +113,7 @@ def _evaluate_missing(team: Team, todo: list, planned: dict, cache: dict, cache_
 
 
 def _validation(setups: dict, n: int, seed: int, path: Path) -> dict:
-    """{dataset: rows of ``evaluate.validate``} for the datasets of the evaluated models, each at n_v = min(n, half
+    """{dataset: rows of ``validation.validate``} for the datasets of the evaluated models, each at n_v = min(n, half
     the held-out images) (``validate`` scores n_v damaged held-out images against the other held-out images, so
     it needs both halves), cached in ``path`` like the cells: under "DATASET|n=N|seed=S", reused while the
     classifier's sha256 and the evaluator's version (``cache.EVALUATOR_VERSION``) are unchanged, so a re-run of
@@ -125,7 +125,7 @@ def _validation(setups: dict, n: int, seed: int, path: Path) -> dict:
         key = f"{s.dataset}|n={n_v}|seed={seed}"
         record = cache.get(key)
         if record is None or record["classifier_sha256"] != s.classifier_card["sha256"]:
-            rows = evaluate.validate(s.dataset, n_v, seed, classifier=s.classifier)
+            rows = validation.validate(s.dataset, n_v, seed, classifier=s.classifier)
             cache[key] = record = {"rows": rows, "classifier_sha256": s.classifier_card["sha256"],
                                    "evaluator": EVALUATOR_VERSION, "date": datetime.date.today().isoformat()}
             write_cache(path, cache)
