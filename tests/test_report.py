@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import engine
-from engine import classifier, evaluate, report
+from engine import classifier, evaluate, report, validation
 from engine.checkpoints import build_model, load_model, save_model
 from engine.cli import main
 from engine.devices import resolve_device
@@ -276,7 +276,7 @@ def test_report_resumes_reuses_and_recomputes_after_new_weights(ckpt, tmp_path, 
     assert "No cell reads better than real beyond its interval" in page or "read better than real beyond" in page
 
     monkeypatch.setattr(evaluate, "evaluate_images", no_evaluation)
-    monkeypatch.setattr(evaluate, "validate", no_evaluation)  # cached like the cells
+    monkeypatch.setattr(validation, "validate", no_evaluation)  # cached like the cells
     again = report.run_report(models, grid=TINY, out=out, device="cpu", directory=ckpt)
     assert (again["computed"], again["reused"]) == (0, total)
     assert (out / "RESULTS.md").read_text().count("### digits8: n = 20") == 1
