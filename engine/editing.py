@@ -51,13 +51,19 @@ def _check_images(model, x0, name: str = "x0") -> torch.Tensor:
     return x0.float()
 
 
-def img2img_levels(schedule: str | Schedule, steps: int, strength: float, spacing: str = "leading") -> list:
-    """The (t, ᾱ_t) levels an img2img run visits: the last ⌊steps · strength⌋ of the ``steps`` levels."""
+def _kept_steps(steps: int, strength: float) -> int:
+    """⌊steps · strength⌋, the steps an img2img run keeps, or ValueError saying why there are none."""
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
         raise ValueError(f"strength must be in (0, 1]; got {strength!r}")
     keep = min(int(steps * strength), steps)
     if keep < 1:
         raise ValueError(f"strength × steps must be at least 1 (strength {strength} × {steps} steps runs no step)")
+    return keep
+
+
+def img2img_levels(schedule: str | Schedule, steps: int, strength: float, spacing: str = "leading") -> list:
+    """The (t, ᾱ_t) levels an img2img run visits: the last ⌊steps · strength⌋ of the ``steps`` levels."""
+    keep = _kept_steps(steps, strength)
     sched = schedule if isinstance(schedule, Schedule) else get_schedule(schedule)
     return levels_for(sched, steps, spacing)[steps - keep:]
 
@@ -69,8 +75,7 @@ def img2img(model, x0: torch.Tensor, *, strength: float, schedule: str | Schedul
     x0 = _check_images(model, x0)
     run = plan(model, schedule=schedule, sampler=sampler, steps=steps, seed=seed, spacing=spacing, device=device,
                **options)
-    spacing = run.spec.spacing if spacing is None else spacing
-    levels = img2img_levels(run.schedule, steps, strength, spacing)
+    levels = run.levels[steps - _kept_steps(steps, strength):]
     a = levels[0][1]
     x = math.sqrt(a) * x0 + math.sqrt(1 - a) * run.noise(x0)
     return run.start(model, x, levels)

@@ -94,7 +94,8 @@ def _decoder_nll(x0: torch.Tensor, mean: torch.Tensor, var: float, bins: int | N
 @torch.no_grad()
 def _vlb(model, x0: torch.Tensor, sched: Schedule, steps: int, spacing: str, gen: torch.Generator,
          bins: int | None) -> Likelihood:
-    levels = [a for _, a in levels_for(sched, steps, spacing)]  # descending noise: ᾱ_T first, ᾱ_1 last
+    chain = levels_for(sched, steps, spacing)  # descending noise: ᾱ_T first, ᾱ_1 last
+    levels = [a for _, a in chain]
     dims = tuple(range(1, x0.dim()))
     a_T = levels[0]
     prior = 0.5 * (a_T * x0**2 + (1 - a_T) - 1 - math.log(1 - a_T)).sum(dims)
@@ -112,7 +113,7 @@ def _vlb(model, x0: torch.Tensor, sched: Schedule, steps: int, spacing: str, gen
     decoder = _decoder_nll(x0, x0_hat, 1 - a_1, bins)
     diffusion_t = torch.stack(diffusion) if diffusion else x0.new_zeros((0, x0.shape[0]))
     total = prior + diffusion_t.sum(0) + decoder
-    ts = [t for t, _ in levels_for(sched, steps, spacing)][:-1]
+    ts = [t for t, _ in chain][:-1]
     return Likelihood(-total, len(levels), "vlb",
                       {"prior": prior, "diffusion": diffusion_t, "decoder": decoder, "t": ts})
 

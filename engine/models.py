@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -57,17 +58,20 @@ class DenoisingModel(nn.Module):
         self.data_shape = tuple(int(d) for d in data_shape)
         self.card = dict(card or {})
 
-    def to_data(self, x: torch.Tensor) -> torch.Tensor:
-        """Map a sample of the model's (standardised) space to the data's own coordinates:
+    @property
+    def to_data(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The map of a sample of the model's (standardised) space to the data's own coordinates,
 
             y = μ + s x,   with ``card["data"]["standardised"] = {"mean": μ, "scale": s}``
 
         (a model trained on points given in, e.g., canvas pixels learns x = (y − μ)/s, unit variance, because the
-        schedules' prior N(0, I) fits that scale). ``x`` itself when the card records no such map."""
+        schedules' prior N(0, I) fits that scale), or None when the card records no such map: the model samples in
+        its data's own coordinates, and ``generate`` passes its Steps through untouched."""
         std = (self.card.get("data") or {}).get("standardised")
         if std is None:
-            return x
-        return torch.as_tensor(std["mean"], dtype=x.dtype, device=x.device) + std["scale"] * x
+            return None
+        mean, scale = std["mean"], std["scale"]
+        return lambda x: torch.as_tensor(mean, dtype=x.dtype, device=x.device) + scale * x
 
 
 @functools.lru_cache(maxsize=4)
