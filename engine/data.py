@@ -24,6 +24,12 @@ import numpy as np
 import torch
 
 DATASETS = ("mnist", "fashion-mnist", "digits8")
+CLASS_NAMES = {  # label i's name, per labelled dataset
+    "mnist": [str(i) for i in range(10)],
+    "digits8": [str(i) for i in range(10)],
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+}
 TOYS = ("moons", "swissroll", "8gaussians", "checkerboard")
 SPLITS = ("train", "test", "all")
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"

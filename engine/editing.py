@@ -32,7 +32,7 @@ from typing import Iterator
 import torch
 
 from .generate import MAX_SEED, _check_int, levels_for, plan, sampler_spec
-from .models import check_model
+from .models import check_model, guided
 from .samplers import Step
 from .schedules import Schedule, get_schedule
 
@@ -69,10 +69,13 @@ def img2img_levels(schedule: str | Schedule, steps: int, strength: float, spacin
 
 
 def img2img(model, x0: torch.Tensor, *, strength: float, schedule: str | Schedule, sampler: str, steps: int,
-            seed: int, spacing: str | None = None, device=None, **options) -> Iterator[Step]:
+            seed: int, spacing: str | None = None, device=None, label=None, guidance_scale: float = 1.0,
+            **options) -> Iterator[Step]:
     """SDEdit: noise ``x0`` (N, *data_shape) to the level where the run starts and sample from there; yields the
-    sampler's Steps (the last Step's ``x_t`` is the edited image). The noise is the run's first draw."""
+    sampler's Steps (the last Step's ``x_t`` is the edited image). The noise is the run's first draw. ``label`` and
+    ``guidance_scale`` steer a class-conditional model as in ``generate``."""
     x0 = _check_images(model, x0)
+    model = guided(model, label, guidance_scale, len(x0))
     run = plan(model, schedule=schedule, sampler=sampler, steps=steps, seed=seed, spacing=spacing, device=device,
                **options)
     levels = run.levels[steps - _kept_steps(steps, strength):]
@@ -136,11 +139,13 @@ def _repaint(run, model, x0, m, x, walk) -> Iterator[Step]:
 
 def inpaint(model, x0: torch.Tensor, mask: torch.Tensor, *, schedule: str | Schedule, steps: int, seed: int,
             jump_length: int = 10, resamples: int = 10, spacing: str = "leading", variance: str = "fixed_small",
-            device=None) -> Iterator[Step]:
+            device=None, label=None, guidance_scale: float = 1.0) -> Iterator[Step]:
     """RePaint: fill the pixels where ``mask`` is 0, keep those where it is 1 (exactly, in the last Step's x_t).
-    ``mask`` broadcasts against ``x0`` (N, *data_shape). Yields a Step after each denoising step."""
+    ``mask`` broadcasts against ``x0`` (N, *data_shape). Yields a Step after each denoising step. ``label`` and
+    ``guidance_scale`` steer a class-conditional model as in ``generate``."""
     x0 = _check_images(model, x0)
     m = _check_mask(mask, x0)
+    model = guided(model, label, guidance_scale, len(x0))
     _check_int("jump_length", jump_length, 1, max(1, steps))
     _check_int("resamples", resamples, 1, MAX_RESAMPLES)
     run = plan(model, schedule=schedule, sampler="ddpm", steps=steps, seed=seed, spacing=spacing, device=device,
@@ -152,11 +157,13 @@ def inpaint(model, x0: torch.Tensor, mask: torch.Tensor, *, schedule: str | Sche
 
 @torch.inference_mode()
 def inversion(model, x0: torch.Tensor, *, schedule: str | Schedule, steps: int, spacing: str = "leading",
-              device=None) -> Iterator[Step]:
+              device=None, label=None) -> Iterator[Step]:
     """DDIM inversion of ``x0`` (N, *data_shape) step by step, from the clean image to x_T, over the levels a
     ``steps``-step DDIM run visits with ``spacing``; each Step's ``x_t`` is the state at its level (``sigma``), so a
-    caller can show progress and stop between steps. The last Step's ``x_t`` is x_T."""
+    caller can show progress and stop between steps. The last Step's ``x_t`` is x_T. ``label``: a conditional
+    model's class (ε̂(x, c); reconstruct with the same label and guidance_scale 1)."""
     x0 = _check_images(model, x0)
+    model = guided(model, label, 1.0, len(x0))
     run = plan(model, schedule=schedule, sampler="ddim", steps=steps, seed=0, spacing=spacing, device=device)
     x, a = x0.to(run.device), 1.0
     for i, (t, a_next) in enumerate(reversed(run.levels)):
@@ -169,11 +176,11 @@ def inversion(model, x0: torch.Tensor, *, schedule: str | Schedule, steps: int, 
 
 
 def invert(model, x0: torch.Tensor, *, schedule: str | Schedule, steps: int, spacing: str = "leading",
-           device=None) -> torch.Tensor:
+           device=None, label=None) -> torch.Tensor:
     """x_T of ``x0`` by DDIM inversion (``inversion`` run to its end); ``sample(model, sampler="ddim", eta=0,
     x_T=x_T, ...)`` with the same schedule, steps and spacing reconstructs x0."""
     step = None
-    for step in inversion(model, x0, schedule=schedule, steps=steps, spacing=spacing, device=device):
+    for step in inversion(model, x0, schedule=schedule, steps=steps, spacing=spacing, device=device, label=label):
         pass
     return step.x_t
 
@@ -200,11 +207,14 @@ def check_deterministic(sampler: str, options: dict | None = None) -> None:
 
 def interpolate(model, *, schedule: str | Schedule, sampler: str, steps: int, k: int = 8,
                 seeds: tuple[int, int] | None = (0, 1), x_T: tuple[torch.Tensor, torch.Tensor] | None = None,
-                spacing: str | None = None, device=None, **options) -> Iterator[Step]:
+                spacing: str | None = None, device=None, label=None, guidance_scale: float = 1.0,
+                **options) -> Iterator[Step]:
     """Decode k points slerped between two starting points, as one batch of k: between the x_T of two seeds (each
     the x_T that ``generate(seed=s, n=1)`` starts from) or two given x_T (e.g. from ``invert``). The sampler must
-    be deterministic with its options (ddim with eta 0, ode, dpm-solver++), so each image follows from its x_T."""
+    be deterministic with its options (ddim with eta 0, ode, dpm-solver++), so each image follows from its x_T.
+    ``label`` (one class for every frame) and ``guidance_scale`` steer a conditional model as in ``generate``."""
     _check_int("k", k, 2, MAX_INTERPOLATION_FRAMES)
+    model = guided(model, label, guidance_scale, k)
     run = plan(model, schedule=schedule, sampler=sampler, steps=steps, seed=0, spacing=spacing, device=device,
                **options)
     check_deterministic(sampler, run.options)

@@ -17,6 +17,9 @@ Both parameterise the network output F as v (Salimans & Ho 2022; diffusers' ``pr
 A plain ε-network turns an ε̂ error δ into an x̂0 error δ/√ᾱ — 20,000 δ at the cosine schedule's last level
 (ᾱ ≈ 2.4e−9), which made DDIM diverge there; with this form x̂0 stays bounded, and at high SNR ε̂ ≈ F as before.
 The training losses are unchanged (ε-MSE, and DSM with λ(σ) = σ², which is the same quantity).
+
+A class-conditional network (``num_classes`` > 0) takes ``label`` in ``eps`` and ``loss``; ``None`` is the null
+class ∅. ``Guided`` turns one into a plain protocol model with classifier-free guidance.
 """
 from __future__ import annotations
 
@@ -59,6 +62,20 @@ class DenoisingModel(nn.Module):
         self.card = dict(card or {})
 
     @property
+    def num_classes(self) -> int:
+        """How many classes the network is conditioned on (0: unconditional), from the card's architecture."""
+        return int(self.card.get("arch", {}).get("config", {}).get("num_classes", 0))
+
+    @property
+    def class_names(self) -> list[str]:
+        """The names of labels 0…num_classes−1 (the card's ``data["classes"]``, else the indices)."""
+        names = (self.card.get("data") or {}).get("classes")
+        return list(names) if names else [str(i) for i in range(self.num_classes)]
+
+    def _net(self, x: torch.Tensor, log_snr: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+        return self.net(x, log_snr) if label is None else self.net(x, log_snr, label)
+
+    @property
     def to_data(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """The map of a sample of the model's (standardised) space to the data's own coordinates,
 
@@ -90,9 +107,9 @@ class EpsModel(DenoisingModel):
 
     objective = "ddpm"
 
-    def eps(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    def eps(self, x_t: torch.Tensor, alpha_bar: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         a = alpha_bar.double()
-        v = self.net(x_t, log_snr_from_alpha_bar(a).to(x_t.dtype))
+        v = self._net(x_t, log_snr_from_alpha_bar(a).to(x_t.dtype), label)
         a = _per_sample(a, x_t)
         return (1 - a).sqrt() * x_t + a.sqrt() * v
 
@@ -110,10 +127,11 @@ class EpsModel(DenoisingModel):
         table = _alpha_bar_table(tuple(self.card["noise_range"]["schedules"]))
         return table[torch.randint(len(table), (n,), generator=gen)]
 
-    def loss(self, x0: torch.Tensor, alpha_bar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    def loss(self, x0: torch.Tensor, alpha_bar: torch.Tensor, eps: torch.Tensor,
+             label: torch.Tensor | None = None) -> torch.Tensor:
         a = _per_sample(alpha_bar, x0)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        return (self.eps(x_t, alpha_bar) - eps).pow(2).mean()
+        return (self.eps(x_t, alpha_bar, label) - eps).pow(2).mean()
 
 
 class ScoreModel(DenoisingModel):
@@ -132,19 +150,19 @@ class ScoreModel(DenoisingModel):
 
     objective = "dsm"
 
-    def score_ve(self, x_tilde: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def score_ve(self, x_tilde: torch.Tensor, sigma: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         sig = sigma.double()
         a = _per_sample(1 / (1 + sig**2), x_tilde)
         x_t = x_tilde * a.sqrt()
-        v = self.net(x_t, (-2 * torch.log(sig)).to(x_tilde.dtype))
+        v = self._net(x_t, (-2 * torch.log(sig)).to(x_tilde.dtype), label)
         eps = (1 - a).sqrt() * x_t + a.sqrt() * v
         return -eps / _per_sample(sig, x_tilde)
 
-    def eps(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    def eps(self, x_t: torch.Tensor, alpha_bar: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         a = alpha_bar.double()
         sigma = torch.sqrt((1 - a) / a)
         x_tilde = x_t / _per_sample(a.sqrt(), x_t)
-        return -_per_sample(sigma, x_t) * self.score_ve(x_tilde, sigma)
+        return -_per_sample(sigma, x_t) * self.score_ve(x_tilde, sigma, label)
 
     @staticmethod
     def noise_range(sigma_min: float, sigma_max: float, schedules: tuple[str, ...] = tuple(SCHEDULES)) -> dict:
@@ -160,13 +178,78 @@ class ScoreModel(DenoisingModel):
         u = torch.rand(n, generator=gen, dtype=torch.float64)
         return torch.exp(lo + u * (hi - lo))
 
-    def loss(self, x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    def loss(self, x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor,
+             label: torch.Tensor | None = None) -> torch.Tensor:
         s = _per_sample(sigma, x0)
-        score = self.score_ve(x0 + s * eps, sigma)
+        score = self.score_ve(x0 + s * eps, sigma, label)
         return (s**2 * (score + eps / s).pow(2)).mean()
 
 
 OBJECTIVES = {cls.objective: cls for cls in (EpsModel, ScoreModel)}  # a card's "objective" → its model class
+
+
+def check_labels(model, label, n: int) -> torch.Tensor:
+    """``label`` (an int for all ``n`` samples, or one int per sample) as an (n,) long tensor, checked against the
+    model's classes; ValueError saying what is allowed. An unconditional model refuses any label."""
+    k = getattr(model, "num_classes", 0)
+    if not k:
+        name = (getattr(model, "card", None) or {}).get("name", "this model")
+        raise ValueError(f"{name} is unconditional: it takes no label (pick a class-conditional model, e.g. mnist-cond)")
+    values = [label] * n if isinstance(label, int) and not isinstance(label, bool) else label
+    if not isinstance(values, (list, tuple)) or len(values) != n or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < k for v in values):
+        raise ValueError(f"label must be an integer class from 0 to {k - 1}, or a list of {n} such integers (one per "
+                         f"sample); got {label!r}")
+    return torch.tensor(values, dtype=torch.long)
+
+
+class Guided:
+    """Classifier-free guidance (Ho & Salimans 2022) as a plain protocol model over a class-conditional one:
+
+        ε̂_w(x, c) = ε̂(x, ∅) + w · (ε̂(x, c) − ε̂(x, ∅)),   w = ``guidance_scale``
+
+    so w = 0 is the unconditional model, w = 1 the plain conditional one (each one network call per step), and
+    w > 1 pushes samples towards what makes class c likelier than the rest (guided: both branches in one batched
+    network call of 2N rows). Every sampler runs on it unchanged. ``label``: (N,) classes, one per sample."""
+
+    def __init__(self, model: DenoisingModel, label: torch.Tensor, guidance_scale: float):
+        self.model = model
+        self.label = label
+        self.guidance_scale = float(guidance_scale)
+        self.data_shape = model.data_shape
+        self.card = model.card
+        self.to_data = getattr(model, "to_data", None)
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def eps(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+        w = self.guidance_scale
+        if w == 0:
+            return self.model.eps(x_t, alpha_bar)
+        label = self.label.to(x_t.device)
+        if w == 1:
+            return self.model.eps(x_t, alpha_bar, label)
+        null = torch.full_like(label, self.model.num_classes)
+        both = self.model.eps(torch.cat([x_t, x_t]), torch.cat([alpha_bar, alpha_bar]), torch.cat([label, null]))
+        cond, uncond = both.chunk(2)
+        return uncond + w * (cond - uncond)
+
+
+MAX_GUIDANCE_SCALE = 20.0
+
+
+def guided(model, label, guidance_scale: float, n: int):
+    """``model`` itself when no label is asked for (a conditional model then samples unconditionally, ∅),
+    else ``Guided(model, labels, guidance_scale)``; ValueError for a bad label or scale."""
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not (
+            0 <= guidance_scale <= MAX_GUIDANCE_SCALE):
+        raise ValueError(f"guidance_scale must be a number from 0 to {MAX_GUIDANCE_SCALE:g}; got {guidance_scale!r}")
+    if label is None:
+        if guidance_scale != 1.0:
+            raise ValueError("guidance_scale needs a label: guidance pushes samples towards a class")
+        return model
+    return Guided(model, check_labels(model, label, n), guidance_scale)
 
 
 class GaussianModel:

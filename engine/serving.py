@@ -270,7 +270,9 @@ class BackgroundCompiled:
 
 class ServedNetwork(nn.Module):
     """A network as served: its inputs made contiguous in ``memory_format`` (the weights' format), and each call
-    through ``compiled`` (a ``BackgroundCompiled`` of the same network) when there is one."""
+    through ``compiled`` (a ``BackgroundCompiled`` of the same network) when there is one. Calls with a class label
+    run eager: the graphs are compiled for the unconditional signature, which every unconditional model and a
+    conditional model's ∅ branch use."""
 
     def __init__(self, net: nn.Module, memory_format: torch.memory_format = torch.contiguous_format,
                  compiled: BackgroundCompiled | None = None):
@@ -279,8 +281,11 @@ class ServedNetwork(nn.Module):
         self.memory_format = memory_format
         self.compiled = compiled
 
-    def forward(self, x: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
-        return (self.compiled or self.net)(x.contiguous(memory_format=self.memory_format), log_snr)
+    def forward(self, x: torch.Tensor, log_snr: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        x = x.contiguous(memory_format=self.memory_format)
+        if label is not None:  # a class-conditional call: eager (the compiled graphs take no label)
+            return self.net(x, log_snr, label)
+        return (self.compiled or self.net)(x, log_snr)
 
 
 def serve(model: DenoisingModel, *, channels_last: bool = True, background_compile: bool = False,

@@ -1,6 +1,7 @@
 """Training: ``python -m engine train --config engine/configs/NAME.json [--steps N]``.
 
-Each step draws, all from one generator and in this order, a data batch x_0, the noise levels and ε ~ N(0, I); the
+Each step draws, all from one generator and in this order, a data batch x_0, the noise levels and ε ~ N(0, I) (and,
+for a class-conditional network, which labels are dropped to the null class ∅); the
 model's class (engine/models.py: ``EpsModel`` for "ddpm", ``ScoreModel`` for "dsm") draws the levels and computes
 its loss — ε-MSE over the app's schedules' ᾱ, or denoising score matching over log-uniform σ.
 
@@ -8,6 +9,11 @@ AdamW with linear warm-up (and, if ``lr_decay_start`` is set, a cosine decay to 
 trains, and resumable state (weights, optimiser, EMA, step, RNG states) saved with safetensors — no pickle. Under
 ``torchrun`` it trains with DistributedDataParallel (nccl on GPU, gloo on CPU); each rank draws its own data.
 Every random draw comes from ``seed`` (offset by rank), so a run and its resumed twin give the same weights.
+
+Class-conditional training (``arch_config["num_classes"]`` > 0) is classifier-free guidance's (Ho & Salimans 2022):
+each label is replaced by ∅ with probability ``label_dropout``, so one network learns ε̂(x, c) and ε̂(x, ∅).
+``init_from`` starts the network from a shipped checkpoint of the same architecture (sha256 checked; a conditional
+net's class table, absent there, starts at zero, so it starts as exactly that unconditional model).
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import data as datasets
-from .checkpoints import build_model, denoiser_card, save_model
+from .checkpoints import build_model, denoiser_card, load_weights, save_model
 from .devices import describe_device, resolve_device
 from .generate import model_device, sample
 from .models import OBJECTIVES, DenoisingModel
@@ -52,6 +58,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     sigma_min: float = 0.002  # dsm only
     sigma_max: float = 200.0  # dsm only
+    label_dropout: float = 0.1  # conditional nets: the probability a label is replaced by the null class
+    init_from: str | None = None  # a checkpoint name whose weights the network starts from
     seed: int = 0
     log_every: int = 50
     save_every: int = 1000
@@ -64,6 +72,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; allowed: {', '.join(OBJECTIVES)}")
+        if not 0 <= self.label_dropout < 1:
+            raise ValueError(f"label_dropout must be in [0, 1); got {self.label_dropout}")
         if self.lr_decay_start is not None and not 0 <= self.lr_decay_start < self.steps:
             raise ValueError(f"lr_decay_start must be in [0, steps) = [0, {self.steps}); got {self.lr_decay_start}")
 
@@ -92,16 +102,23 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 
 
 def optimisation_step(cfg: TrainConfig, step: int, model: DenoisingModel, loss_fn: nn.Module,
-                      opt: torch.optim.Optimizer, ema: ModelEmaV3, x0: torch.Tensor, gen: torch.Generator) -> float:
-    """One step on the batch ``x0`` after ``step`` steps: the learning rate of ``learning_rate``, then the noise
-    levels and ε drawn from ``gen`` (after the batch, in this order), the model's loss, gradient clipping, AdamW and
-    the EMA update. Returns the loss. Shared by ``Trainer`` and ``engine.toytrain``."""
+                      opt: torch.optim.Optimizer, ema: ModelEmaV3, x0: torch.Tensor, gen: torch.Generator,
+                      labels: torch.Tensor | None = None) -> float:
+    """One step on the batch ``x0`` (with its class ``labels`` for a conditional model) after ``step`` steps: the
+    learning rate of ``learning_rate``, then the noise levels, ε and (conditional models) the label dropout drawn
+    from ``gen`` (after the batch, in this order), the model's loss, gradient clipping, AdamW and the EMA update.
+    Returns the loss. Shared by ``Trainer`` and ``engine.toytrain``."""
     for group in opt.param_groups:
         group["lr"] = learning_rate(cfg, step)
     level = model.draw_noise_levels(len(x0), gen)
     eps = torch.randn(x0.shape, generator=gen)
     device = model_device(model)
-    loss = loss_fn(x0.to(device), level.to(device), eps.to(device))
+    if model.num_classes:
+        dropped = torch.rand(len(x0), generator=gen) < cfg.label_dropout
+        labels = torch.where(dropped, model.num_classes, labels).to(device)
+    else:
+        labels = None  # an unconditional model learns p(x): the data's labels are not its input
+    loss = loss_fn(x0.to(device), level.to(device), eps.to(device), labels)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip:
@@ -118,8 +135,9 @@ class TrainingLoss(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x0: torch.Tensor, level: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        return self.model.loss(x0, level, eps)
+    def forward(self, x0: torch.Tensor, level: torch.Tensor, eps: torch.Tensor,
+                label: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.loss(x0, level, eps, label)
 
 
 class Data:
@@ -129,19 +147,21 @@ class Data:
         self.toy = cfg.dataset in datasets.TOYS
         self.name = cfg.dataset
         if self.toy:
-            self.images = None
+            self.images = self.labels = None
             self.shape = (2,)
             self.size = None
         else:
             kwargs = {"directory": cfg.data_dir} if cfg.data_dir and cfg.dataset == "fashion-mnist" else {}
-            self.images, _ = datasets.load_dataset(cfg.dataset, "train", **kwargs)
+            self.images, self.labels = datasets.load_dataset(cfg.dataset, "train", **kwargs)
             self.shape = tuple(self.images.shape[1:])
             self.size = len(self.images)
 
-    def batch(self, n: int, gen: torch.Generator) -> torch.Tensor:
+    def batch(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x_0, labels) of n random rows (labels None for a toy)."""
         if self.toy:
-            return datasets.toy_sample(self.name, n, gen)
-        return self.images[torch.randint(self.size, (n,), generator=gen)]
+            return datasets.toy_sample(self.name, n, gen), None
+        rows = torch.randint(self.size, (n,), generator=gen)
+        return self.images[rows], self.labels[rows]
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, list]:
@@ -178,11 +198,13 @@ class Trainer:
         self.card = denoiser_card(
             cfg.name, cfg.arch, cfg.arch_config, cfg.objective, self.data.shape,
             data={"dataset": cfg.dataset, "split": "train", "n": self.data.size,
-                  "range": None if self.data.toy else [-1, 1]},
+                  "range": None if self.data.toy else [-1, 1], **self._classes(cfg)},
             noise_range=OBJECTIVES[cfg.objective].noise_range(cfg.sigma_min, cfg.sigma_max),
         )
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.model = build_model(self.card).to(self.device)
+        if cfg.init_from:
+            self._init_from(cfg.init_from)
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         loss = TrainingLoss(self.model)
@@ -193,6 +215,28 @@ class Trainer:
         self.wall = 0.0
         self.run_dir = Path(cfg.run_dir) / cfg.name
         self.losses: list[float] = []
+
+    @staticmethod
+    def _classes(cfg: TrainConfig) -> dict:
+        """The card's class names for a conditional model (``data["classes"]``), which must match the dataset's."""
+        k = int(cfg.arch_config.get("num_classes", 0))
+        if not k:
+            return {}
+        names = datasets.CLASS_NAMES.get(cfg.dataset)
+        if names is None or len(names) != k:
+            raise ValueError(f"num_classes={k} does not fit dataset {cfg.dataset!r}"
+                             f" ({len(names) if names else 'no'} classes)")
+        return {"classes": list(names)}
+
+    def _init_from(self, name: str) -> None:
+        """Load checkpoint ``name``'s weights into the network; only a conditional net's class table may be
+        missing from it (it stays zero). The card records the source and its sha256."""
+        card, state = load_weights(name)
+        missing, unexpected = self.model.net.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("label_emb.") for k in missing):
+            raise ValueError(f"init_from {name!r}: its weights do not fit this architecture "
+                             f"(missing {missing}, unexpected {unexpected})")
+        self.card["init_from"] = {"name": name, "sha256": card["sha256"]}
 
     # --- resumable state -------------------------------------------------------------------------------------
     @property
@@ -231,8 +275,9 @@ class Trainer:
 
     # --- training --------------------------------------------------------------------------------------------
     def train_step(self) -> float:
-        x0 = self.data.batch(self.cfg.batch_size, self.gen)
-        loss = optimisation_step(self.cfg, self.step, self.model, self.loss_fn, self.opt, self.ema, x0, self.gen)
+        x0, labels = self.data.batch(self.cfg.batch_size, self.gen)
+        loss = optimisation_step(self.cfg, self.step, self.model, self.loss_fn, self.opt, self.ema, x0, self.gen,
+                                 labels)
         self.step += 1
         return loss
 

@@ -4,7 +4,7 @@ The layout follows the DDPM U-Net (Ho et al. 2020, github.com/hojonathanho/diffu
 diffusers' ``UNet2DModel`` and in ADM (Dhariwal & Nichol 2021, github.com/openai/guided-diffusion); the code is
 written here from timm building blocks (``GroupNorm``/``GroupNormAct``, ``Mlp``, ``Attention2d``):
 
-  e   = MLP(sinusoid(λ))                                          noise-level embedding, (N, emb_dim)
+  e   = MLP(sinusoid(λ)) [+ Embedding(c)]                          noise-level (and class) embedding, (N, emb_dim)
   h   = conv3x3(x)
   down: for each level ℓ (channels C·mult_ℓ): num_res_blocks × [ResBlock (+ self-attention if the level's
         resolution is in attention_resolutions)], every output kept as a skip; then a stride-2 3×3 conv
@@ -21,6 +21,11 @@ written here from timm building blocks (``GroupNorm``/``GroupNormAct``, ``Mlp``,
   Attention(h)   = h + proj(MHSA(GN(h)))      with proj zero-initialised.
 
 The network never sees a step index: one trained net serves every schedule and step count.
+
+Class conditioning (``num_classes`` > 0; ADM's class embedding, Dhariwal & Nichol 2021): a learned vector per class,
+plus one for the "null" class ∅ = ``num_classes`` (classifier-free guidance's unconditional input, Ho & Salimans
+2022), is added to the noise-level embedding. The table starts at zero, so a conditional net initialised from an
+unconditional one computes exactly the unconditional function until it learns the classes; ``label=None`` means ∅.
 
 Default (16 · (1, 2, 4) channels at 28/14/7, one ResBlock per level, attention at 7×7): 0.72 M parameters. It is
 small on purpose: on a small CPU in eager float32 a batch-1 forward is bound by per-operator overhead, so its time
@@ -50,11 +55,13 @@ class UNetConfig:
     dropout: float = 0.0
     num_groups: int = 8
     emb_dim: int | None = None  # width of the noise-level embedding; None → 4 · base_channels
+    num_classes: int = 0  # 0: unconditional; else labels 0…num_classes−1 and the null label num_classes
 
     def __post_init__(self):
         self.channel_mults = tuple(int(m) for m in self.channel_mults)
         self.attention_resolutions = tuple(int(r) for r in self.attention_resolutions)
-        if self.in_channels < 1 or self.image_size < 1 or self.base_channels < 2 or self.num_res_blocks < 1:
+        if (self.in_channels < 1 or self.image_size < 1 or self.base_channels < 2 or self.num_res_blocks < 1
+                or self.num_classes < 0):
             raise ValueError(f"UNetConfig: sizes must be positive, got {self}")
         if not self.channel_mults or min(self.channel_mults) < 1:
             raise ValueError(f"UNetConfig: channel_mults must be positive ints, got {self.channel_mults}")
@@ -147,7 +154,8 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """ε-style denoiser: ``forward(x, log_snr) -> Tensor`` with the shape of x; see the module docstring."""
+    """ε-style denoiser: ``forward(x, log_snr, label=None) -> Tensor`` with the shape of x; see the module
+    docstring (``label``: (N,) class indices, ``num_classes`` being the null label; only for a conditional net)."""
 
     def __init__(self, config: UNetConfig | None = None):
         super().__init__()
@@ -155,6 +163,7 @@ class UNet(nn.Module):
         C, G, E = cfg.base_channels, cfg.num_groups, cfg.time_dim
         self.freq_dim = max(32, C - C % 2)  # sinusoid width (ADM uses base_channels)
         self.time_mlp = Mlp(self.freq_dim, E, E, act_layer=nn.SiLU)
+        self.label_emb = _zero(nn.Embedding(cfg.num_classes + 1, E)) if cfg.num_classes else None
         self.conv_in = nn.Conv2d(cfg.in_channels, C, 3, padding=1)
 
         res = cfg.resolutions()
@@ -190,14 +199,21 @@ class UNet(nn.Module):
         self.out_norm = GroupNormAct(ch, G, act_layer=nn.SiLU)
         self.conv_out = _zero(nn.Conv2d(ch, cfg.in_channels, 3, padding=1))
 
-    def forward(self, x: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, log_snr: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         log_snr = torch.as_tensor(log_snr, device=x.device, dtype=torch.float32).reshape(-1)
         if log_snr.numel() == 1:
             log_snr = log_snr.expand(x.shape[0])
         if x.dim() != 4 or x.shape[1] != self.config.in_channels or log_snr.shape[0] != x.shape[0]:
             raise ValueError(f"UNet expects x (N, {self.config.in_channels}, H, W) and log_snr (N,), "
                              f"got {tuple(x.shape)} and {tuple(log_snr.shape)}")
-        e = F.silu(self.time_mlp(noise_level_embedding(log_snr, self.freq_dim).to(x.dtype)))
+        e = self.time_mlp(noise_level_embedding(log_snr, self.freq_dim).to(x.dtype))
+        if self.label_emb is not None:
+            if label is None:
+                label = torch.full((x.shape[0],), self.config.num_classes, dtype=torch.long, device=x.device)
+            e = e + self.label_emb(label.to(x.device).long().expand(x.shape[0]))
+        elif label is not None:
+            raise ValueError("this network is unconditional: it takes no class label")
+        e = F.silu(e)
 
         h = self.conv_in(x)
         hs = [h]

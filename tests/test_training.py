@@ -30,7 +30,7 @@ def tiny(tmp_path, **over) -> TrainConfig:
 def fixed_batch_loss(trainer: Trainer, n: int = 4096) -> float:
     """The objective on one fixed batch (same x_0, noise levels and ε every time)."""
     gen = torch.Generator().manual_seed(123)
-    x0 = trainer.data.batch(n, gen)
+    x0, _ = trainer.data.batch(n, gen)
     level = trainer.model.draw_noise_levels(n, gen)
     eps = torch.randn(x0.shape, generator=gen)
     with torch.no_grad():
@@ -160,7 +160,7 @@ def test_a_step_draws_data_then_levels_then_noise_from_one_generator(tmp_path, o
     trainer.train_step()
     gen = torch.Generator().set_state(state)
     n = trainer.cfg.batch_size
-    x0 = trainer.data.batch(n, gen)
+    x0, _ = trainer.data.batch(n, gen)
     level = trainer.model.draw_noise_levels(n, gen)
     eps = torch.randn(x0.shape, generator=gen)
     for got, expected in zip(seen[0], (x0, level, eps)):
