@@ -15,7 +15,9 @@ Each panel's sampler runs in its own thread, unchanged, against a stand-in model
 this coordinator and waits. The coordinator resumes the panels one at a time, each until it either asks for ε̂ or
 yields its Step; when every resumed panel has done one or the other, the pending requests go to the network as
 one batch, and the requesters are resumed again. A panel whose step needs two evaluations (ode's Heun step,
-pc's corrector, Langevin's inner steps) simply takes part in more batches; a panel that finished drops out. Only
+pc's corrector, Langevin's inner steps) simply takes part in more batches; a panel that finished drops out. A
+guided panel (a class-conditional model with ``label`` and ``guidance_scale``) sends both of its branches as one
+request, with labels; the batch then carries every row's label (∅ for the unconditional panels' rows). Only
 one thread runs at a time, so the batches — and therefore the samples — depend on the settings alone, never on
 timing. Per-panel wall time (``Comparison.elapsed``) is the panel's own sampler arithmetic plus its share of each
 batched network call (shared in proportion to batch rows).
@@ -38,17 +40,22 @@ MAX_PANELS = 6
 
 @dataclass
 class Panel:
-    """One setting to compare: a schedule, a sampler, a number of steps, a spacing and sampler options."""
+    """One setting to compare: a schedule, a sampler, a number of steps, a spacing and sampler options, and for a
+    class-conditional model a class ``label`` and ``guidance_scale`` (as in ``generate``)."""
 
     schedule: str
     sampler: str
     steps: int
     spacing: str | None = None  # None: the sampler's own (engine.samplers.SamplerSpec.spacing)
     options: dict = field(default_factory=dict)
+    label: int | None = None
+    guidance_scale: float = 1.0
 
-    def label(self) -> str:
-        opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
-        return f"{self.schedule} · {self.sampler} · {self.steps} steps" + (f" ({opts})" if opts else "")
+    def title(self) -> str:
+        opts = [f"{k}={v}" for k, v in self.options.items()]
+        if self.label is not None:
+            opts.append(f"class {self.label}, w={self.guidance_scale:g}")
+        return f"{self.schedule} · {self.sampler} · {self.steps} steps" + (f" ({', '.join(opts)})" if opts else "")
 
 
 class _Stop(Exception):
@@ -84,10 +91,12 @@ class _RemoteModel:
 
     def __init__(self, model, channel: _PanelChannel):
         self.data_shape = model.data_shape
+        self.card = getattr(model, "card", {})
+        self.num_classes = getattr(model, "num_classes", 0)
         self._channel = channel
 
-    def eps(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-        return self._channel.ask(("eps", x_t, alpha_bar))
+    def eps(self, x_t: torch.Tensor, alpha_bar: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        return self._channel.ask(("eps", x_t, alpha_bar, label))
 
 
 def _panel_thread(run: Iterator[Step], channel: _PanelChannel) -> None:
@@ -128,7 +137,7 @@ class Comparison:
             try:
                 self._runs.append(generate(_RemoteModel(model, ch), schedule=p.schedule, sampler=p.sampler,
                                            steps=p.steps, seed=seed, n=n, spacing=p.spacing, device=device,
-                                           **p.options))
+                                           label=p.label, guidance_scale=p.guidance_scale, **p.options))
             except ValueError as err:
                 raise ValueError(f"panel {k}: {err}") from None
         self._threads: list[threading.Thread] = []
@@ -149,12 +158,20 @@ class Comparison:
         """One batched ε̂ call for every pending request; its time is shared among the panels by rows."""
         ks = list(requests)
         xs = [requests[k][1] for k in ks]
+        labels = [requests[k][3] for k in ks]
+        if all(lab is None for lab in labels):
+            label = None
+        else:  # rows without a label are the null class ∅'s
+            null = self.model.num_classes
+            label = torch.cat([torch.full((len(x),), null, dtype=torch.long, device=x.device) if lab is None
+                               else lab for x, lab in zip(xs, labels)])
         t0 = time.perf_counter()
+        extra = () if label is None else (label,)  # a protocol model's eps need not take a label
         with torch.inference_mode():
             if len(ks) == 1:
-                outs = [self.model.eps(xs[0], requests[ks[0]][2])]
+                outs = [self.model.eps(xs[0], requests[ks[0]][2], *extra)]
             else:
-                eps = self.model.eps(torch.cat(xs), torch.cat([requests[k][2] for k in ks]))
+                eps = self.model.eps(torch.cat(xs), torch.cat([requests[k][2] for k in ks]), *extra)
                 outs = list(torch.split(eps, [x.shape[0] for x in xs]))
         dt = time.perf_counter() - t0
         rows = sum(x.shape[0] for x in xs)

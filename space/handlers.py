@@ -367,13 +367,13 @@ class Handlers:
         if latest is None:
             raise gr.Error("nothing ran")
         clf = self.store.classifier_for(model)
-        rows = [[k + 1, p.label(), st.nfe, round(comp.elapsed[k], 3), _quality(clf, st.x_t)]
+        rows = [[k + 1, p.title(), st.nfe, round(comp.elapsed[k], 3), _quality(clf, st.x_t)]
                 for k, (p, st) in enumerate(zip(specs, latest))]
-        plot = _plot([{"schedule": p.schedule, "label": f"{k + 1}: {p.label()}",  # drawn once per set of panels
+        plot = _plot([{"schedule": p.schedule, "label": f"{k + 1}: {p.title()}",  # drawn once per set of panels
                        "visited": engine.get_schedule(p.schedule).timesteps(p.steps, p.spacing).tolist()}
                       for k, p in enumerate(specs)])
         longest = max(len(t) for t in traj)
-        state = {"traj": traj, "labels": [p.label() for p in specs], "steps": [p.steps for p in specs]}
+        state = {"traj": traj, "labels": [p.title() for p in specs], "steps": [p.steps for p in specs]}
         query = {"tab": "compare", "model": model, "seed": seed, "n": n, "panels": len(specs)}
         for k, p in enumerate(specs, 1):
             query.update({f"schedule_{k}": p.schedule, f"sampler_{k}": p.sampler, f"steps_{k}": p.steps})
@@ -386,7 +386,7 @@ class Handlers:
     def _compare_gallery(steps, comp, specs, live: streaming.Stream):
         out = []
         for k, (st, p) in enumerate(zip(steps, specs)):
-            cap = (f"{k + 1}: {p.label()} · step {st.i + 1}/{p.steps} · NFE {st.nfe} · "
+            cap = (f"{k + 1}: {p.title()} · step {st.i + 1}/{p.steps} · NFE {st.nfe} · "
                    f"{comp.elapsed[k]:.2f} s")
             out.append((live.save(imaging.display(st.x_t, 192), f"panel{k + 1}_{comp.rounds:04d}.png"), cap))
         return out

@@ -133,7 +133,7 @@ def test_compare_batches_network_calls_and_matches_alone():
                               spacing=p.spacing)
         # batch size changes the convolution kernels' summation order (~1e-6 per call); few-step samplers amplify
         # it (measured up to 5e-4 for dpm-solver++ at 5 steps). 2e-3 stays below a quarter of one grey level (2/255).
-        assert torch.allclose(st.x_t, alone, atol=2e-3), (p.label(), (st.x_t - alone).abs().max())
+        assert torch.allclose(st.x_t, alone, atol=2e-3), (p.title(), (st.x_t - alone).abs().max())
 
 
 def test_compare_abandoned_midway_stops_its_threads():
@@ -173,7 +173,7 @@ def test_compare_errors():
         C.compare(model, [C.Panel("linear", "ddim", 2), C.Panel("nope", "ddim", 2)], seed=0)
     with pytest.raises(ValueError, match="panel 1: sampler 'ode' has no option eta"):
         C.compare(model, [C.Panel("linear", "ode", 2, options={"eta": 0.5})], seed=0)
-    assert C.Panel("cosine", "ddim", 5, options={"eta": 0.5}).label() == "cosine · ddim · 5 steps (eta=0.5)"
+    assert C.Panel("cosine", "ddim", 5, options={"eta": 0.5}).title() == "cosine · ddim · 5 steps (eta=0.5)"
 
 
 # ------------------------------------------------------------------------------------------------- fields ---

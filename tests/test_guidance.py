@@ -142,3 +142,18 @@ def test_init_from_starts_as_the_unconditional_checkpoint(tmp_path, monkeypatch)
     assert t.card["init_from"]["name"] == "base"
     with pytest.raises(ValueError, match="num_classes=3 does not fit"):
         Trainer(tiny_cond(tmp_path, name="bad", arch_config={**ARCH, "num_classes": 3}))
+
+
+def test_compare_panels_take_guidance_and_match_their_lone_runs(cond):
+    from engine.compare import compare
+    panels = [dict(schedule="cosine", sampler="ddim", steps=5),
+              dict(schedule="cosine", sampler="ddim", steps=5, label=3, guidance_scale=1.0),
+              dict(schedule="cosine", sampler="ddim", steps=5, label=3, guidance_scale=4.0)]
+    comp = compare(cond, panels, seed=2, n=2)
+    *_, last = comp
+    assert comp.batches == 5  # one batched call per round: 2 + 2 + 4 rows
+    assert comp.batch_rows == 5 * 8
+    for p, st in zip(panels, last):
+        alone = engine.sample(cond, seed=2, n=2, **p)
+        torch.testing.assert_close(st.x_t, alone, rtol=1e-3, atol=2e-3)
+    assert "class 3, w=4" in comp.panels[2].title()
