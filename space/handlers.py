@@ -32,7 +32,7 @@ from .engine_thread import on_engine_thread
 from .guard import shown
 from .models import ModelStore
 from .settings import (DATASETS, DEFAULT_MODEL, DEFAULTS, EDIT_ENDS, EDIT_MODES, EDIT_SOURCES, MAX_INDEX, MAX_N,
-                       MAX_STEPS, OPTIONS, SAMPLERS, SCHEDULES, SPACINGS, as_float,
+                       MAX_GUIDANCE, MAX_STEPS, NO_CLASS, OPTIONS, SAMPLERS, SCHEDULES, SPACINGS, as_float,
                        as_int, base_url, choice, pick, query_string, sampler_opts)
 
 N_SNAPSHOTS = 12  # x_t / x̂0 pairs in the gallery
@@ -167,12 +167,27 @@ class Handlers:
             raise gr.Error(f"model {name} cannot be loaded now: its checkpoint changed or is damaged; "
                            f"try another model") from None
 
+    def guidance(self, model, label, guidance_scale, where: str = "") -> tuple[int | None, float]:
+        """(label or None, w) for a checked model name: ``label`` is a class index of a conditional model or
+        NO_CLASS (-1, unconditional); ``guidance_scale`` w in [0, MAX_GUIDANCE], other than 1 only with a class."""
+        classes = self.store.classes(model)
+        if not classes and label not in (NO_CLASS, None):
+            raise gr.Error(f"model {model} is unconditional: label must be {NO_CLASS} (none); pick a "
+                           f"class-conditional model (e.g. mnist-cond) to ask for a class{where}")
+        label = NO_CLASS if label is None else as_int(f"label{where}", label, NO_CLASS, len(classes) - 1)
+        w = as_float(f"guidance_scale{where}", guidance_scale, 0.0, MAX_GUIDANCE)
+        if label == NO_CLASS and w != 1:
+            raise gr.Error(f"guidance_scale{where} {w:g} needs a class to steer towards: pick a class (label 0 to "
+                           f"{max(len(classes) - 1, 0)}) or set guidance_scale to 1")
+        return (None if label == NO_CLASS else label), w
+
     # ---------------------------------------------------------------------------------------- generate ---
 
     def generate_settings(self, model, schedule, sampler, steps, seed, n, spacing, eta, variance, n_steps_each,
-                          step_size, snr, n_corrector) -> dict:
-        """Generate's checks: the run's settings ({model, schedule, sampler, steps, seed, n, spacing, options}), or
-        gr.Error naming the parameter and what is allowed (the network-evaluation budget included)."""
+                          step_size, snr, n_corrector, label=NO_CLASS, guidance_scale=1.0) -> dict:
+        """Generate's checks: the run's settings ({model, schedule, sampler, steps, seed, n, spacing, label,
+        guidance_scale, options}), or gr.Error naming the parameter and what is allowed (the network-evaluation
+        budget included: a guided step is two evaluations per image)."""
         s = {
             "model": model,
             "schedule": choice("schedule", schedule, SCHEDULES),
@@ -184,17 +199,21 @@ class Handlers:
         }
         s["options"] = sampler_opts(s["sampler"], dict(eta=eta, variance=variance, n_steps_each=n_steps_each,
                                                        step_size=step_size, snr=snr, n_corrector=n_corrector))
-        est = engine.sampler_spec(s["sampler"]).nfe(s["steps"], s["options"]) * s["n"]
-        if est > self.max_nfe:
-            raise gr.Error(f"this run needs {est:,} network evaluations (steps × per-step evaluations × n); "
-                           f"the limit per request is {self.max_nfe:,}: use fewer steps, images or corrector steps")
         self.model_name(model)
+        s["label"], s["guidance_scale"] = self.guidance(model, label, guidance_scale)
+        rows = s["n"] * (2 if s["label"] is not None and s["guidance_scale"] not in (0, 1) else 1)
+        est = engine.sampler_spec(s["sampler"]).nfe(s["steps"], s["options"]) * rows
+        if est > self.max_nfe:
+            raise gr.Error(f"this run needs {est:,} network evaluations (steps × per-step evaluations × n, twice "
+                           f"for guidance); the limit per request is {self.max_nfe:,}: use fewer steps, images or "
+                           f"corrector steps")
         return s
 
     @on_engine_thread
     def generate(self, model, schedule, sampler, steps, seed, n=1, spacing="leading", eta=OPTIONS["eta"],
                  variance=OPTIONS["variance"], n_steps_each=OPTIONS["n_steps_each"], step_size=OPTIONS["step_size"],
-                 snr=OPTIONS["snr"], n_corrector=OPTIONS["n_corrector"], request: gr.Request = None):
+                 snr=OPTIONS["snr"], n_corrector=OPTIONS["n_corrector"], label=NO_CLASS, guidance_scale=1.0,
+                 request: gr.Request = None):
         """Stream a sampling run. Yields (image, gallery, gif, png, plot, status, link).
 
         ``streaming.Stream`` paces the updates (a 50-step run sends 3–5) and writes the pictures as files; the
@@ -203,11 +222,12 @@ class Handlers:
         the link are None: the last run's are cleared when this one starts (gr.skip() would cost Gradio ~1 ms per
         output, as it rebuilds the component's config)."""
         s = self.generate_settings(model, schedule, sampler, steps, seed, n, spacing, eta, variance, n_steps_each,
-                                   step_size, snr, n_corrector)
+                                   step_size, snr, n_corrector, label, guidance_scale)
         net = self._model(s["model"])
         try:
             run = engine.generate(net, schedule=s["schedule"], sampler=s["sampler"], steps=s["steps"],
-                                  seed=s["seed"], n=s["n"], spacing=s["spacing"], **s["options"])
+                                  seed=s["seed"], n=s["n"], spacing=s["spacing"], label=s["label"],
+                                  guidance_scale=s["guidance_scale"], **s["options"])
         except (ValueError, TypeError) as err:
             raise _err(err) from None
         curves = generate_curves(s["schedule"], s["sampler"], s["steps"], s["spacing"])
@@ -217,9 +237,13 @@ class Handlers:
         step = yield from self._stream(run, total, curves, live, frames)
         elapsed = live.elapsed
         settings = {k: v for k, v in s.items() if k != "options"}
+        if s["label"] is None:  # an unconditional run's link and file name say nothing of classes
+            del settings["label"], settings["guidance_scale"]
         settings.update(s["options"])
         link = base_url(request) + query_string({"tab": "generate", **settings})
         stem = f"{s['model']}_{s['schedule']}_{s['sampler']}_{s['steps']}_seed{s['seed']}"
+        if s["label"] is not None:
+            stem += f"_class{s['label']}_w{s['guidance_scale']:g}"
         image, gif, png = self._files(live, step.x_t, frames, dict(settings, nfe=step.nfe), stem)
         status = (f"{self._ended(step, total)}: {step.i + 1}/{total} steps · NFE {step.nfe} · "
                   f"{live.rate(step.i + 1)} · {elapsed:.2f} s")
@@ -300,7 +324,8 @@ class Handlers:
         if model is None:
             return None
         d = DEFAULTS
-        return [model, d["schedule"], d["sampler"], d["steps"], d["seed"], d["n"], d["spacing"], *OPTIONS.values()]
+        return [model, d["schedule"], d["sampler"], d["steps"], d["seed"], d["n"], d["spacing"], *OPTIONS.values(),
+                NO_CLASS, 1.0]
 
     def default_result(self, request: gr.Request | None = None) -> tuple | None:
         """Generate's outputs at the default settings (``default_values``), made by the first call in this process
@@ -319,23 +344,27 @@ class Handlers:
 
     # ----------------------------------------------------------------------------------------- compare ---
 
-    def compare_panels(self, model, seed, panels, n, **panel_values) -> tuple[int, int, list]:
+    def compare_panels(self, model, seed, panels, n, label=NO_CLASS, **panel_values) -> tuple[int, int, list]:
         """Compare's checks: (seed, n, panel settings), or gr.Error naming the parameter (the panels' budget of
-        network evaluations included)."""
+        network evaluations included). ``label`` is every panel's class (a conditional model), ``guidance_K``
+        panel K's guidance scale."""
         seed = as_int("seed", seed, 0, engine.MAX_SEED)
         count = as_int("panels", panels, 1, engine_compare.MAX_PANELS)
         n = as_int("n", n, 1, COMPARE_MAX_N)
+        self.model_name(model)
         specs = []
         for k in range(1, count + 1):
             sched = choice(f"schedule of panel {k}", panel_values.get(f"schedule_{k}"), SCHEDULES)
             samp = choice(f"sampler of panel {k}", panel_values.get(f"sampler_{k}"), SAMPLERS)
             steps = as_int(f"steps of panel {k}", panel_values.get(f"steps_{k}"), 1, MAX_STEPS)
-            specs.append(engine_compare.Panel(sched, samp, steps, engine.sampler_spec(samp).spacing))
-        est = sum(engine.sampler_spec(p.sampler).nfe(p.steps) for p in specs) * n
+            lab, w = self.guidance(model, label, panel_values.get(f"guidance_{k}", 1.0), f" of panel {k}")
+            specs.append(engine_compare.Panel(sched, samp, steps, engine.sampler_spec(samp).spacing, label=lab,
+                                              guidance_scale=w))
+        est = sum(engine.sampler_spec(p.sampler).nfe(p.steps) * (2 if p.guidance_scale not in (0, 1) else 1)
+                  for p in specs) * n
         if est > self.max_nfe:
             raise gr.Error(f"these panels need {est:,} network evaluations; the limit per request is "
                            f"{self.max_nfe:,}: use fewer steps or panels")
-        self.model_name(model)
         return seed, n, specs
 
     @on_engine_thread
@@ -374,9 +403,11 @@ class Handlers:
                       for k, p in enumerate(specs)])
         longest = max(len(t) for t in traj)
         state = {"traj": traj, "labels": [p.title() for p in specs], "steps": [p.steps for p in specs]}
-        query = {"tab": "compare", "model": model, "seed": seed, "n": n, "panels": len(specs)}
+        query = {"tab": "compare", "model": model, "seed": seed, "n": n, "panels": len(specs), "label": specs[0].label}
         for k, p in enumerate(specs, 1):
             query.update({f"schedule_{k}": p.schedule, f"sampler_{k}": p.sampler, f"steps_{k}": p.steps})
+            if p.label is not None:
+                query[f"guidance_{k}"] = p.guidance_scale
         status = (f"done: {comp.rounds} rounds · {comp.batches} batched network calls · "
                   f"{live.elapsed:.2f} s · same x_T and noise (seed {seed})")
         yield (self._compare_gallery(latest, comp, specs, live), plot, rows, status, state,

@@ -124,6 +124,13 @@ class ModelStore:
     def card(self, name: str) -> dict:
         return engine.model_card(name, self.directory)
 
+    def classes(self, name: str) -> list[str]:
+        """The class names a conditional model takes as labels 0…k−1 ([] for an unconditional model)."""
+        card = self.card(name)
+        k = int(card.get("arch", {}).get("config", {}).get("num_classes", 0))
+        names = (card.get("data") or {}).get("classes") or []
+        return list(names) if len(names) == k else [str(i) for i in range(k)]
+
     def _shape(self, name: str):
         try:
             return tuple(self.card(name).get("data_shape", ()))

@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 import gradio as gr
 
 import engine
+import engine.models
 from engine.editing import MAX_INTERPOLATION_FRAMES, MAX_RESAMPLES
 from engine.samplers import OPTION_VALUES, Range, check_option
 
@@ -24,6 +25,8 @@ DATASETS = ["mnist", "digits8", "fashion-mnist"]  # the Forward and Edit tabs' s
 MAX_INDEX = 69_999  # an image index: checked exactly against the dataset's test split when it is loaded
 MAX_STEPS = 1000
 MAX_N = 16
+NO_CLASS = -1  # the class picker's "none": unconditional sampling
+MAX_GUIDANCE = engine.models.MAX_GUIDANCE_SCALE
 
 
 def _offered_options(names: tuple[str, ...]) -> dict:
@@ -103,6 +106,12 @@ def sampler_opts(sampler: str, values: dict) -> dict:
     return out
 
 
+def class_choices(classes: list[str]) -> list[tuple[str, int]]:
+    """The class picker's (shown name, value) pairs: "none" (NO_CLASS) and then each class with its index."""
+    return [("none (unconditional)", NO_CLASS)] + [(f"{i}: {c}" if c != str(i) else c, i)
+                                                   for i, c in enumerate(classes)]
+
+
 def query_string(params: dict) -> str:
     return "?" + urlencode({k: v for k, v in params.items() if v is not None})
 
@@ -156,9 +165,12 @@ def parse_query(q: dict) -> dict:
     num("seed_b", 0, engine.MAX_SEED)
     num("index", 0, MAX_INDEX)
     num("index_b", 0, MAX_INDEX)
+    num("label", NO_CLASS, 999)  # checked against the model's classes when the settings are filled in
+    num("guidance_scale", 0.0, MAX_GUIDANCE, integer=False)
     for k in range(1, 7):
         for key, allowed in ((f"schedule_{k}", SCHEDULES), (f"sampler_{k}", SAMPLERS)):
             if q.get(key) in allowed:
                 out[key] = q[key]
         num(f"steps_{k}", 1, MAX_STEPS)
+        num(f"guidance_{k}", 0.0, MAX_GUIDANCE, integer=False)
     return out

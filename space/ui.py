@@ -21,8 +21,8 @@ from . import handlers as H
 from .about import ABOUT
 from .guard import GuardedBlocks, validator
 from .models import ModelStore
-from .settings import (DEFAULT_MODEL, DEFAULTS, EDIT_ENDS, EDIT_SOURCES, MAX_INDEX, MAX_N, MAX_STEPS, OPTIONS,
-                       SAMPLERS, SCHEDULES, SPACINGS, parse_query, pick)
+from .settings import (DEFAULT_MODEL, DEFAULTS, EDIT_ENDS, EDIT_SOURCES, MAX_GUIDANCE, MAX_INDEX, MAX_N, MAX_STEPS,
+                       NO_CLASS, OPTIONS, SAMPLERS, SCHEDULES, SPACINGS, class_choices, parse_query, pick)
 
 log = logging.getLogger("denoisery")
 PANEL_DEFAULTS = [("cosine", "ddim", 50), ("linear", "ddim", 50), ("karras", "ode", 25),
@@ -106,6 +106,35 @@ DELETE_CACHE = (600, 3600)
 QUEUE_POLL_S = 0.005  # how often Gradio's queue looks for new requests (its default, 1 ms, slows the sampler)
 
 
+def model_classes(store: ModelStore, model) -> list[str]:
+    """The classes of ``model`` if it is an offered image model ([] otherwise, or when it is unconditional)."""
+    return store.classes(model) if model in store.image_models() else []
+
+
+def class_updates(store: ModelStore, model, panels: int, label: int = NO_CLASS, w=(1.0,) * 6) -> list:
+    """The class picker and ``panels`` guidance sliders for ``model``: shown with its classes when it is
+    conditional (at ``label`` and the scales ``w``), hidden at "none" and w = 1 otherwise."""
+    classes = model_classes(store, model)
+    if not 0 <= label < len(classes):
+        label, w = NO_CLASS, (1.0,) * 6
+    return ([gr.update(choices=class_choices(classes), value=label, visible=bool(classes))]
+            + [gr.update(value=w[k], visible=bool(classes)) for k in range(panels)])
+
+
+def _class_controls(store: ModelStore, model, prefix: str) -> tuple:
+    """A class picker and a guidance-scale slider (classifier-free guidance), shown for a conditional model. The
+    picker's own choices are every index of the widest conditional model (what a request may send; the handler
+    checks it against the chosen model); the page shows the chosen model's names (``class_updates``)."""
+    classes = model_classes(store, model)
+    widest = max((len(store.classes(m)) for m in store.image_models()), default=0)
+    picker = gr.Dropdown(class_choices([str(i) for i in range(widest)]), value=NO_CLASS, label="class", visible=bool(classes),
+                         info="a class-conditional model samples the class you pick", elem_id=f"{prefix}-class")
+    scale = gr.Slider(0, MAX_GUIDANCE, value=1.0, step=0.5, label="guidance scale w", visible=bool(classes),
+                      info="0 = unconditional, 1 = conditional, > 1 = guided (needs a class)",
+                      elem_id=f"{prefix}-guidance")
+    return picker, scale
+
+
 def _no_models_text(store: ModelStore, image: list[str], toy: list[str]) -> str:
     """The page's notice: missing kinds of model and checkpoints skipped as damaged ("" when all is well). It names
     no server path; the log has the folder and each skipped checkpoint's reason."""
@@ -174,6 +203,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                                                label="seed", elem_id="g-seed", scale=4)
                             g_dice = gr.Button("random", scale=1, min_width=60, elem_id="g-dice")
                         g_n = gr.Slider(1, MAX_N, value=DEFAULTS["n"], step=1, label="images (n)", elem_id="g-n")
+                        g_class, g_guidance = _class_controls(store, default_model, "g")
                         with gr.Accordion("Advanced (sampler options)", open=False):
                             g_spacing = gr.Radio(SPACINGS, value=DEFAULTS["spacing"], label="timestep spacing",
                                                  info="choosing a sampler sets the spacing that suits it",
@@ -206,14 +236,21 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                                        elem_id="c-seed")
                     c_n = gr.Slider(1, H.COMPARE_MAX_N, value=1, step=1, label="images per panel", elem_id="c-n")
                     c_panels = gr.Slider(1, 6, value=3, step=1, label="panels", elem_id="c-panels")
+                    c_class = _class_controls(store, default_model, "c")[0]
                 c_rows = []
                 c_fields: dict[str, gr.components.Component] = {}
+                c_guidance = []  # each panel's guidance scale: shown for a conditional model
                 for k, (sch, smp, stp) in enumerate(PANEL_DEFAULTS, 1):
                     with gr.Row(visible=k <= 3) as row:
                         c_fields[f"schedule_{k}"] = gr.Dropdown(SCHEDULES, value=sch, label=f"{k}: schedule")
                         c_fields[f"sampler_{k}"] = gr.Dropdown(SAMPLERS, value=smp, label=f"{k}: sampler")
                         c_fields[f"steps_{k}"] = gr.Slider(1, MAX_STEPS, value=stp, step=1, label=f"{k}: steps")
+                        c_guidance.append(gr.Slider(0, MAX_GUIDANCE, value=1.0, step=0.5, label=f"{k}: guidance w",
+                                                    visible=bool(model_classes(store, default_model))))
                     c_rows.append(row)
+                # after the panels' settings, so the API's positional order of those stays as it was
+                c_fields["label"] = c_class
+                c_fields.update({f"guidance_{k}": g for k, g in enumerate(c_guidance, 1)})
                 with gr.Row():
                     c_run = gr.Button("Compare", variant="primary", elem_id="c-run")
                     c_stop = gr.Button("Stop", variant="stop")
@@ -342,7 +379,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
 
         # -------------------------------------------------------------------------------------- events ---
         g_inputs = [g_model, g_schedule, g_sampler, g_steps, g_seed, g_n, g_spacing, g_eta, g_variance, g_nse,
-                    g_ss, g_snr, g_nc]
+                    g_ss, g_snr, g_nc, g_class, g_guidance]
         g_outputs = [g_image, g_gallery, g_gif, g_png, g_plot, g_status, g_link]
         generate_run = dict(outputs=g_outputs, show_progress_on=[g_status], concurrency_id="generate")
         gen_event = g_run.click(h.generate, inputs=g_inputs, **generate_run, api_name="generate",
@@ -352,6 +389,11 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
         g_sampler.input(lambda name: engine.sampler_spec(name).spacing, g_sampler, g_spacing, api_visibility="private",
                         queue=False)
         g_dice.click(lambda: random.randint(0, engine.MAX_SEED), outputs=g_seed, api_visibility="private", queue=False)
+        # a conditional model shows its class picker and guidance scale(s); another model resets them to "none"
+        g_model.input(lambda m: class_updates(store, m, 1), g_model, [g_class, g_guidance], api_visibility="private",
+                      queue=False)
+        c_model.input(lambda m: class_updates(store, m, 6), c_model, [c_class, *c_guidance],
+                      api_visibility="private", queue=False)
 
         def set_panels(count):
             return [gr.update(visible=k < int(count)) for k in range(6)]
@@ -396,7 +438,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                       "strength": e_strength, "jump_length": e_jump, "resamples": e_resamples, "k": e_k,
                       "ends": e_ends, "seed_b": e_seed_b, "index_b": e_index_b}
         restore_outputs = [tabs, notice, g_model, g_schedule, g_sampler, g_steps, g_seed, g_n, g_spacing, g_eta,
-                           g_variance, g_nse, g_ss, g_snr, g_nc, c_model, c_seed, c_n, c_panels, s_model, autorun,
+                           g_variance, g_nse, g_ss, g_snr, g_nc, g_class, g_guidance, c_model, c_seed, c_n, c_panels, s_model, autorun,
                            *c_fields.values(), *c_rows, e_model, *e_settings.values()]
 
         def fill(query: dict) -> list:
@@ -418,12 +460,14 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                    gr.update(choices=imgs, value=g_m), val("schedule", d["schedule"]), val("sampler", d["sampler"]),
                    val("steps", d["steps"]), val("seed", d["seed"]), val("n", d["n"]), val("spacing", d["spacing"]),
                    *(val(k, v) for k, v in OPTIONS.items()),
+                   *class_updates(store, g_m, 1, val("label", NO_CLASS), (val("guidance_scale", 1.0),)),
                    gr.update(choices=imgs, value=g_m), val("seed", 0), min(val("n", 1), H.COMPARE_MAX_N),
                    val("panels", 3), gr.update(choices=toys, value=s_m),
                    tab if (tab in ("generate", "compare") or tab == "edit" and edit_reproducible(q)) and "model" in q
                    and g_m == model else False]
             for k, (sch, smp, stp) in enumerate(PANEL_DEFAULTS, 1):
                 out += [val(f"schedule_{k}", sch), val(f"sampler_{k}", smp), val(f"steps_{k}", stp)]
+            out += class_updates(store, g_m, 6, val("label", NO_CLASS), [val(f"guidance_{k}", 1.0) for k in range(1, 7)])
             count = val("panels", 3)
             out += [gr.update(visible=k < count) for k in range(6)]
             out += [gr.update(choices=imgs, value=g_m)] + [val(key, field.value) for key, field in e_settings.items()]

@@ -21,12 +21,15 @@ TINY_UNET = {"base_channels": 16, "channel_mults": [1, 2], "num_res_blocks": 1, 
 
 
 def make_fixture_checkpoints(root) -> str:
-    """tiny-digits (U-Net on 8×8 digits) and tiny-moons (MLP on two moons), 2 training steps each."""
+    """tiny-digits (U-Net on 8×8 digits), tiny-digits-cond (the same, class-conditional) and tiny-moons (MLP on two
+    moons), 2 training steps each."""
     ck = os.path.join(root, "ck")
     common = dict(steps=2, lr=1e-3, warmup_steps=1, log_every=1, save_every=2, run_dir=os.path.join(root, "runs"),
                   export_dir=ck, device="cpu")
     Trainer(TrainConfig(name="tiny-digits", dataset="digits8", arch="unet", arch_config=TINY_UNET, batch_size=8,
                         **common)).run(quiet=True)
+    Trainer(TrainConfig(name="tiny-digits-cond", dataset="digits8", arch="unet", arch_config={**TINY_UNET, "num_classes": 10},
+                        batch_size=8, **common)).run(quiet=True)
     Trainer(TrainConfig(name="tiny-moons", dataset="moons", arch="mlp", arch_config={"hidden": 32, "depth": 2},
                         batch_size=64, **common)).run(quiet=True)
     train_classifier("digits8", epochs=1, directory=ck)  # the Compare tab's quality figure
@@ -244,7 +247,7 @@ def test_generate_every_sampler(app, sampler, extra):
 
 
 @pytest.mark.parametrize("bad,message", [
-    (dict(model="nope"), "unknown model 'nope'; models available here: tiny-digits"),
+    (dict(model="nope"), "unknown model 'nope'; models available here: tiny-digits, tiny-digits-cond"),
     (dict(model="tiny-moons"), "unknown model 'tiny-moons'"),  # a toy model cannot make images
     (dict(schedule="bogus"), "bogus"),
     (dict(steps=0), "minimum"),
@@ -292,6 +295,55 @@ def test_compare_errors(app):
         client.predict(model="tiny-digits", seed=0, panels=6, n=4, steps_1=1000, steps_2=1000, api_name="/compare")
     with pytest.raises(Exception, match="unknown model 'zzz'"):
         client.predict(model="zzz", seed=0, panels=1, api_name="/compare")
+
+
+def test_generate_with_a_class_and_guidance(app):
+    _, client, port = app
+    kw = dict(GEN, model="tiny-digits-cond")
+    uncond = client.predict(**kw, api_name="/generate")
+    w0 = client.predict(**kw, label=3, guidance_scale=0.0, api_name="/generate")
+    assert np.array_equal(pixels(w0[0]), pixels(uncond[0]))  # w = 0 is the unconditional run
+    image, gallery, gif, png, plot, status, link = client.predict(**kw, label=3, guidance_scale=4.0,
+                                                                  api_name="/generate")
+    assert status.startswith("done: 6/6 steps · NFE 6") and "label=3&guidance_scale=4.0" in link
+    assert "label" not in uncond[-1]  # an unconditional run's link says nothing of classes
+    with Image.open(png) as p:
+        settings = json.loads(p.text["denoisery"])
+    assert settings["label"] == 3 and settings["guidance_scale"] == 4.0
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(label=3), "model tiny-digits is unconditional: label must be -1"),
+    (dict(model="tiny-digits-cond", guidance_scale=3.0), "guidance_scale 3 needs a class"),
+    (dict(model="tiny-digits-cond", label=10), "unknown label 10; allowed: -1, 0, 1"),
+    (dict(model="tiny-digits-cond", label=1, guidance_scale=11), "guidance_scale = 11 is above the maximum 10"),
+])
+def test_bad_classes_and_guidance_are_refused_before_the_queue(app, bad, message):
+    _, client, _ = app
+    with pytest.raises(Exception, match=message):
+        client.predict(**dict(GEN, **bad), api_name="/generate")
+
+
+def test_compare_guidance_scales_side_by_side(app):
+    _, client, _ = app
+    same = dict(schedule_1="cosine", sampler_1="ddim", steps_1=3, schedule_2="cosine", sampler_2="ddim", steps_2=3,
+                schedule_3="cosine", sampler_3="ddim", steps_3=3)
+    gallery, plot, table, status, scrub, link = client.predict(
+        model="tiny-digits-cond", seed=1, panels=3, n=1, label=2, guidance_1=0.0, guidance_2=1.0, guidance_3=3.0,
+        **same, api_name="/compare")
+    assert [g["caption"].split(" · step")[0] for g in gallery] == [
+        "1: cosine · ddim · 3 steps (class 2, w=0)", "2: cosine · ddim · 3 steps (class 2, w=1)",
+        "3: cosine · ddim · 3 steps (class 2, w=3)"]
+    assert "&label=2&" in link and link.endswith("guidance_3=3.0")
+    with pytest.raises(Exception, match="model tiny-digits is unconditional"):
+        client.predict(model="tiny-digits", seed=1, panels=1, n=1, label=2, api_name="/compare")
+
+
+def test_links_restore_the_class_and_guidance():
+    from space.settings import parse_query
+
+    q = parse_query({"label": "3", "guidance_scale": "2.5", "guidance_2": "4", "guidance_3": "99"})
+    assert q == {"label": 3, "guidance_scale": 2.5, "guidance_2": 4.0}
 
 
 def test_forward_endpoint(app, tmp_path):

@@ -200,7 +200,7 @@ def test_settings_validators_hostile_values(value, lo, span):
 
 
 ENDPOINTS = {  # a valid, cheap payload for each endpoint, in its parameter order
-    "generate": ["tiny-digits", "cosine", "ddim", 3, 0, 1, "leading", 0.0, "fixed_small", 5, 0.5, 0.16, 1],
+    "generate": ["tiny-digits", "cosine", "ddim", 3, 0, 1, "leading", 0.0, "fixed_small", 5, 0.5, 0.16, 1, -1, 1.0],
     "forward": ["digits8", 0, ["linear"], "0, 500", 0, None],
     "score_field": ["tiny-moons", 0.5, "ddim", "cosine", 3, 0, 20],
     "compare": ["tiny-digits", 0, 1, 1] + ["cosine", "ddim", 2] * 6,
@@ -274,7 +274,7 @@ def test_nan_inf_and_missing_values_over_raw_json(strict):
         assert event == "error" and payload["error"].startswith(expected), payload
         assert payload["parameter"] == expected.split()[0]  # the input the page marks
     event, payload = call_raw(url, "generate", base[:2])
-    assert event == "error" and payload["error"].startswith("generate takes 13 values (model, schedule, sampler,")
+    assert event == "error" and payload["error"].startswith("generate takes 15 values (model, schedule, sampler,")
     event, payload = call_raw(url, "forward", ["digits8", 0, "linear", "5", 0, None])
     assert event == "error" and "schedules must be a list of names from: linear" in payload["error"]
 
@@ -344,7 +344,7 @@ def test_a_checkpoint_damaged_while_serving_is_withdrawn_then_restored(strict, c
     kw = dict(model="copy-digits", schedule="cosine", sampler="ddim", steps=2, seed=0, n=1)
     try:
         open(path, "wb").write(good[:-10])
-        with pytest.raises(Exception, match="unknown model 'copy-digits'; models available here: tiny-digits"):
+        with pytest.raises(Exception, match="unknown model 'copy-digits'; models available here: tiny-digits, tiny-digits-cond"):
             client.predict(**kw, api_name="/generate")
         assert any("checkpoint copy-digits" in r.getMessage() and "sha256" in r.getMessage()
                    for r in caplog.records if r.levelno == logging.ERROR)
@@ -358,7 +358,7 @@ def test_model_store_serves_only_verified_checkpoints(strict):
 
     _, _, _, damaged, _, folder = strict
     store = ModelStore(folder)
-    assert store.names() == ["copy-digits", "tiny-digits", "tiny-moons"]
+    assert store.names() == ["copy-digits", "tiny-digits", "tiny-digits-cond", "tiny-moons"]
     assert store.skipped() == sorted(damaged)
     for name in damaged:
         with pytest.raises(ValueError, match="unknown model"):
