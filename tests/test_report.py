@@ -445,3 +445,36 @@ def test_ranks_deal_each_missing_cell_to_one_rank_round_by_round():
     assert [batch for batch, _ in dealt[0]] == [["a", "b", "c"], ["d", "e", "f"], ["g"]]
     assert [[key for _, key in rounds] for rounds in dealt] == [["a", "d", "g"], ["b", "e", None], ["c", "f", None]]
     assert report.ranks.Team(0, 1, torch.device("cpu")).rounds(keys) == [([k], k) for k in keys]
+
+
+def test_guidance_sweep_section_for_conditional_models(ckpt, tmp_path, monkeypatch):
+    from engine.report import guidance
+
+    d = tmp_path / "ck"
+    shutil.copytree(ckpt, d)
+    torch.manual_seed(1)
+    arch = {"type": "unet", "config": {**TINY_UNET["config"], "num_classes": 10}}
+    card = {"arch": arch, "objective": "ddpm", "data_shape": [1, 8, 8], "training": {"steps": 0},
+            "data": {"dataset": "digits8", "split": "train", "classes": [str(i) for i in range(10)]}}
+    model = build_model(card)
+    with torch.no_grad():
+        model.net.label_emb.weight.normal_()  # untrained, but the labels change the samples
+    save_model(model, "tiny-cond", d, card)
+    out = tmp_path / "docs"
+    result = report.run_report(["tiny-cond", "tiny-eps"], grid=TINY, out=out, device="cpu", directory=d)
+    swept = json.loads((out / "results" / "guidance.json").read_text())["cells"]
+    assert sorted(swept) == [f"tiny-cond|w={w:g}|n=20|seed=0" for w in sorted(guidance.SCALES)]
+    for r in swept.values():
+        assert 0 <= r["accuracy_ci"][0] <= r["accuracy"] <= r["accuracy_ci"][1] <= 1 and r["fd"] > 0
+    page = result["page"].read_text()
+    assert "## Classifier-free guidance" in page and "| 3 | " in page
+    assert "![guidance sweep of tiny-cond](results/guidance_tiny-cond.png)" in page
+    assert "Target w = 0 (unconditional): FD ≤ 2× real" in page  # digits8 has no accuracy target
+    assert (out / "results" / "guidance_tiny-cond.png").is_file()
+    def no_recompute(*args):
+        raise AssertionError("a cached scale was computed again")
+
+    monkeypatch.setattr(guidance, "sweep_cell", no_recompute)
+    again = guidance.sweeps({"tiny-cond": report.run.prepare("tiny-cond", torch.device("cpu"), 20, d)}, 20, 0,
+                            out / "results" / "guidance.json")
+    assert [r["guidance_scale"] for r in again["tiny-cond"]] == list(guidance.SCALES)

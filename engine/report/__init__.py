@@ -11,6 +11,8 @@ eval`` runs. The package, a concept a module:
   * ``figures``: the schedules, FD against NFE, and samples from each model's best cell;
   * ``page``: the markdown, every table and sentence computed from the cells, the evaluator's validation and the
     samplers' registry; no two settings whose intervals overlap are ranked;
+  * ``guidance``: the guidance-scale sweep of each class-conditional model (recognised class and FD against w),
+    cached in ``OUT/results/guidance.json``;
   * ``ranks``: under ``torchrun``, which rank evaluates which cell and how the cells reach rank 0;
   * ``run``: ``run_report``, which the command calls: evaluate what the cache lacks, write the page and figures.
 """

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from .. import checkpoints, classifier, evaluate, validation
 from ..data import TOYS, load_dataset
 from ..devices import describe_device
+from . import guidance
 from .bars import record_bars
 from .cache import EVALUATOR_VERSION, is_fresh, load_cache, write_cache
 from .figures import plot_fd_vs_nfe, plot_samples, plot_schedules
@@ -30,7 +31,7 @@ from .page import render_page
 from .ranks import Team, joined
 from .text import label
 
-DEFAULT_MODELS = ("mnist-ddpm", "mnist-ncsn", "fashion-ddpm")
+DEFAULT_MODELS = ("mnist-ddpm", "mnist-ncsn", "fashion-ddpm", "mnist-cond", "fashion-cond")
 
 
 class NotEvaluated(Exception):
@@ -209,8 +210,12 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
     page = out / "RESULTS.md"
     command = command or f"engine.report.run_report({models!r}, n={n}, seed={seed}, out={str(out)!r}, device={device!r})"
     validation = _validation(setups, n, seed, results_dir / "validation.json")
+    swept = guidance.sweeps(setups, n, seed, results_dir / "guidance.json")
+    guided = guidance.section(swept, setups, results_dir)
+    figures += [results_dir / f"guidance_{name}.png" for name in swept]
     page.write_text(render_page(command=command, grid=grid, n=n, seed=seed, results=results, setups=setups,
-                                skipped=skipped, samples=samples, models=models, grids=grids, validation=validation))
+                                skipped=skipped, samples=samples, models=models, grids=grids, validation=validation)
+                    + "\n".join(guided))
     record_bars(results, n, directory)
     return {"page": page, "cache": cache_path, "computed": len(todo), "reused": total - len(todo),
             "figures": figures, "skipped": skipped}
