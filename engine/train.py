@@ -59,6 +59,7 @@ class TrainConfig:
     sigma_min: float = 0.002  # dsm only
     sigma_max: float = 200.0  # dsm only
     label_dropout: float = 0.1  # conditional nets: the probability a label is replaced by the null class
+    label_lr_scale: float = 1.0  # conditional nets: the class table's learning rate over the others'
     init_from: str | None = None  # a checkpoint name whose weights the network starts from
     seed: int = 0
     log_every: int = 50
@@ -72,6 +73,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; allowed: {', '.join(OBJECTIVES)}")
+        if not self.label_lr_scale > 0:
+            raise ValueError(f"label_lr_scale must be positive; got {self.label_lr_scale}")
         if not 0 <= self.label_dropout < 1:
             raise ValueError(f"label_dropout must be in [0, 1); got {self.label_dropout}")
         if self.lr_decay_start is not None and not 0 <= self.lr_decay_start < self.steps:
@@ -109,7 +112,7 @@ def optimisation_step(cfg: TrainConfig, step: int, model: DenoisingModel, loss_f
     from ``gen`` (after the batch, in this order), the model's loss, gradient clipping, AdamW and the EMA update.
     Returns the loss. Shared by ``Trainer`` and ``engine.toytrain``."""
     for group in opt.param_groups:
-        group["lr"] = learning_rate(cfg, step)
+        group["lr"] = learning_rate(cfg, step) * group.get("lr_scale", 1.0)
     level = model.draw_noise_levels(len(x0), gen)
     eps = torch.randn(x0.shape, generator=gen)
     device = model_device(model)
@@ -206,7 +209,7 @@ class Trainer:
         if cfg.init_from:
             self._init_from(cfg.init_from)
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.AdamW(self._param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         loss = TrainingLoss(self.model)
         self.loss_fn = nn.parallel.DistributedDataParallel(loss) if self.distributed else loss
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)  # data, levels and noise
@@ -215,6 +218,19 @@ class Trainer:
         self.wall = 0.0
         self.run_dir = Path(cfg.run_dir) / cfg.name
         self.losses: list[float] = []
+
+    def _param_groups(self) -> list[dict]:
+        """AdamW's groups: every weight, and a conditional net's class table in a group of its own whose learning
+        rate is ``label_lr_scale`` times the others'. Adam moves each weight by about the learning rate per step
+        whatever its gradient's size, so a table started at zero beside a noise-level embedding of norm ≈ 6 took
+        thousands of steps to matter: fine-tuning mnist-cond at 3e-4, its vectors had norm 0.1 after 1,800 steps,
+        and the samples ignored their labels (14 % recognised at w = 3)."""
+        named = list(self.model.named_parameters())
+        table = [p for n, p in named if n.startswith("net.label_emb.")]
+        groups = [{"params": [p for n, p in named if not n.startswith("net.label_emb.")]}]
+        if table:
+            groups.append({"params": table, "lr_scale": self.cfg.label_lr_scale})
+        return groups
 
     @staticmethod
     def _classes(cfg: TrainConfig) -> dict:
