@@ -264,3 +264,24 @@ def test_edit_tab_draws_a_sketch_and_a_mask(server, page):
     shot(page, "11-edit-from-link.png")
     assert page.outside == [], f"requests left loopback: {page.outside[:5]}"
     assert page.errors == [], f"page errors: {page.errors[:5]}"
+
+
+def test_class_picker_follows_the_model_and_a_link(server, page):
+    page.goto(server + "?tab=generate&model=tiny-digits-cond&steps=3&n=1&label=3&guidance_scale=2.5",
+              wait_until="domcontentloaded")
+    page.wait_for_selector("#g-class", state="visible", timeout=30_000)
+    page.wait_for_function("() => { const e = document.querySelector('#g-class input'); "
+                           "return e && e.value === '3'; }", timeout=30_000)
+    assert value_of(page, "#g-guidance input[type=number]") == "2.5"
+    wait_done(page, "#g-status textarea", "done: 3/3 steps")  # the link's guided run, made again
+    assert "label=3&guidance_scale=2.5" in value_of(page, "#g-link textarea")
+    shot(page, "10-class-picker.png")
+    page.locator("#g-model input").click()
+    page.get_by_role("option", name="tiny-digits", exact=True).click()
+    page.wait_for_selector("#g-class", state="hidden", timeout=30_000)  # an unconditional model: no classes
+    page.get_by_role("tab", name="Compare").click()  # its model came from the link too: conditional
+    page.wait_for_selector("#c-class", state="visible", timeout=30_000)
+    page.locator("#c-model input").click()
+    page.get_by_role("option", name="tiny-digits", exact=True).click()
+    page.wait_for_selector("#c-class", state="hidden", timeout=30_000)
+    assert page.errors == [], f"page errors: {page.errors[:5]}"
