@@ -64,4 +64,16 @@ differences between panels come from the method and the schedule, not from the l
 evaluations, the real cost of a sampler.
 
 **Spacing** picks which $t$ a short run visits ("leading", "trailing", "linspace", as diffusers defines them).
+
+### Steering with classifier-free guidance
+
+A class-conditional model (mnist-cond, fashion-cond) learns $\hat\varepsilon(x_t, c)$ for each class $c$ and, because
+its labels were replaced by a "null" class $\varnothing$ on a tenth of the training batches, also the unconditional
+$\hat\varepsilon(x_t,\varnothing)$. Sampling then uses
+
+$$\hat\varepsilon_w = \hat\varepsilon(x_t,\varnothing) + w\,\big(\hat\varepsilon(x_t,c)-\hat\varepsilon(x_t,\varnothing)\big).$$
+
+In score terms this follows $\nabla\log p(x_t) + w\,\nabla\log p(c\mid x_t)$: $w=0$ is the unconditional model,
+$w=1$ the conditional one, and $w>1$ exaggerates what makes the sample look like its class, trading diversity for
+fidelity (the results page plots both against $w$). Both branches run in one batched network call per step.
 """
