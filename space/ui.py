@@ -28,7 +28,8 @@ log = logging.getLogger("denoisery")
 PANEL_DEFAULTS = [("cosine", "ddim", 50), ("linear", "ddim", 50), ("karras", "ode", 25),
                   ("cosine", "dpm-solver++", 20), ("linear", "ddpm", 100), ("ve-geometric", "pc", 50)]
 # the row of examples: each is a result link's settings (a query string), filled in and run like one; "score" stands
-# for a model trained by denoising score matching (the button is left out when there is none)
+# for a model trained by denoising score matching, "conditional" for a class-conditional one (a button is left out
+# when there is no such model)
 EXAMPLES = [
     ("10 steps: cosine vs linear", {"tab": "compare", "panels": 2, "seed": 0, "n": 1, "schedule_1": "cosine",
                                     "sampler_1": "ddim", "steps_1": 10, "schedule_2": "linear", "sampler_2": "ddim",
@@ -36,6 +37,10 @@ EXAMPLES = [
     ("Langevin on the score model", {"tab": "generate", "model": "score", "schedule": "ve-geometric",
                                      "sampler": "langevin", "steps": 100}),
     ("1000-step DDPM", {"tab": "generate", "schedule": "linear", "sampler": "ddpm", "steps": 1000}),
+    ("Guidance w = 0 / 1 / 3 / 6", {"tab": "compare", "model": "conditional", "panels": 4, "seed": 0, "n": 2,
+                                    "label": 7, **{f"{key}_{k}": value for k in range(1, 5) for key, value in
+                                                   (("schedule", "cosine"), ("sampler", "ddim"), ("steps", 50))},
+                                    "guidance_1": 0, "guidance_2": 1, "guidance_3": 3, "guidance_4": 6}),
 ]
 EDIT_MODE_LABELS = [("img2img (SDEdit)", "img2img"), ("inpainting (RePaint)", "inpaint"),
                     ("inversion + reconstruction", "invert"), ("interpolation", "interpolate")]
@@ -174,7 +179,8 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
         notice = gr.Markdown(notice_text, visible=bool(notice_text))
         autorun = gr.State(False)
         score_models = [m for m in image_models if store.card(m).get("objective") == "dsm"]
-        models_for = {"score": pick(score_models, "mnist-ncsn")}
+        conditional = [m for m in image_models if store.classes(m)]
+        models_for = {"score": pick(score_models, "mnist-ncsn"), "conditional": pick(conditional, "mnist-cond")}
         offered = [(label, {**query, "model": models_for.get(query.get("model"), default_model)})
                    for label, query in EXAMPLES]
         offered = [(label, query) for label, query in offered if query["model"] is not None]
