@@ -16,6 +16,7 @@ import engine
 from engine import fields as F
 from engine.data import toy_sample
 from space import playground as P
+from tests.test_app import app, fixture_checkpoints  # noqa: F401  (fixtures)
 
 TRAIN = dict(source="draw", toy="moons", csv_file=None, n_points=500, objective="ddpm", schedule="cosine",
              width=32, steps=60, lr=1e-2, batch_size=128, seed=0)
@@ -219,3 +220,25 @@ def test_score_field_animation_replaces_the_gallery(tmp_path):
     assert [t["type"] for t in fig["data"]] == ["contour", "scatter"]
     assert len(fig["layout"]["sliders"][0]["steps"]) == 6
     assert status.startswith("100 particles · 6 steps")
+
+
+# ------------------------------------------------------------------------------------------- endpoints ---
+
+def test_endpoints_train_sample_export_and_refuse_before_the_queue(app, tmp_path):  # noqa: F811
+    """Through gradio_client (one browser session): /train streams to its end, /sample_trained and
+    /export_trained use the session's model, and a bad CSV is refused by the validator with its message."""
+    from gradio_client import handle_file
+
+    _, client, _ = app
+    loss, view, status = client.predict(source="toy", toy="8gaussians", n_points=300, objective="dsm", steps=40,
+                                        width=32, batch_size=64, seed=1, api_name="/train")
+    assert status.startswith("done: step 40/40") and loss["type"] == "plotly" and view["type"] == "plotly"
+    anim, info = client.predict(sampler="ddim", schedule="cosine", steps=8, particles=100, seed=0,
+                                api_name="/sample_trained")
+    assert info.startswith("100 particles · 8 steps") and len(json.loads(anim["plot"])["layout"]["sliders"][0]["steps"]) == 8
+    files = client.predict(api_name="/export_trained")
+    assert sorted(str(f).rsplit(".", 1)[1] for f in files) == ["json", "safetensors"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\n3,four\n")
+    with pytest.raises(Exception, match="csv: line 3 is '3,four'; each line must be two numbers"):
+        client.predict(source="csv", csv_file=handle_file(str(bad)), api_name="/train")
