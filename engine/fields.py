@@ -11,10 +11,11 @@ bandwidth that keeps the σ → 0 picture readable. ``particles`` moves a cloud 
 any sampler via ``engine.generate`` and returns the VP-scaled x_t after each step.
 
 For a model trained on points in the caller's own coordinates (engine.toytrain: y = μ + s x, x the standardised
-space it learned), the particles come back as y_t = μ + s x_t. ``state_density`` is the density of that state at a
-level ᾱ, from data samples y_0: x_t = √ᾱ x_0 + √(1−ᾱ) ε gives y_t = μ + √ᾱ (y_0 − μ) + s √(1−ᾱ) ε, so
-p(y_t) = (1/M) Σ_m N(y_t; μ + √ᾱ (y_0^(m) − μ), (s² (1−ᾱ) + h²) I) (μ = 0, s = 1 for a model without the map).
-``state_score`` is the model's score of that density, ∇ log p(y_t) = −ε̂(x_t, ᾱ) / (s √(1−ᾱ)), x_t = (y_t − μ)/s:
+space it learned), the particles come back as y_t = μ + s x_t. ``state_density`` is the density of that state at
+a level ᾱ, from data samples y_0: x_t = √ᾱ x_0 + √(1−ᾱ) ε gives y_t = μ + √ᾱ (y_0 − μ) + s √(1−ᾱ) ε, so
+    p(y_t) = (1/M) Σ_m N(y_t; μ + √ᾱ (y_0^(m) − μ), (s² (1−ᾱ) + h²) I)
+(μ = 0, s = 1 for a model without the map). ``state_score`` is the model's score of that density,
+    ∇ log p(y_t) = −ε̂(x_t, ᾱ) / (s √(1−ᾱ)),   x_t = (y_t − μ)/s:
 the arrows the particles follow, in the coordinates they are drawn in.
 """
 from __future__ import annotations

@@ -149,11 +149,11 @@ def drawing_points(sketch, n: int, seed: int) -> np.ndarray:
     strokes' ink; (x, y) in canvas pixels, y down. gr.Error when nothing is drawn."""
     picture = sketch.get("composite") if isinstance(sketch, dict) else None
     if picture is None:
-        raise gr.Error("the canvas is empty: draw a shape on it first (white strokes on black)")
+        raise gr.Error("sketch: the canvas is empty: draw a shape on it first (white strokes on black)")
     ink = np.asarray(picture.convert("L")) > 127
     rows, cols = np.nonzero(ink)
     if len(rows) < 2:
-        raise gr.Error("the canvas is empty: draw a shape on it first (white strokes on black)")
+        raise gr.Error("sketch: the canvas is empty: draw a shape on it first (white strokes on black)")
     rng = np.random.default_rng(seed)
     pick = rng.integers(len(rows), size=n)
     return np.stack([cols[pick], rows[pick]], 1) + rng.random((n, 2))
@@ -162,15 +162,15 @@ def drawing_points(sketch, n: int, seed: int) -> np.ndarray:
 def csv_points(path) -> np.ndarray:
     """The points of a CSV file of x,y rows (a header line is allowed); gr.Error saying what is wrong."""
     if not isinstance(path, (str, os.PathLike)):
-        raise gr.Error("csv: upload a CSV file of x,y rows first")
+        raise gr.Error("csv_file: upload a CSV file of x,y rows first")
     try:
         if os.path.getsize(path) > MAX_CSV_BYTES:
-            raise gr.Error(f"csv: the file is over {MAX_CSV_BYTES // 1000:,} kB; at most {MAX_POINTS:,} x,y rows "
+            raise gr.Error(f"csv_file: the file is over {MAX_CSV_BYTES // 1000:,} kB; at most {MAX_POINTS:,} x,y rows "
                            f"are used")
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError):
-        raise gr.Error("csv: the file cannot be read as UTF-8 text; upload a CSV of x,y rows") from None
+        raise gr.Error("csv_file: the file cannot be read as UTF-8 text; upload a CSV of x,y rows") from None
     rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
     points = []
     for k, row in enumerate(rows, 1):
@@ -181,17 +181,18 @@ def csv_points(path) -> np.ndarray:
         except ValueError:
             if k == 1 and len(row) == 2:  # a header
                 continue
-            raise gr.Error(f"csv: line {k} is {shown(','.join(row), 40)}; each line must be two numbers, x,y") from None
+            raise gr.Error(f"csv_file: line {k} is {shown(','.join(row), 40)}; each line must be two numbers, "
+                           f"x,y") from None
         if not (math.isfinite(x) and math.isfinite(y)):
-            raise gr.Error(f"csv: line {k} holds a NaN or infinite value; each line must be two finite numbers")
+            raise gr.Error(f"csv_file: line {k} holds a NaN or infinite value; each line must be two finite numbers")
         points.append((x, y))
         if len(points) > MAX_POINTS:
-            raise gr.Error(f"csv: more than {MAX_POINTS:,} points; at most {MAX_POINTS:,} rows are allowed")
+            raise gr.Error(f"csv_file: more than {MAX_POINTS:,} points; at most {MAX_POINTS:,} rows are allowed")
     if len(points) < 2:
-        raise gr.Error(f"csv: {len(points)} point(s); train on 2 to {MAX_POINTS:,} x,y rows")
+        raise gr.Error(f"csv_file: {len(points)} point(s); train on 2 to {MAX_POINTS:,} x,y rows")
     pts = np.asarray(points)
     if np.all(pts == pts[0]):
-        raise gr.Error("csv: all points are identical: there is no shape to learn")
+        raise gr.Error("csv_file: all points are identical: there is no shape to learn")
     return pts
 
 

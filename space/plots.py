@@ -312,8 +312,8 @@ def trajectory_animation(frames: list[tuple[str, np.ndarray, np.ndarray | None]]
     data = []
     if has_density:
         data.append({"type": "contour", "x": _rounded(xs), "y": _rounded(ys), "z": _rounded(frames[-1][2], 6),
-                     "colorscale": "Blues", "reversescale": True, "showscale": False, "ncontours": 14, "hoverinfo": "skip",
-                     "contours": {"coloring": "fill"}, "line": {"width": 0.5}, "name": "density of x_t"})
+                     "colorscale": "Blues", "reversescale": True, "showscale": False, "ncontours": 14,
+                     "hoverinfo": "skip", "contours": {"coloring": "fill"}, "line": {"width": 0.5}, "name": "density of x_t"})
     last = np.asarray(frames[-1][1])
     data.append({"type": "scatter", "mode": "markers", "x": _rounded(last[:, 0]), "y": _rounded(last[:, 1]),
                  "marker": {"size": 4, "color": "#dc2626", "opacity": 0.7}, "name": "particles"})

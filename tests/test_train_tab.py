@@ -121,7 +121,7 @@ def test_csv_with_a_header_gives_its_points(tmp_path):
     (dict(steps=5001), "steps must be an integer from 1 to 5000"),
     (dict(objective="vlb"), "unknown objective 'vlb'; allowed: ddpm, dsm"),
     (dict(source="toy", toy="spiral"), "unknown toy 'spiral'"),
-    (dict(source="csv"), "csv: upload a CSV file"),
+    (dict(source="csv"), "csv_file: upload a CSV file"),
     (dict(lr=1.0), "lr must be a number from 0.0001 to 0.05"),
 ])
 def test_bad_settings_are_refused(change, message):
@@ -235,10 +235,11 @@ def test_endpoints_train_sample_export_and_refuse_before_the_queue(app, tmp_path
     assert status.startswith("done: step 40/40") and loss["type"] == "plotly" and view["type"] == "plotly"
     anim, info = client.predict(sampler="ddim", schedule="cosine", steps=8, particles=100, seed=0,
                                 api_name="/sample_trained")
-    assert info.startswith("100 particles · 8 steps") and len(json.loads(anim["plot"])["layout"]["sliders"][0]["steps"]) == 8
+    assert info.startswith("100 particles · 8 steps")
+    assert len(json.loads(anim["plot"])["layout"]["sliders"][0]["steps"]) == 8
     files = client.predict(api_name="/export_trained")
     assert sorted(str(f).rsplit(".", 1)[1] for f in files) == ["json", "safetensors"]
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n1,2\n3,four\n")
-    with pytest.raises(Exception, match="csv: line 3 is '3,four'; each line must be two numbers"):
+    with pytest.raises(Exception, match="csv_file: line 3 is '3,four'; each line must be two numbers"):
         client.predict(source="csv", csv_file=handle_file(str(bad)), api_name="/train")
