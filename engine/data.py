@@ -8,7 +8,7 @@ Images map a pixel p ∈ {0…255} (or 0…16 for the 8×8 digits) to x = 2 p / 
 * ``fashion-mnist`` 70,000 images in standard IDX files (Debian package ``dataset-fashion-mnist``); any directory of
                     MNIST-format IDX files (gz or raw) can be read with ``load_idx_dir``.
 * ``digits8``       scikit-learn's 1,797 bundled 8×8 digits, same shuffle-then-split (10 % test) as mnist.
-* 2-D toys          ``toy_sample(name, n, generator)``: moons, swissroll, 8gaussians, checkerboard, drawn only from the
+* 2-D toys          ``toy_sample(name, n, generator)``: moons, swissroll, 8gaussians, checkerboard, rings, drawn only from the
                     given torch.Generator; roughly within [−3, 3] (after FFJORD's toy_data.py, Grathwohl et al. 2019,
                     github.com/rtqichen/ffjord).
 """
@@ -30,7 +30,7 @@ CLASS_NAMES = {  # label i's name, per labelled dataset
     "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                       "Ankle boot"],
 }
-TOYS = ("moons", "swissroll", "8gaussians", "checkerboard")
+TOYS = ("moons", "swissroll", "8gaussians", "checkerboard", "rings")
 SPLITS = ("train", "test", "all")
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -175,6 +175,8 @@ def toy_sample(name: str, n: int, generator: torch.Generator | None = None) -> t
     swissroll:    t ~ 1.5π (1 + 2U), (t cos t, t sin t) + N(0, 1), divided by 5 (as FFJORD).
     8gaussians:   N(c_k, 0.5²) with c_k = 4 (cos 2πk/8, sin 2πk/8), divided by √2 (as FFJORD).
     checkerboard: uniform on the 8 dark squares of a 4×4 board on [−2, 2]², scaled by 1.5 to [−3, 3].
+    rings:        four concentric circles of radii 0.75, 1.5, 2.25, 3 (a ring k ~ U{1…4}, radius 0.75 k, angle
+                  θ ~ U[0, 2π]) + N(0, 0.08²) (FFJORD's rings, with random angles instead of evenly spaced ones).
     """
     if name not in TOYS:
         raise ValueError(f"unknown toy {name!r}; allowed: {', '.join(TOYS)}")
@@ -196,6 +198,11 @@ def toy_sample(name: str, n: int, generator: torch.Generator | None = None) -> t
         k = torch.randint(0, 8, (n,), generator=g).float()
         centers = 4.0 * torch.stack([torch.cos(2 * math.pi * k / 8), torch.sin(2 * math.pi * k / 8)], dim=1)
         x = (centers + 0.5 * torch.randn(n, 2, generator=g)) / math.sqrt(2)
+    elif name == "rings":
+        radius = 0.75 * torch.randint(1, 5, (n,), generator=g).float()
+        theta = 2 * math.pi * torch.rand(n, generator=g)
+        x = radius.unsqueeze(1) * torch.stack([torch.cos(theta), torch.sin(theta)], dim=1)
+        x = x + 0.08 * torch.randn(n, 2, generator=g)
     else:  # checkerboard
         x1 = 4 * torch.rand(n, generator=g) - 2
         x2 = torch.rand(n, generator=g) - 2 * torch.randint(0, 2, (n,), generator=g).float()

@@ -9,6 +9,14 @@ score of p_σ through the ε-link (Song & Ermon 2019; Vincent 2011):
 Monte-Carlo estimate from toy samples: p_σ(x) ≈ (1/M) Σ_m N(x; x_0^(m), (σ² + h²) I), where h is a small smoothing
 bandwidth that keeps the σ → 0 picture readable. ``particles`` moves a cloud of points from x_T ~ N(0, I) with
 any sampler via ``engine.generate`` and returns the VP-scaled x_t after each step.
+
+For a model trained on points in the caller's own coordinates (engine.toytrain: y = μ + s x, x the standardised
+space it learned), the particles come back as y_t = μ + s x_t. ``state_density`` is the density of that state at
+a level ᾱ, from data samples y_0: x_t = √ᾱ x_0 + √(1−ᾱ) ε gives y_t = μ + √ᾱ (y_0 − μ) + s √(1−ᾱ) ε, so
+    p(y_t) = (1/M) Σ_m N(y_t; μ + √ᾱ (y_0^(m) − μ), (s² (1−ᾱ) + h²) I)
+(μ = 0, s = 1 for a model without the map). ``state_score`` is the model's score of that density,
+    ∇ log p(y_t) = −ε̂(x_t, ᾱ) / (s √(1−ᾱ)),   x_t = (y_t − μ)/s:
+the arrows the particles follow, in the coordinates they are drawn in.
 """
 from __future__ import annotations
 
@@ -91,3 +99,52 @@ def toy_of(model) -> str | None:
     """The toy dataset a model was trained on, from its card (None if unknown)."""
     name = (getattr(model, "card", {}) or {}).get("data", {}).get("dataset")
     return name if name in TOYS else None
+
+
+def _frame(model) -> tuple[torch.Tensor, float]:
+    """(μ, s) of the model's map to its data's coordinates, y = μ + s x (0 and 1 when it has none)."""
+    std = (getattr(model, "card", {}) or {}).get("data", {}).get("standardised")
+    if std is None:
+        return torch.zeros(2, dtype=torch.float64), 1.0
+    return torch.as_tensor(std["mean"], dtype=torch.float64), float(std["scale"])
+
+
+def _check_alpha_bar(alpha_bar: float) -> float:
+    if isinstance(alpha_bar, bool) or not isinstance(alpha_bar, (int, float)) or not 0 < alpha_bar <= 1:
+        raise ValueError(f"alpha_bar must be a number in (0, 1]; got {alpha_bar!r}")
+    return float(alpha_bar)
+
+
+def state_density(model, y0, alpha_bar: float, xs, ys, bandwidth: float = 0.0) -> torch.Tensor:
+    """p(y_t) at level ``alpha_bar`` on the grid (x = xs[j], y = ys[i]) as (len(ys), len(xs)), from data samples
+    ``y0`` (M, 2) in the model's data coordinates: the mixture of the module docstring, its variance widened by
+    ``bandwidth``² so that the ᾱ → 1 picture stays readable."""
+    _check_toy_model(model)
+    a = _check_alpha_bar(alpha_bar)
+    mean, scale = _frame(model)
+    y0 = torch.as_tensor(y0, dtype=torch.float64)
+    centres = mean + math.sqrt(a) * (y0 - mean)
+    var = scale**2 * (1 - a) + bandwidth**2
+    if not var > 0:
+        raise ValueError("at alpha_bar = 1 the density needs a bandwidth > 0")
+    xs, ys = torch.as_tensor(xs, dtype=torch.float64), torch.as_tensor(ys, dtype=torch.float64)
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    pts = torch.stack([xx.flatten(), yy.flatten()], dim=1)
+    dens = torch.exp(-torch.cdist(pts, centres).pow(2) / (2 * var)).mean(dim=1) / (2 * math.pi * var)
+    return dens.reshape(len(ys), len(xs)).float()
+
+
+@torch.inference_mode()
+def state_score(model, y, alpha_bar: float) -> torch.Tensor:
+    """The model's score ∇ log p(y_t) = −ε̂((y − μ)/s, ᾱ) / (s √(1−ᾱ)) at the states ``y`` (n, 2), in the model's
+    data coordinates; ᾱ = ``alpha_bar`` in (0, 1)."""
+    _check_toy_model(model)
+    a = _check_alpha_bar(alpha_bar)
+    if a == 1:
+        raise ValueError("the score needs a noise level: alpha_bar < 1")
+    mean, scale = _frame(model)
+    x = ((torch.as_tensor(y, dtype=torch.float64) - mean) / scale).float()
+    device = next(iter(model.parameters())).device if hasattr(model, "parameters") else torch.device("cpu")
+    alpha = torch.full((len(x),), a, dtype=torch.float64)
+    eps = model.eps(x.to(device), alpha.to(device)).float().cpu()
+    return -eps / (scale * math.sqrt(1 - a))

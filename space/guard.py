@@ -173,7 +173,8 @@ def validator(check, endpoint: str):
     @functools.wraps(check)  # its signature: Gradio passes the inputs_kwargs by keyword
     def validate(*args, **kwargs):
         check(*args, **kwargs)
-        return [gr.validate(True, "") for _ in range(len(args) + len(kwargs))]
+        inputs = [v for v in (*args, *kwargs.values()) if not isinstance(v, gr.Request)]  # Gradio adds the request
+        return [gr.validate(True, "") for _ in inputs]
     validate.__name__ = endpoint
     return validate
 

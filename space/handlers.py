@@ -27,7 +27,7 @@ from engine import classifier as engine_classifier
 from engine import fields as engine_fields
 from engine import forward as engine_forward
 
-from . import engine_thread, imaging, plots, streaming
+from . import engine_thread, imaging, playground, plots, streaming
 from .engine_thread import on_engine_thread
 from .guard import shown
 from .models import ModelStore
@@ -507,7 +507,8 @@ class Handlers:
 
     @on_engine_thread
     def score_field(self, model, sigma=0.5, sampler="ddim", schedule="cosine", steps=50, seed=0, particles=500):
-        """Score arrows at σ over p_σ, and particles moved by the sampler. Returns (plot, gallery, status)."""
+        """Score arrows at σ over p_σ, and particles moved by the sampler, animated (a time slider) over the density
+        of their state. Returns (plot, animation, status)."""
         sigma, steps, seed, count = self.field_settings(model, sigma, sampler, schedule, steps, seed, particles)
         net = self._model(model, kind="toy")
         t0 = time.perf_counter()
@@ -521,13 +522,11 @@ class Handlers:
         final = run[-1].x_t.numpy()
         fig = plots.score_field_figure(field, dens, f"{model}: score at σ = {sigma:.3g} (arrows),\n"
                                                     f"p_σ (shade), {sampler} samples (dots)", points=final)
-        gallery = []
-        for i in sorted(_snapshot_indices(len(run), 8)):
-            st = run[i]
-            gallery.append((plots.particles_image(st.x_t.numpy(), title=f"step {i + 1} · σ={st.sigma_next:.3g}"),
-                            f"step {i + 1}/{len(run)} · t={st.t} · σ={st.sigma:.3g} → {st.sigma_next:.3g} · NFE {st.nfe}"))
+        y0 = engine_data.toy_sample(toy, 1000, torch.Generator().manual_seed(seed)) if toy else None
+        anim = playground.animation(net, run, y0, (-3.0, 3.0), (-3.0, 3.0),
+                                    f"{sampler} · {schedule} · {len(run)} steps: drag the slider to move in time")
         status = f"{count} particles · {len(run)} steps · NFE {run[-1].nfe} · {time.perf_counter() - t0:.2f} s"
-        return fig, gallery, status
+        return fig, anim, status
 
     # -------------------------------------------------------------------------------------------- edit ---
 

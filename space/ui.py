@@ -1,8 +1,8 @@
 """The Gradio Blocks app: ``build_demo(checkpoint_dir=None)``.
 
 Tabs: Generate (streamed sampling), Compare (lock-step panels), Forward process, Score field, Edit (img2img,
-inpainting, inversion, interpolation; streamed), About.
-API endpoints: ``generate``, ``compare``, ``forward``, ``score_field``, ``edit``, ``scrub``.
+inpainting, inversion, interpolation; streamed), Train (space/train_tab.py), About.
+API endpoints: ``generate``, ``compare``, ``forward``, ``score_field``, ``edit``, ``scrub``, and the Train tab's.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from . import handlers as H
 from .about import ABOUT
 from .guard import GuardedBlocks, validator
 from .models import ModelStore
+from .train_tab import build_train_tab
 from .settings import (DEFAULT_MODEL, DEFAULTS, EDIT_ENDS, EDIT_SOURCES, MAX_GUIDANCE, MAX_INDEX, MAX_N, MAX_STEPS,
                        NO_CLASS, OPTIONS, SAMPLERS, SCHEDULES, SPACINGS, class_choices, parse_query, pick)
 
@@ -312,8 +313,8 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                         s_status = gr.Textbox(label="status", interactive=False, elem_id="s-status")
                     with gr.Column(scale=2):
                         s_plot = gr.Plot(label="score field")
-                        s_gallery = gr.Gallery(label="particles during sampling", columns=4, height=300,
-                                               format="png", object_fit="contain", elem_id="s-gallery")
+                        s_anim = gr.Plot(label="particles during sampling over the density of x_t (time slider)",
+                                         elem_id="s-anim")
             # --------------------------------------------------------------------------------------- Edit ---
             with gr.Tab("Edit", id="edit"):
                 gr.Markdown("Edit an image with the model: **img2img** (SDEdit: noise it to a level, denoise), "
@@ -379,6 +380,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                             "e", "x_t (live) → result",
                             "schedule: ᾱ_t and log-SNR, start (img2img) or current step marked",
                             "source, x_t snapshots and x̂0")
+            build_train_tab(demo)
             # -------------------------------------------------------------------------------------- About ---
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT, latex_delimiters=LATEX)
@@ -416,7 +418,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                     outputs=[f_gallery, f_plot, f_x0, f_src], api_name="forward", show_progress_on=[f_src],
                     validator=validator(h.forward_settings, "forward"))
         s_run.click(h.score_field, inputs=[s_model, s_sigma, s_sampler, s_schedule, s_steps, s_seed, s_particles],
-                    outputs=[s_plot, s_gallery, s_status], api_name="score_field", show_progress_on=[s_status],
+                    outputs=[s_plot, s_anim, s_status], api_name="score_field", show_progress_on=[s_status],
                     validator=validator(h.field_settings, "score_field"))
 
         # ------------------------------------------------------------------------------------------ edit ---

@@ -369,9 +369,10 @@ def test_forward_endpoint(app, tmp_path):
 
 def test_score_field_endpoint(app):
     _, client, _ = app
-    plot, gallery, status = client.predict(model="tiny-moons", sigma=0.5, sampler="ddim", schedule="cosine", steps=6,
-                                           seed=0, particles=100, api_name="/score_field")
-    assert plot["type"] == "matplotlib" and len(gallery) == 6
+    plot, anim, status = client.predict(model="tiny-moons", sigma=0.5, sampler="ddim", schedule="cosine", steps=6,
+                                        seed=0, particles=100, api_name="/score_field")
+    assert plot["type"] == "matplotlib" and anim["type"] == "plotly"
+    assert len(json.loads(anim["plot"])["layout"]["sliders"][0]["steps"]) == 6  # one slider step per sampler step
     assert status.startswith("100 particles · 6 steps · NFE 6")
     with pytest.raises(Exception, match="unknown model 'tiny-digits'; models available here: tiny-moons"):
         client.predict(model="tiny-digits", sigma=0.5, api_name="/score_field")

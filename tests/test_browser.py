@@ -4,6 +4,7 @@ Loads the page (no request may leave loopback, no page errors), runs Generate (i
 Compare with 3 panels, and opens a deep link (settings restored, the result regenerated). Screenshots go to
 artifacts/screenshots/ and their paths are printed.
 """
+import math
 import os
 import re
 from urllib.parse import urlparse
@@ -190,7 +191,7 @@ def test_deep_link_restores_settings(server, page):
     page.get_by_role("tab", name="Score field").click()
     page.click("#s-run")
     wait_done(page, "#s-status textarea", "500 particles")
-    page.wait_for_selector("#s-gallery img", timeout=30_000)
+    page.wait_for_selector("#s-anim .js-plotly-plot .slider-container", timeout=30_000)  # the time slider
     shot(page, "07-score-field.png")
 
     page.get_by_role("tab", name="About").click()
@@ -284,4 +285,33 @@ def test_class_picker_follows_the_model_and_a_link(server, page):
     page.locator("#c-model input").click()
     page.get_by_role("option", name="tiny-digits", exact=True).click()
     page.wait_for_selector("#c-class", state="hidden", timeout=30_000)
+    assert page.errors == [], f"page errors: {page.errors[:5]}"
+
+
+def test_train_tab_draws_trains_and_animates(server, page):
+    """The Train tab: a shape drawn on the canvas trains a small model for 300 steps (the loss curve and the live
+    view of samples appear), then sampling it shows the trajectories with their time slider, which moves them."""
+    page.goto(server + "?tab=train", wait_until="load")
+    page.wait_for_selector("#t-sketch canvas", state="visible")
+    ring = [(0.5 + 0.08 * math.cos(k * math.pi / 8), 0.5 + 0.25 * math.sin(k * math.pi / 8)) for k in range(17)]
+    stroke(page, "#t-sketch", ring)
+    set_number(page, "#t-steps", 300)
+    set_number(page, "#t-width", 32)
+    set_number(page, "#t-batch", 128)
+    page.click("#t-run")
+    wait_done(page, "#t-status textarea", "done: step 300/300")
+    page.wait_for_selector("#t-loss .js-plotly-plot", timeout=30_000)
+    page.wait_for_selector("#t-view .js-plotly-plot .scatterlayer", timeout=30_000)
+    shot(page, "12-train.png")
+    set_number(page, "#t-sample-steps", 20)
+    page.click("#t-sample")
+    wait_done(page, "#t-sample-status textarea", "1000 particles · 20 steps")
+    page.wait_for_selector("#t-anim .js-plotly-plot .slider-container", timeout=30_000)
+    points = "() => document.querySelector('#t-anim .js-plotly-plot').data[1].x.slice(0, 5).join(',')"
+    at_end = page.evaluate(points)
+    rail = page.locator("#t-anim .slider-container .slider-rail-rect").first.bounding_box()
+    page.mouse.click(rail["x"] + 3, rail["y"] + rail["height"] / 2)  # the slider's first step: the start of the run
+    page.wait_for_function(f"() => ({points})() !== {at_end!r}", timeout=10_000)  # the particles moved back in time
+    shot(page, "13-train-animation.png")
+    assert page.outside == [], f"requests left loopback: {page.outside[:5]}"
     assert page.errors == [], f"page errors: {page.errors[:5]}"

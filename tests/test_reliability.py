@@ -206,6 +206,8 @@ ENDPOINTS = {  # a valid, cheap payload for each endpoint, in its parameter orde
     "compare": ["tiny-digits", 0, 1, 1] + ["cosine", "ddim", 2] * 6,
     "edit": ["tiny-digits", "img2img", "dataset", "digits8", 0, None, None, None, "cosine", "ddim", 4, 0, 0.5, 2, 1,
              2, "seeds", 1, 1],
+    "train": ["toy", "moons", None, None, 100, "ddpm", "cosine", 16, 3, 0.01, 16, 0],
+    "sample_trained": ["ddpm", "cosine", 3, 10, 0],  # no model in a fresh session: a clear refusal
 }
 
 
