@@ -1,8 +1,8 @@
 """The Gradio Blocks app: ``build_demo(checkpoint_dir=None)``.
 
 Tabs: Generate (streamed sampling), Compare (lock-step panels), Forward process, Score field, Edit (img2img,
-inpainting, inversion, interpolation; streamed), About.
-API endpoints: ``generate``, ``compare``, ``forward``, ``score_field``, ``edit``, ``scrub``.
+inpainting, inversion, interpolation; streamed), Likelihood (space/likelihood_tab.py), About.
+API endpoints: ``generate``, ``compare``, ``forward``, ``score_field``, ``edit``, ``likelihood``, ``scrub``.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from engine.samplers import OPTION_VALUES
 from . import handlers as H
 from .about import ABOUT
 from .guard import GuardedBlocks, validator
+from .likelihood_tab import build_likelihood_tab
 from .models import ModelStore
 from .settings import (DEFAULT_MODEL, DEFAULTS, EDIT_ENDS, EDIT_SOURCES, MAX_GUIDANCE, MAX_INDEX, MAX_N, MAX_STEPS,
                        NO_CLASS, OPTIONS, SAMPLERS, SCHEDULES, SPACINGS, class_choices, parse_query, pick)
@@ -379,6 +380,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                             "e", "x_t (live) → result",
                             "schedule: ᾱ_t and log-SNR, start (img2img) or current step marked",
                             "source, x_t snapshots and x̂0")
+            build_likelihood_tab(h, image_models, default_model)
             # -------------------------------------------------------------------------------------- About ---
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT, latex_delimiters=LATEX)

@@ -1,0 +1,120 @@
+"""The Likelihood tab (space/likelihood.py, endpoint ``/likelihood``): its figures are the engine's, per schedule, with
+the bound's terms adding up; a score model gets the ODE's figure too; bad requests are refused before the queue with
+clear messages; one evaluation per session; and in a browser the tab runs and draws its plot. Small chains only."""
+import math
+import shutil
+
+import gradio as gr
+import pytest
+import torch
+from PIL import Image
+
+import engine
+from engine.checkpoints import load_model, save_model
+from engine.data import load_dataset
+from space.handlers import Handlers
+from space.likelihood import LikelihoodHandler
+from space.models import ModelStore
+from tests.test_app import app, fixture_checkpoints  # noqa: F401  (fixtures)
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import handle_file  # noqa: E402
+
+ASK = dict(model="tiny-digits", source="dataset", dataset="digits8", index=3, schedules=["linear", "cosine"], steps=10,
+           seed=1)
+
+
+def _last(gen):
+    out = None
+    for out in gen:
+        pass
+    return out
+
+
+def test_bits_per_dim_and_terms_are_the_engines(fixture_checkpoints):  # noqa: F811
+    lk = LikelihoodHandler(Handlers(ModelStore(fixture_checkpoints), max_nfe=2000))
+    updates = list(lk.likelihood(**ASK))
+    assert len(updates) == 2 and updates[0][3].startswith("running: ") and updates[1][3].startswith("done: ")
+    image, fig, table, status = updates[-1]
+    assert "digits8 test #3" in status and "2/2" in status
+    assert [row[:2] for row in table] == [["linear", "vlb"], ["cosine", "vlb"]]
+    model = load_model("tiny-digits", torch.device("cpu"), fixture_checkpoints)
+    x = load_dataset("digits8", "test")[0][3:4]
+    for row in table:
+        expected = float(engine.bits_per_dim(model, x, schedule=row[0], steps=10, seed=1)[0])
+        assert row[2] == pytest.approx(expected, abs=1e-4)
+        assert row[3] + row[4] + row[5] == pytest.approx(row[2], abs=1e-3)  # L_T + Σ L_{t−1} + L_0
+        assert row[6] == 10  # one network evaluation per level
+    lines = fig.axes[0].get_lines()
+    assert [len(line.get_xdata()) for line in lines] == [9, 9]  # one curve per schedule, a point per L_{t−1}
+    assert fig.axes[0].get_yscale() == "log" and image.size == (160, 160)
+
+
+def test_a_score_model_gets_the_ode_figure_too(fixture_checkpoints, tmp_path):  # noqa: F811
+    ck = tmp_path / "ck"
+    shutil.copytree(fixture_checkpoints, ck)
+    model = load_model("tiny-digits", torch.device("cpu"), ck)
+    card = {k: v for k, v in model.card.items() if k not in ("sha256", "metrics")}
+    save_model(engine.checkpoints.build_model(dict(card, objective="dsm")), "tiny-score", ck,
+               dict(card, objective="dsm"))
+    score = load_model("tiny-score", torch.device("cpu"), ck)
+    lk = LikelihoodHandler(Handlers(ModelStore(ck), max_nfe=2000))
+    _, _, table, status = _last(lk.likelihood(**dict(ASK, model="tiny-score", schedules=["ve-geometric"])))
+    assert [row[:2] for row in table] == [["ve-geometric", "vlb"], ["ve-geometric", "ode"]]
+    x = load_dataset("digits8", "test")[0][3:4]
+    ode = float(engine.bits_per_dim(score, x, schedule="ve-geometric", method="ode", seed=1, rtol=1e-3, atol=1e-3)[0])
+    assert table[1][2] == pytest.approx(ode, abs=1e-4) and math.isfinite(ode)
+    assert "ve-geometric ode" in status
+
+
+def test_one_evaluation_per_session(fixture_checkpoints):  # noqa: F811
+    lk = LikelihoodHandler(Handlers(ModelStore(fixture_checkpoints), max_nfe=2000))
+
+    class Request:
+        session_hash = "s1"
+
+    first = lk.likelihood(**ASK, request=Request())
+    next(first)  # under way
+    with pytest.raises(gr.Error, match="already running in this browser session"):
+        next(lk.likelihood(**ASK, request=Request()))
+    first.close()  # stopped: the session may start another
+    assert _last(lk.likelihood(**dict(ASK, schedules=["linear"]), request=Request()))[3].startswith("done: ")
+
+
+def test_the_endpoint_through_gradio_client(app, tmp_path):  # noqa: F811
+    _, client, _ = app
+    image, plot, table, status = client.predict(**dict(ASK, schedules=["sigmoid"], steps=5), api_name="/likelihood")
+    assert status.startswith("done: tiny-digits · digits8 test #3 · bits/dim: sigmoid vlb ")
+    assert plot["type"] == "matplotlib" and table["data"][0][:2] == ["sigmoid", "vlb"]
+    sketch = tmp_path / "sketch.png"
+    drawing = Image.new("L", (280, 280), 0)
+    drawing.paste(255, (120, 40, 160, 240))
+    drawing.save(sketch)
+    editor = {"background": None, "layers": [], "composite": handle_file(str(sketch))}
+    out = client.predict(**dict(ASK, source="sketch", steps=5, schedules=["linear"]), sketch=editor,
+                         api_name="/likelihood")
+    assert out[3].startswith("done: tiny-digits · sketch · ")
+
+
+@pytest.mark.parametrize("bad,message", [
+    (dict(steps=0), "steps = 0 is below the minimum 1"),
+    (dict(steps=1001), "steps = 1001 is above the maximum 1000"),
+    (dict(schedules=[]), "schedules must name 1 to 4 schedules; got 0"),
+    (dict(schedules=["linear", "cosine", "sigmoid", "karras", "constant"]), "schedules must name 1 to 4 schedules"),
+    (dict(schedules=["lineer"]), "schedules must be a list of names from: "),
+    (dict(schedules=["linear", "cosine", "sigmoid"], steps=1000), "3 schedules × 1000 steps = 3,000 network "
+                                                                  "evaluations; the limit per request is 2,000"),
+    (dict(source="upload"), "source is upload: upload an image first"),
+    (dict(model="nope"), "unknown model 'nope'"),
+    (dict(index=10**9), "index = 1000000000 is above the maximum 69999"),
+])
+def test_bad_requests_are_refused_before_the_queue(app, bad, message):  # noqa: F811
+    _, client, _ = app
+    with pytest.raises(Exception, match=message.replace("(", r"\(").replace("×", "×")):
+        client.predict(**dict(ASK, **bad), api_name="/likelihood")
+
+
+def test_an_index_past_the_dataset_is_refused(app):  # noqa: F811
+    _, client, _ = app
+    with pytest.raises(Exception, match="index must be an integer from 0 to"):
+        client.predict(**dict(ASK, index=5000), api_name="/likelihood")
