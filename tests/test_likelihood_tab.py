@@ -118,3 +118,31 @@ def test_an_index_past_the_dataset_is_refused(app):  # noqa: F811
     _, client, _ = app
     with pytest.raises(Exception, match="index must be an integer from 0 to"):
         client.predict(**dict(ASK, index=5000), api_name="/likelihood")
+
+
+try:  # the browser test needs Debian's chromium and Playwright for Python (tests/test_browser.py says how)
+    from tests.test_browser import browser, page, server, set_number, shot, wait_done  # noqa: F401
+    HAVE_BROWSER = True
+except pytest.skip.Exception:
+    HAVE_BROWSER = False
+
+
+@pytest.mark.skipif(not HAVE_BROWSER, reason="chromium or Playwright for Python is not installed")
+def test_the_tab_in_a_browser_measures_and_draws_the_terms(server, page):  # noqa: F811
+    page.goto(server, wait_until="load")
+    for _ in range(5):  # the page's load event selects the tab a link names (Generate here): click after it
+        page.get_by_role("tab", name="Likelihood").click()
+        if page.locator("#l-run").first.is_visible():
+            break
+        page.wait_for_timeout(2000)
+    page.wait_for_selector("#l-run", state="visible")
+    set_number(page, "#l-steps", 8)
+    page.click("#l-run")
+    wait_done(page, "#l-status textarea", "done: ")
+    status = page.locator("#l-status textarea").first.input_value()
+    assert "mnist test #0 · bits/dim: linear vlb " in status and " cosine vlb " in status, status
+    page.wait_for_function("() => { const p = document.querySelector('#l-plot img'); "
+                           "return p && p.complete && p.naturalWidth > 100; }", timeout=30_000)
+    assert page.locator("#l-table").get_by_text("cosine").count() >= 1
+    shot(page, "12-likelihood.png")
+    assert page.outside == [] and page.errors == [], (page.outside[:5], page.errors[:5])

@@ -31,8 +31,8 @@ from ..devices import describe_device
 from ..likelihood import bits_per_dim, log_likelihood, PIXEL_LEVELS
 from .cache import CACHE_VERSION, write_cache
 
-N_IMAGES = 50  # at most this many held-out images per cell (fewer when the report's n is smaller)
-BATCH = 25
+N_IMAGES = 20  # at most this many held-out images per cell (fewer when the report's n is smaller)
+BATCH = 20
 ODE_TOLERANCE = 1e-3  # rtol = atol of the ODE solver (score_sde's likelihood uses 1e-5 on a GPU)
 ANCHORS = (("DDPM (Ho et al. 2020), VLB", "≤ 3.70"), ("improved DDPM (Nichol & Dhariwal 2021), VLB", "2.94"),
            ("score SDE (Song et al. 2021), ODE", "2.99"))
