@@ -20,6 +20,7 @@ import torch
 
 import engine
 from engine.likelihood import PIXEL_LEVELS
+from engine.report.likelihood import ODE_TOLERANCE  # the ODE solver's rtol = atol, as on the results page
 
 from . import imaging, plots
 from .engine_thread import on_engine_thread
@@ -28,7 +29,6 @@ from .handlers import FORWARD_DATASETS, Handlers, _err
 from .settings import EDIT_SOURCES, MAX_INDEX, MAX_STEPS, SCHEDULES, as_int, choice
 
 MAX_SCHEDULES = 4
-ODE_TOLERANCE = 1e-3  # the ODE solver's rtol = atol (engine/report/likelihood.py uses the same)
 DEFAULT_SCHEDULES = ["linear", "cosine"]
 TABLE_HEADERS = ["schedule", "method", "bits/dim", "L_T", "Σ L_{t−1}", "L_0", "NFE", "seconds"]
 

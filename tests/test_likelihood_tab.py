@@ -146,3 +146,38 @@ def test_the_tab_in_a_browser_measures_and_draws_the_terms(server, page):  # noq
     assert page.locator("#l-table").get_by_text("cosine").count() >= 1
     shot(page, "12-likelihood.png")
     assert page.outside == [] and page.errors == [], (page.outside[:5], page.errors[:5])
+
+
+def test_the_results_page_section_caches_its_cells_and_states_the_anchors(fixture_checkpoints, tmp_path,  # noqa: F811
+                                                                           monkeypatch):
+    from types import SimpleNamespace
+
+    from engine.report import likelihood as section
+
+    model = load_model("tiny-digits", torch.device("cpu"), fixture_checkpoints)
+    setup = SimpleNamespace(name="tiny-digits", card=model.card, model=model, dataset="digits8")
+    path = tmp_path / "likelihood.json"
+    assert section.measure({"tiny-digits": setup}, {"tiny-digits": ["linear"]}, 3, 0, path) == {}  # 17 grey levels
+    x = load_dataset("digits8", "test")[0][:3]
+    x = torch.round((x + 1) * 127.5) / 127.5 - 1  # on the 8-bit grid
+    monkeypatch.setattr(section, "EIGHT_BIT", ("digits8",))
+    monkeypatch.setattr(section, "held_out", lambda dataset, n, seed: x[:n])
+    out = section.measure({"tiny-digits": setup}, {"tiny-digits": ["linear"]}, 3, 0, path)
+    (r,) = out["tiny-digits"]
+    assert r["bpd"] == pytest.approx(float(engine.bits_per_dim(model, x, schedule="linear", seed=0).mean()), abs=1e-6)
+    assert r["bpd_ci"][0] <= r["bpd"] <= r["bpd_ci"][1] and len(r["per_t"]) == len(r["t"]) == 999
+    assert r["prior"] + r["diffusion"] + r["decoder"] == pytest.approx(r["bpd"], abs=1e-6)
+
+    def computed(*args):
+        raise AssertionError("computed again")
+
+    monkeypatch.setattr(section, "cell", computed)
+    assert section.measure({"tiny-digits": setup}, {"tiny-digits": ["linear"]}, 3, 0, path) == out  # cached
+    retrained = SimpleNamespace(**{**vars(setup), "card": {**model.card, "sha256": "0" * 64}})
+    with pytest.raises(AssertionError, match="computed again"):  # new weights: measured again
+        section.measure({"tiny-digits": retrained}, {"tiny-digits": ["linear"]}, 3, 0, path)
+    text = "\n".join(section.section(out, tmp_path))
+    assert "## Likelihood: held-out bits/dim" in text and f"| tiny-digits | linear | vlb | {r['bpd']:.3f} [" in text
+    assert all(anchor in text for anchor in ("≤ 3.70", "2.94", "2.99", "not comparable"))
+    assert "![the VLB's terms over t for tiny-digits](results/likelihood_tiny-digits.png)" in text
+    assert (tmp_path / "likelihood_tiny-digits.png").is_file()
