@@ -153,8 +153,10 @@ def section(results: dict, figures_dir: Path) -> list[str]:
              "all T levels, L_T + Σ L_{t−1} + L_0 with the discretised decoder; **ode** the probability-flow ODE "
              f"with Hutchinson's divergence (RK45, tolerance {ODE_TOLERANCE:g}) after uniform dequantisation. Both "
              "are upper bounds on −log₂ P(x) / D: lower is better. The model's network takes any ᾱ, so each "
-             "schedule gives it another chain; the bound is tightest on the levels it was trained on. Intervals "
-             "are 95 % bootstrap intervals over the images.", "",
+             "schedule gives it another chain; the bound is tightest on the levels it was trained on. Every cell "
+             "of a model measures the same held-out images (one draw from the seed), so its schedules are compared "
+             "on the same images. Intervals are 95 % bootstrap intervals over the images; seconds are wall time "
+             "on the report's device.", "",
              "| model | schedule | method | bits/dim [95 % CI] | L_T | Σ L_{t−1} | L_0 | n | seconds |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, records in results.items():
