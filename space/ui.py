@@ -1,8 +1,9 @@
 """The Gradio Blocks app: ``build_demo(checkpoint_dir=None)``.
 
 Tabs: Generate (streamed sampling), Compare (lock-step panels), Forward process, Score field, Edit (img2img,
-inpainting, inversion, interpolation; streamed), Train (space/train_tab.py), About.
-API endpoints: ``generate``, ``compare``, ``forward``, ``score_field``, ``edit``, ``scrub``, and the Train tab's.
+inpainting, inversion, interpolation; streamed), Train (space/train_tab.py), Likelihood (space/likelihood_tab.py),
+About. API endpoints: ``generate``, ``compare``, ``forward``, ``score_field``, ``edit``, ``likelihood``, ``scrub``,
+and the Train tab's.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from engine.samplers import OPTION_VALUES
 from . import handlers as H
 from .about import ABOUT
 from .guard import GuardedBlocks, validator
+from .likelihood_tab import build_likelihood_tab
 from .models import ModelStore
 from .train_tab import build_train_tab
 from .settings import (DEFAULT_MODEL, DEFAULTS, EDIT_ENDS, EDIT_SOURCES, MAX_GUIDANCE, MAX_INDEX, MAX_N, MAX_STEPS,
@@ -381,6 +383,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                             "schedule: ᾱ_t and log-SNR, start (img2img) or current step marked",
                             "source, x_t snapshots and x̂0")
             build_train_tab(demo)
+            build_likelihood_tab(h, image_models, default_model)
             # -------------------------------------------------------------------------------------- About ---
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT, latex_delimiters=LATEX)

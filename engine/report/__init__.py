@@ -13,6 +13,8 @@ eval`` runs. The package, a concept a module:
     samplers' registry; no two settings whose intervals overlap are ranked;
   * ``guidance``: the guidance-scale sweep of each class-conditional model (recognised class and FD against w),
     cached in ``OUT/results/guidance.json``;
+  * ``likelihood``: held-out bits/dim per model and schedule (the variational bound, and the probability-flow ODE
+    for score models), cached in ``OUT/results/likelihood.json``;
   * ``ranks``: under ``torchrun``, which rank evaluates which cell and how the cells reach rank 0;
   * ``run``: ``run_report``, which the command calls: evaluate what the cache lacks, write the page and figures.
 """

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .. import checkpoints, classifier, evaluate, validation
 from ..data import TOYS, load_dataset
 from ..devices import describe_device
-from . import guidance
+from . import guidance, likelihood
 from .bars import record_bars
 from .cache import EVALUATOR_VERSION, is_fresh, load_cache, write_cache
 from .figures import plot_fd_vs_nfe, plot_samples, plot_schedules
@@ -213,9 +213,14 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
     swept = guidance.sweeps(setups, n, seed, results_dir / "guidance.json")
     guided = guidance.section(swept, setups, results_dir)
     figures += [results_dir / f"guidance_{name}.png" for name in swept]
+    bits = likelihood.measure(setups, likelihood.schedules_of(setups, grid, grids), min(n, likelihood.N_IMAGES), seed,
+                              results_dir / "likelihood.json")
+    bits_lines = likelihood.section(bits, results_dir)
+    figures += [results_dir / f"likelihood_{name}.png" for name, records in bits.items()
+                if any(r["method"] == "vlb" for r in records)]
     page.write_text(render_page(command=command, grid=grid, n=n, seed=seed, results=results, setups=setups,
                                 skipped=skipped, samples=samples, models=models, grids=grids, validation=validation)
-                    + "\n".join(guided))
+                    + "\n".join(guided + bits_lines))
     record_bars(results, n, directory)
     return {"page": page, "cache": cache_path, "computed": len(todo), "reused": total - len(todo),
             "figures": figures, "skipped": skipped}
