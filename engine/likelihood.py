@@ -40,6 +40,8 @@ from .schedules import Schedule, get_schedule
 METHODS = ("vlb", "ode")
 EXACT_DIVERGENCE_MAX_DIM = 16  # above this, Hutchinson's estimator: D backward passes per evaluation cost too much
 PIXEL_LEVELS = 256
+IMAGE_ODE_TOLERANCE = 1e-3  # rtol = atol for images on a CPU, as the app and the results page use (score_sde's
+# likelihood uses 1e-5 on a GPU)
 
 
 @dataclass

@@ -20,7 +20,7 @@ import torch
 
 import engine
 from engine.likelihood import PIXEL_LEVELS
-from engine.report.likelihood import ODE_TOLERANCE  # the ODE solver's rtol = atol, as on the results page
+from engine.likelihood import IMAGE_ODE_TOLERANCE as ODE_TOLERANCE  # rtol = atol, as on the results page
 
 from . import imaging, plots
 from .engine_thread import on_engine_thread

@@ -31,13 +31,13 @@ import torch
 
 from ..data import load_dataset
 from ..devices import describe_device
-from ..likelihood import bits_per_dim, log_likelihood, PIXEL_LEVELS
+from ..likelihood import IMAGE_ODE_TOLERANCE as ODE_TOLERANCE
+from ..likelihood import PIXEL_LEVELS, bits_per_dim, log_likelihood
 from .cache import CACHE_VERSION, write_cache
 
 N_IMAGES = 10  # at most this many held-out images per cell (fewer when the report's n is smaller)
 EIGHT_BIT = ("mnist", "fashion-mnist")
 BATCH = 20
-ODE_TOLERANCE = 1e-3  # rtol = atol of the ODE solver (score_sde's likelihood uses 1e-5 on a GPU)
 ANCHORS = (("DDPM (Ho et al. 2020), VLB", "≤ 3.70"), ("improved DDPM (Nichol & Dhariwal 2021), VLB", "2.94"),
            ("score SDE (Song et al. 2021), ODE", "2.99"))
 LN2 = math.log(2)
