@@ -87,6 +87,14 @@ class _Passthrough(nn.Module):
         return x.flatten(1)
 
 
+_LOCAL = {"sync_on_compute": False}
+"""torchmetrics' keyword that keeps a metric to this process. By default ``compute()`` sums the states of every
+rank when a process group is up, so under ``torchrun -m engine report`` each rank's FD and KID mixed in the other
+rank's features: the cells the two ranks scored in the same round read the same FD, and the held-out baseline on
+the tiny digits fixture read 1.568 instead of 1.605 (and a rank that computes while the other does not would wait
+for it). Here every rank scores its own images (report/ranks.py)."""
+
+
 def _fd_metric(dim: int) -> FrechetInceptionDistance:
     """torchmetrics' FID over ``dim``-d features: float64 sums of f and f fᵀ, then ‖μ_r − μ_g‖² + Tr Σ_r + Tr Σ_g
     − 2 Σ √eig(Σ_r Σ_g). That trace of the matrix square root from eigenvalues is exact for a product of two
@@ -96,7 +104,7 @@ def _fd_metric(dim: int) -> FrechetInceptionDistance:
     from torchmetrics.image.fid import FrechetInceptionDistance  # here: torchmetrics imports matplotlib, which
     # the app's cold start leaves for later (tests/test_app.py)
 
-    return FrechetInceptionDistance(feature=_Passthrough(dim), reset_real_features=False)
+    return FrechetInceptionDistance(feature=_Passthrough(dim), reset_real_features=False, **_LOCAL)
 
 
 @dataclass
@@ -270,7 +278,7 @@ def _kid(ref: Reference, f: torch.Tensor, m: int, seed: int, subsets: int) -> tu
     m = min(m, len(ref.sample))
     with warnings.catch_warnings():  # its note that it keeps every feature: here at most REFERENCE_SAMPLE + 2 n
         warnings.simplefilter("ignore", UserWarning)
-        metric = KernelInceptionDistance(feature=_Passthrough(f.shape[1]), subsets=subsets, subset_size=m)
+        metric = KernelInceptionDistance(feature=_Passthrough(f.shape[1]), subsets=subsets, subset_size=m, **_LOCAL)
     metric.update(ref.sample.double(), real=True)
     metric.update(f.double(), real=False)
     with torch.random.fork_rng(devices=[]):
