@@ -1,7 +1,7 @@
 """The benchmark suite: ``python -m bench [--quick] [--only SECTION,...] [--out docs/PERFORMANCE.md]``.
 
 Runs the sections (diffusers loops, arithmetic ceiling, lock-step batching, app overhead, GPU, levers, toy
-training), prints their tables and writes them, with the targets (met / missed) and the machine's facts, to a
+training, long evaluation jobs), prints their tables and writes them, with the targets (met / missed) and the machine's facts, to a
 Markdown page.
 ``--quick`` uses tiny step counts and one repetition: a smoke test of the code, not a measurement.
 """
@@ -32,6 +32,7 @@ FULL = {
     "gpu": dict(batches=(1, 1024), reps=5),
     "levers": dict(batches=(1, 16), reps=3),
     "toytrain": dict(every=50),
+    "evaljobs": dict(reps=2),
 }
 QUICK = {
     "diffusers": dict(batches=(1, 2), reps=1, steps_scale=0.04, quality_n=20, quality_cases=(("ddim", "cosine", 2),)),
@@ -42,10 +43,12 @@ QUICK = {
     "levers": dict(batches=(1, 2), reps=1, calls={1: 2, 2: 1}, steps=2, cold_compile=False, wait_steps=2,
                    thread_steps=3, thread_n=1),
     "toytrain": dict(every=10, steps=20),
+    "evaljobs": dict(reps=1, n=20, steps=2, batch=10),
 }
 # section name → module (imported when the section runs: diffusers and gradio take seconds to import)
 SECTIONS = {"diffusers": "diffusers_loops", "ceiling": "ceiling", "lockstep": "lockstep", "app": "app_overhead",
-            "gpu": "gpu", "levers": "levers", "toytrain": "toy_training"}
+            "gpu": "gpu", "levers": "levers", "toytrain": "toy_training",
+            "evaljobs": "eval_jobs"}
 
 
 # ------------------------------------------------------------------------------------------------ machine ---

@@ -1,4 +1,4 @@
-"""``python -m engine {sample,train,eval,report,info}``: the engine from the command line."""
+"""``python -m engine {sample,train,eval,report,inpaint-study,info}``: the engine from the command line."""
 from __future__ import annotations
 
 import argparse
@@ -92,7 +92,8 @@ def cmd_eval(args) -> int:
         classifier_name = args.classifier or f"{dataset}-classifier"
         classifier = evaluate.load_classifier(classifier_name)
         spacing = args.spacing or SAMPLERS[args.sampler].spacing  # recorded with the figures
-        result = evaluate.evaluate_images(model, classifier, dataset, spacing=spacing, **common)
+        result = evaluate.evaluate_images(model, classifier, dataset, spacing=spacing, compile=args.compile,
+                                          precision=args.precision, **common)
         result["classifier"] = {"name": classifier_name, "sha256": checkpoints.model_card(classifier_name)["sha256"]}
     print(json.dumps(result, indent=2))
     if args.record:
@@ -135,6 +136,15 @@ def cmd_report(args) -> int:
         print(f"not evaluated: {name}: {why}", file=sys.stderr)
     print(f"wrote {result['page']} and {len(result['figures'])} figures: {result['computed']} cells computed, "
           f"{result['reused']} reused from {result['cache']}")
+    return 0
+
+
+def cmd_inpaint_study(args) -> int:
+    from .report import inpainting
+
+    result = inpainting.study(args.model, n=args.n, seed=args.seed, out=args.out)
+    print(f"wrote {args.out}/results/inpainting.json and inpainting.png ({len(result['records'])} records); "
+          "the results page shows them when its command is run again")
     return 0
 
 
@@ -225,6 +235,10 @@ def main(argv=None) -> int:
     e.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE")
     e.add_argument("--device", default="cpu")
     e.add_argument("--record", action="store_true", help="also store the figures in the model card's metrics")
+    e.add_argument("--compile", default="auto", choices=["auto", "always", "never"],
+                   help="sample through compiled graphs (engine/serving.py): auto = when n × NFE ≥ evaluate.COMPILE_FROM")
+    e.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="the compiled graphs' arithmetic (engine/serving.py; auto = bfloat16 where native)")
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("report", help="evaluate the sampler × schedule × steps grid; write RESULTS.md and its figures "
@@ -247,6 +261,14 @@ def main(argv=None) -> int:
     r.add_argument("--samplers", type=_for_model(_names), action="append", default=[], metavar="[MODEL=]NAME,...",
                    help="only these samplers of each model's family" + per_model)
     r.set_defaults(func=cmd_report)
+
+    i = sub.add_parser("inpaint-study", help="RePaint against simple replacement on held-out images, scored by the "
+                       "evaluator (engine/report/inpainting.py); writes OUT/results/inpainting.json and .png")
+    i.add_argument("--model", default="mnist-ddpm")
+    i.add_argument("--n", type=int, default=200)
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--out", default="docs")
+    i.set_defaults(func=cmd_inpaint_study)
 
     v = sub.add_parser("validate-evaluator", help="score known corruptions of real images: the evaluator's own test")
     v.add_argument("--dataset", action="append", required=True, metavar="DATASET[:N]",

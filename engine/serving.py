@@ -154,6 +154,7 @@ class BackgroundCompiled:
         self.ready: set[tuple] = set()
         self.queued: set[tuple] = set()
         self.failed: BaseException | None = None
+        self.frozen = False  # see freeze()
         self._lock = threading.Lock()
         self._jobs: deque = deque()
         self._idle = threading.Event()  # clear while a worker thread runs; it ends when the queue is empty
@@ -189,7 +190,7 @@ class BackgroundCompiled:
         key = self.key(x, log_snr)
         if key in self.ready:
             return self._graph(x)(x, log_snr)
-        if self.failed is None and x.shape[0] <= self.max_batch:
+        if self.failed is None and not self.frozen and x.shape[0] <= self.max_batch:
             with self._lock:
                 if key not in self.queued:
                     self.queued.add(key)
@@ -255,6 +256,12 @@ class BackgroundCompiled:
             why = err
         log.info("compiling batch %s in a child process failed (%s); compiling here", shape[0], why)
         return False
+
+    def freeze(self) -> None:
+        """Queue no further shapes: a call whose shape has no finished graph runs eager from now on. A batch job
+        that has compiled its shapes up front freezes them, so that no call's arithmetic depends on when a
+        background compile finishes (in bfloat16 it would)."""
+        self.frozen = True
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the queued shapes are compiled (or compiling failed); False if ``timeout`` ran out first."""

@@ -71,6 +71,34 @@ def test_image_evaluation_reports_every_figure(tiny_digits):
         evaluate.evaluate_images(model, clf, "digits8", sampler="ddim", schedule="cosine", steps=5, n=1000)
 
 
+def test_long_evaluations_sample_through_the_compiled_graph_with_eager_results_and_short_ones_do_not(
+        tiny_digits, monkeypatch):
+    directory, _ = tiny_digits
+    model = engine.load_model("tiny-digits", directory=directory)
+    clf = classifier.load_classifier("digits8-classifier", directory)
+    run = dict(sampler="ddim", schedule="cosine", steps=3, n=20, batch=10, seed=1)
+    eager = evaluate.evaluate_images(model, clf, "digits8", **run)  # 20 × 3 NFE: far below COMPILE_FROM
+    assert eager["network"] == "eager float32" and 20 * 3 < min(evaluate.COMPILE_FROM.values())
+    served, how = evaluate.compiled_for_run(model, batches=[10], schedule="cosine", sampler="ddim", spacing="leading")
+    assert how == "compiled float32" and served.net.compiled.frozen and len(served.net.compiled.ready) == 1
+    x_eager = engine.sample(model, schedule="cosine", sampler="ddim", steps=3, seed=1, n=10)
+    x_compiled = engine.sample(served, schedule="cosine", sampler="ddim", steps=3, seed=1, n=10)
+    assert torch.allclose(x_compiled, x_eager, atol=1e-4)  # the same function, to float rounding
+    assert not served.net.compiled.queued - served.net.compiled.ready  # the run used the ready graph, queued nothing
+    compiled = evaluate.evaluate_images(model, clf, "digits8", compile="always", precision="float32", **run)
+    assert compiled["network"] == "compiled float32"
+    for key in ("fd", "fd_real", "kid", "confident", "nn_distance_samples"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-3, abs=1e-6), key
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("a short run compiled")
+
+    monkeypatch.setattr(evaluate, "compiled_for_run", no_compile)
+    assert evaluate.evaluate_images(model, clf, "digits8", **run)["network"] == "eager float32"
+    with pytest.raises(ValueError, match="compile must be one of auto, always, never; got 'yes'"):
+        evaluate.evaluate_images(model, clf, "digits8", compile="yes", **run)
+
+
 def test_reference_statistics_are_cached_beside_the_classifier_and_tied_to_its_weights(tiny_digits):
     directory, _ = tiny_digits
     clf = classifier.load_classifier("digits8-classifier", directory)

@@ -389,9 +389,6 @@ def _measured(out) -> dict:
     return {key: {k: v for k, v in r.items() if k not in ("seconds", "date")} for key, r in _cells(out).items()}
 
 
-@pytest.mark.xfail(strict=True, reason="open bug: since the whole-training-split evaluator, a cell scored by a "
-                   "torchrun rank reads another fd_real (1.568 vs 1.605 on the tiny fixture) than the same cell "
-                   "scored in one process; in one process the figures are stable across threads and cache reads")
 def test_ranks_under_torchrun_share_the_cells_and_give_the_same_cells_as_one_process(ckpt, tmp_path):
     runs = [_report(launcher, ckpt, tmp_path / out) for launcher, out in (
         ([], "one"), (["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"], "two"))]

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .. import checkpoints, classifier, evaluate, validation
 from ..data import TOYS, load_dataset
 from ..devices import describe_device
-from . import guidance, likelihood
+from . import guidance, inpainting, likelihood
 from .bars import record_bars
 from .cache import EVALUATOR_VERSION, is_fresh, load_cache, write_cache
 from .figures import plot_fd_vs_nfe, plot_samples, plot_schedules
@@ -220,7 +220,7 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
                 if any(r["method"] == "vlb" for r in records)]
     page.write_text(render_page(command=command, grid=grid, n=n, seed=seed, results=results, setups=setups,
                                 skipped=skipped, samples=samples, models=models, grids=grids, validation=validation)
-                    + "\n".join(guided + bits_lines))
+                    + "\n".join(guided + bits_lines + inpainting.section(results_dir)))
     record_bars(results, n, directory)
     return {"page": page, "cache": cache_path, "computed": len(todo), "reused": total - len(todo),
             "figures": figures, "skipped": skipped}
