@@ -24,6 +24,7 @@ from .. import evaluate
 from ..classifier import top_class
 from ..generate import sample
 from .cache import EVALUATOR_VERSION, is_fresh, load_cache, write_cache
+from .text import num
 
 SCALES = (0.0, 1.0, 3.0, 6.0)
 SETTING = {"sampler": "ddim", "schedule": "cosine", "steps": 50}
@@ -82,11 +83,12 @@ def _pct(x: float, ci: list[float]) -> str:
 
 
 def _verdict(value: float, ci: list[float], target: float, below: bool = False) -> str:
-    """"met", "not met" or "unresolved" (the interval straddles the target)."""
+    """"met" or "not met" on the point estimate, as the quality bars judge, with "(unresolved …)" when the 95 %
+    interval straddles the target, so another seed could turn the verdict."""
     lo, hi = ci
-    if below:
-        return "met" if hi <= target else "not met" if lo > target else "unresolved (interval straddles it)"
-    return "met" if lo >= target else "not met" if hi < target else "unresolved (interval straddles it)"
+    met = value <= target if below else value >= target
+    resolved = (hi <= target or lo > target) if below else (lo >= target or hi < target)
+    return ("met" if met else "not met") + ("" if resolved else " (unresolved: the interval straddles it)")
 
 
 def plot_sweep(records: list[dict], path: Path) -> None:
@@ -129,11 +131,11 @@ def section(results: dict, setups: dict, figures_dir: Path) -> list[str]:
         dataset = setups[name].dataset
         path = figures_dir / f"guidance_{name}.png"
         plot_sweep(records, path)
-        lines += [f"### {name}", "", "| w | recognised | FD / real | KID ×10³ | confident |", "|---|---|---|---|---|"]
+        lines += [f"### {name}", "", "| w | recognised | FD / real | KID ± se | confident |", "|---|---|---|---|---|"]
         for r in records:
             lines.append(f"| {r['guidance_scale']:g} | {_pct(r['accuracy'], r['accuracy_ci'])} | "
                          f"{r['fd_ratio']:.2f}× [{r['fd_ratio_ci'][0]:.2f}, {r['fd_ratio_ci'][1]:.2f}] | "
-                         f"{1e3 * r['kid']:.2f} ± {1e3 * r['kid_std']:.2f} | {100 * r['confident']:.1f} % |")
+                         f"{num(r['kid'])} ± {r['kid_std']:.2g} | {100 * r['confident']:.1f} % |")
         by_w = {r["guidance_scale"]: r for r in records}
         lines += ["", f"![guidance sweep of {name}](results/{path.name})", ""]
         target = TARGETS.get(dataset)
