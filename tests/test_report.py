@@ -468,6 +468,8 @@ def test_guidance_sweep_section_for_conditional_models(ckpt, tmp_path, monkeypat
     assert "![guidance sweep of tiny-cond](results/guidance_tiny-cond.png)" in page
     assert "Target w = 0 (unconditional): FD ≤ 2× real" in page  # digits8 has no accuracy target
     assert (out / "results" / "guidance_tiny-cond.png").is_file()
+    metrics = engine.model_card("tiny-cond", d)["metrics"]
+    assert {f"guidance/w={w:g}/ddim/cosine/50/n=20/seed=0" for w in guidance.SCALES} <= set(metrics)
     def no_recompute(*args):
         raise AssertionError("a cached scale was computed again")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .. import evaluate
+from ..checkpoints import record_metrics
 from ..classifier import top_class
 from ..generate import sample
 from .cache import EVALUATOR_VERSION, is_fresh, load_cache, write_cache
@@ -76,6 +77,16 @@ def sweeps(setups: dict, n: int, seed: int, path: Path, scales=SCALES) -> dict:
                 write_cache(path, cache)
             out[name].append(cache[key])
     return out
+
+
+def record_in_cards(results: dict, directory=None) -> None:
+    """Each conditional model's sweep in its card, under metrics["guidance/w=W/ddim/cosine/50/n=N/seed=S"]."""
+    for name, records in results.items():
+        for r in records:
+            key = f"guidance/w={r['guidance_scale']:g}/{r['sampler']}/{r['schedule']}/{r['steps']}/n={r['n']}/seed={r['seed']}"
+            record_metrics(name, key, {k: r[k] for k in ("accuracy", "accuracy_ci", "fd_ratio", "fd_ratio_ci", "kid",
+                                                          "kid_std", "confident", "classifier_sha256", "date")},
+                           directory)
 
 
 def _pct(x: float, ci: list[float]) -> str:

@@ -222,5 +222,6 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
                                 skipped=skipped, samples=samples, models=models, grids=grids, validation=validation)
                     + "\n".join(guided + bits_lines + inpainting.section(results_dir)))
     record_bars(results, n, directory)
+    guidance.record_in_cards(swept, directory)
     return {"page": page, "cache": cache_path, "computed": len(todo), "reused": total - len(todo),
             "figures": figures, "skipped": skipped}
