@@ -317,7 +317,7 @@ def test_stop_cancels_every_generate_run(server):
     runs, cancelled = runs_and_cancelled(demo, "g-stop", "generate")
     config = demo.get_config_file()
     examples = [c for c in config["components"] if c["type"] == "button" and c["props"].get("value") in dict(EXAMPLES)]
-    assert len(examples) == 2  # the fixtures have no score model: no Langevin example
+    assert len(examples) == 3  # the fixtures have no score model (no Langevin example) but a conditional one
     assert len(runs) == 2 + len(examples) and runs <= cancelled
 
 
@@ -352,7 +352,7 @@ def test_stop_cancels_every_edit_run(server):
     """The Edit tab's Stop cancels a click on Edit and the run a result link starts when the page opens."""
     demo, _ = server
     runs, cancelled = runs_and_cancelled(demo, "e-stop", "edit")
-    assert len(runs) == 1 + 1 + 2 and runs <= cancelled  # Edit, the page's link, the fill-in of each of 2 examples
+    assert len(runs) == 1 + 1 + 3 and runs <= cancelled  # Edit, the page's link, the fill-in of each of 3 examples
 
 
 def test_an_invalid_request_is_refused_before_the_queue(server, capsys):
