@@ -234,6 +234,14 @@ def _interval(values: torch.Tensor, level: float = 0.95) -> list[float]:
     return [float(q[0]), float(q[1])]
 
 
+def bootstrap_mean(values: torch.Tensor, gen: torch.Generator, bootstrap: int) -> tuple[float, list[float]]:
+    """(mean, 95 % percentile-bootstrap interval of the mean) of per-image ``values``: ``bootstrap`` resamples of
+    the n values with replacement, drawn from ``gen``."""
+    values = values.double()
+    draws = torch.randint(len(values), (bootstrap, len(values)), generator=gen)
+    return float(values.mean()), _interval(values[draws].mean(1))
+
+
 def _resampled_fd(metric: FrechetInceptionDistance, ref: Reference, f: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
     """FD against the reference for ``f`` itself (first, torchmetrics), then for each resample ``f[draws[b]]``
     re-centred on it: fd*_b − (mean_b fd*_b − fd). A resample with replacement holds about 63 % distinct images,

@@ -7,7 +7,7 @@ distribution (FD to the training split grows). For each w in ``SCALES`` the swee
 n/C times, and records
 
   accuracy   share of samples whose top class under the evaluator's classifier is the class asked for, with a
-             95 % percentile-bootstrap interval over the n samples (``bootstrap`` resamples drawn from ``seed``)
+             95 % percentile-bootstrap interval over the n samples (``BOOTSTRAP`` resamples drawn from ``seed``)
   fd, fd_ratio, kid, confident  ``evaluate.score_images`` on the same samples, intervals included
 
 Records are cached in ``guidance.json`` beside the report's cells, under "MODEL|w=W|n=N|seed=S", and reused
@@ -31,13 +31,7 @@ SCALES = (0.0, 1.0, 3.0, 6.0)
 SETTING = {"sampler": "ddim", "schedule": "cosine", "steps": 50}
 TARGETS = {"mnist": 0.95, "fashion-mnist": 0.85}  # accuracy at w = 3 (the targets); FD ≤ 2× real at w = 0
 BATCH = 250
-
-
-def _accuracy(hit: torch.Tensor, seed: int, bootstrap: int = 200) -> tuple[float, list[float]]:
-    gen = torch.Generator().manual_seed(seed)
-    draws = torch.randint(len(hit), (bootstrap, len(hit)), generator=gen)
-    means = hit.float()[draws].mean(1)
-    return float(hit.float().mean()), [float(means.quantile(0.025)), float(means.quantile(0.975))]
+BOOTSTRAP = 200  # resamples behind the recognised share's interval
 
 
 def sweep_cell(setup, w: float, n: int, seed: int) -> dict:
@@ -51,7 +45,8 @@ def sweep_cell(setup, w: float, n: int, seed: int) -> dict:
                              guidance_scale=w).cpu().clamp(-1, 1))
     images = torch.cat(chunks)
     predicted, _ = top_class(setup.classifier, images)
-    accuracy, accuracy_ci = _accuracy(predicted == torch.tensor(labels), seed)
+    accuracy, accuracy_ci = evaluate.bootstrap_mean(predicted == torch.tensor(labels), torch.Generator().manual_seed(seed),
+                                                    BOOTSTRAP)
     scores = evaluate.score_images(images, setup.dataset, seed=seed, classifier=setup.classifier)
     keep = ("fd", "fd_ci", "fd_real", "fd_ratio", "fd_ratio_ci", "kid", "kid_std", "confident", "confident_ci",
             "confident_heldout")

@@ -77,8 +77,7 @@ def seam(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _mean_ci(values: torch.Tensor, gen: torch.Generator) -> tuple[float, list[float]]:
-    draws = torch.randint(len(values), (BOOTSTRAP, len(values)), generator=gen)
-    return float(values.double().mean()), evaluate._interval(values.double()[draws].mean(1))
+    return evaluate.bootstrap_mean(values, gen, BOOTSTRAP)
 
 
 def complete(model, originals: torch.Tensor, mask: torch.Tensor, resamples: int, seed: int) -> torch.Tensor:

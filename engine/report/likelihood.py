@@ -11,7 +11,7 @@ Why all T levels and few images: the bound over a strided chain is much looser (
 3.20 bits/dim over 100 levels against 1.71 over 1000), so a cheaper chain would measure the chain, not the model;
 one level costs one batched network call, so a cell costs T calls on n images, about 6 ms per image and level for
 the 28×28 U-Net on one free CPU thread: ``N_IMAGES`` = 10 images ≈ 1 min a cell, 500 would take 50. The interval is
-a percentile bootstrap of the mean over the n images (``bootstrap`` resamples from ``seed``); it covers the spread
+a percentile bootstrap of the mean over the n images (``BOOTSTRAP`` resamples from ``seed``); it covers the spread
 of images and the bound's own draws of x_t, and at 10 images it is wide. Only models of 8-bit data are measured
 (``EIGHT_BIT``): the 8×8 digits have 17 grey levels, for which a 256-level decoder's bits/dim mean nothing.
 
@@ -31,6 +31,7 @@ import torch
 
 from ..data import load_dataset
 from ..devices import describe_device
+from ..evaluate import bootstrap_mean
 from ..likelihood import IMAGE_ODE_TOLERANCE as ODE_TOLERANCE
 from ..likelihood import PIXEL_LEVELS, bits_per_dim, log_likelihood
 from .cache import CACHE_VERSION, write_cache
@@ -38,6 +39,7 @@ from .cache import CACHE_VERSION, write_cache
 N_IMAGES = 10  # at most this many held-out images per cell (fewer when the report's n is smaller)
 EIGHT_BIT = ("mnist", "fashion-mnist")
 BATCH = 20
+BOOTSTRAP = 1000  # resamples behind a cell's interval
 ANCHORS = (("DDPM (Ho et al. 2020), VLB", "≤ 3.70"), ("improved DDPM (Nichol & Dhariwal 2021), VLB", "2.94"),
            ("score SDE (Song et al. 2021), ODE", "2.99"))
 LN2 = math.log(2)
@@ -56,12 +58,6 @@ def held_out(dataset: str, n: int, seed: int) -> torch.Tensor:
     images, _ = load_dataset(dataset, "test")
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
     return images[pick]
-
-
-def _bootstrap(values: torch.Tensor, seed: int, bootstrap: int = 1000) -> list[float]:
-    gen = torch.Generator().manual_seed(seed)
-    means = values[torch.randint(len(values), (bootstrap, len(values)), generator=gen)].mean(1)
-    return [float(means.quantile(0.025)), float(means.quantile(0.975))]
 
 
 def cell(setup, schedule: str, method: str, n: int, seed: int) -> dict:
@@ -86,7 +82,9 @@ def cell(setup, schedule: str, method: str, n: int, seed: int) -> dict:
                                     rtol=ODE_TOLERANCE, atol=ODE_TOLERANCE))
     values = torch.cat(bpd)
     record = {"model": setup.name, "schedule": schedule, "method": method, "n": n, "seed": seed,
-              "bpd": float(values.mean()), "bpd_ci": _bootstrap(values, seed), "bpd_sd": float(values.std()),
+              "bpd": float(values.mean()),
+              "bpd_ci": bootstrap_mean(values, torch.Generator().manual_seed(seed), BOOTSTRAP)[1],
+              "bpd_sd": float(values.std()),
               "seconds": time.perf_counter() - start, "sha256": setup.card["sha256"],
               "device": describe_device(torch.device("cpu")), "date": datetime.date.today().isoformat()}
     if method == "vlb":
