@@ -236,6 +236,11 @@ class Guided:
         return uncond + w * (cond - uncond)
 
 
+def rows_per_sample(label, guidance_scale: float) -> int:
+    """Network rows a sample costs per evaluation: 2 when guided (``Guided`` runs both branches), else 1."""
+    return 2 if label is not None and guidance_scale not in (0, 1) else 1
+
+
 MAX_GUIDANCE_SCALE = 10.0  # beyond this, samples saturate: a bound on input, not a tuned value
 
 

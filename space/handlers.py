@@ -26,6 +26,7 @@ from engine import editing as engine_editing
 from engine import classifier as engine_classifier
 from engine import fields as engine_fields
 from engine import forward as engine_forward
+from engine.models import rows_per_sample
 
 from . import engine_thread, imaging, playground, plots, streaming
 from .engine_thread import on_engine_thread
@@ -201,7 +202,7 @@ class Handlers:
                                                        step_size=step_size, snr=snr, n_corrector=n_corrector))
         self.model_name(model)
         s["label"], s["guidance_scale"] = self.guidance(model, label, guidance_scale)
-        rows = s["n"] * (2 if s["label"] is not None and s["guidance_scale"] not in (0, 1) else 1)
+        rows = s["n"] * rows_per_sample(s["label"], s["guidance_scale"])
         est = engine.sampler_spec(s["sampler"]).nfe(s["steps"], s["options"]) * rows
         if est > self.max_nfe:
             raise gr.Error(f"this run needs {est:,} network evaluations (steps × per-step evaluations × n, twice "
@@ -360,7 +361,7 @@ class Handlers:
             lab, w = self.guidance(model, label, panel_values.get(f"guidance_{k}", 1.0), f" of panel {k}")
             specs.append(engine_compare.Panel(sched, samp, steps, engine.sampler_spec(samp).spacing, label=lab,
                                               guidance_scale=w))
-        est = sum(engine.sampler_spec(p.sampler).nfe(p.steps) * (2 if p.guidance_scale not in (0, 1) else 1)
+        est = sum(engine.sampler_spec(p.sampler).nfe(p.steps) * rows_per_sample(p.label, p.guidance_scale)
                   for p in specs) * n
         if est > self.max_nfe:
             raise gr.Error(f"these panels need {est:,} network evaluations; the limit per request is "
