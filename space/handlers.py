@@ -97,6 +97,14 @@ def warm_up(store: ModelStore | None = None, handlers: Handlers | None = None, b
         handlers.default_result()
 
 
+def _class_settings(settings: dict) -> tuple[dict, str]:
+    """A run's settings for its link and PNG, and the file name's class part. An unconditional run (label None)
+    says nothing of classes, so its link reads as before classes existed; a conditional one names its class and w."""
+    if settings["label"] is None:
+        return {k: v for k, v in settings.items() if k not in ("label", "guidance_scale")}, ""
+    return settings, f"_class{settings['label']}_w{settings['guidance_scale']:g}"
+
+
 def _snapshot_indices(total: int, k: int = N_SNAPSHOTS) -> set[int]:
     return set(np.linspace(0, total - 1, min(k, total)).round().astype(int).tolist())
 
@@ -237,29 +245,26 @@ class Handlers:
         frames: list = []
         step = yield from self._stream(run, total, curves, live, frames)
         elapsed = live.elapsed
-        settings = {k: v for k, v in s.items() if k != "options"}
-        if s["label"] is None:  # an unconditional run's link and file name say nothing of classes
-            del settings["label"], settings["guidance_scale"]
+        settings, named_class = _class_settings({k: v for k, v in s.items() if k != "options"})
         settings.update(s["options"])
         link = base_url(request) + query_string({"tab": "generate", **settings})
-        stem = f"{s['model']}_{s['schedule']}_{s['sampler']}_{s['steps']}_seed{s['seed']}"
-        if s["label"] is not None:
-            stem += f"_class{s['label']}_w{s['guidance_scale']:g}"
+        stem = f"{s['model']}_{s['schedule']}_{s['sampler']}_{s['steps']}_seed{s['seed']}{named_class}"
         image, gif, png = self._files(live, step.x_t, frames, dict(settings, nfe=step.nfe), stem)
         status = (f"{self._ended(step, total)}: {step.i + 1}/{total} steps · NFE {step.nfe} · "
                   f"{live.rate(step.i + 1)} · {elapsed:.2f} s")
         yield image, list(live.gallery), gif, png, _plot(curves, step.t), status, link
 
     @staticmethod
-    def _invert_then_reconstruct(net, x0, schedule: str, steps: int, live: streaming.Stream):
+    def _invert_then_reconstruct(net, x0, schedule: str, steps: int, live: streaming.Stream, label: int | None):
         """DDIM inversion to x_T, step by step, then the DDIM η=0 run back from it: one run of 2 × steps Steps
-        (the reconstruction's renumbered after the inversion's), so Stop and the time budget act between any two."""
+        (the reconstruction's renumbered after the inversion's), so Stop and the time budget act between any two.
+        A conditional model's ``label`` steers both (unguided), as the reconstruction must see the ε̂ inverted."""
         step = None
-        for step in engine_editing.inversion(net, x0, schedule=schedule, steps=steps):
+        for step in engine_editing.inversion(net, x0, schedule=schedule, steps=steps, label=label):
             yield step
         live.snapshot(imaging.display(step.x_t, 160), "x_T.png", f"{_INVERSION_RESULTS[0]} (shown clipped to ±1)")
         back = engine.generate(net, schedule=schedule, sampler="ddim", steps=steps, seed=0, x_T=step.x_t,
-                               spacing="leading", eta=0.0)
+                               spacing="leading", eta=0.0, label=label)
         for later in back:
             yield dataclasses.replace(later, i=later.i + steps, nfe=later.nfe + steps)
 
@@ -532,14 +537,19 @@ class Handlers:
     # -------------------------------------------------------------------------------------------- edit ---
 
     def edit_settings(self, model, mode, source, dataset, index, upload, sketch, mask, schedule, sampler, steps, seed,
-                      strength, jump_length, resamples, k, ends, seed_b, index_b) -> dict:
-        """Edit's checks: the run's settings (those of its ``mode`` only), or gr.Error naming the parameter and what
-        is allowed (the network-evaluation budget included). The images themselves are decoded by ``edit``
+                      strength, jump_length, resamples, k, ends, seed_b, index_b, label=NO_CLASS,
+                      guidance_scale=1.0) -> dict:
+        """Edit's checks: the run's settings (those of its ``mode`` only, and a conditional model's ``label`` and
+        ``guidance_scale``), or gr.Error naming the parameter and what is allowed (the network-evaluation budget
+        included: a guided step is two evaluations per image). The images themselves are decoded by ``edit``
         (the guard has checked their files' size, format and pixel count); an image ``index`` is checked against the
         dataset's size there too, as Forward does."""
         s = {"model": model, "mode": choice("mode", mode, EDIT_MODES),
              "schedule": choice("schedule", schedule, SCHEDULES), "steps": as_int("steps", steps, 1, MAX_STEPS)}
         mode = s["mode"]
+        self.model_name(model)
+        label, w = self.guidance(model, label, guidance_scale)
+        rows = rows_per_sample(label, w)
         if mode == "img2img":
             s["sampler"] = choice("sampler", sampler, SAMPLERS)
             s["strength"] = as_float("strength", strength, *EDIT_STRENGTH)
@@ -548,12 +558,17 @@ class Handlers:
                 kept = len(engine_editing.img2img_levels(s["schedule"], s["steps"], s["strength"], spec.spacing))
             except ValueError as err:
                 raise _err(err) from None
-            est = spec.nfe(kept)
+            est = spec.nfe(kept) * rows
         elif mode == "inpaint":
             s["jump_length"] = as_int("jump_length", jump_length, 1, s["steps"])
             s["resamples"] = as_int("resamples", resamples, 1, engine_editing.MAX_RESAMPLES)
-            est = engine_editing.inpaint_nfe(s["steps"], s["jump_length"], s["resamples"])
+            est = engine_editing.inpaint_nfe(s["steps"], s["jump_length"], s["resamples"]) * rows
         elif mode == "invert":
+            # the engine inverts with ε̂(x, c) unguided: with w > 1 DDIM inversion's error grows (Mokady et al.
+            # 2022), so guided inversion is left out rather than offered badly
+            if w != 1:
+                raise gr.Error(f"inversion takes no guidance: set guidance_scale to 1 (got {w:g}); "
+                               f"a class is allowed and inverts with the conditional model")
             est = 2 * s["steps"]  # the inversion, then the reconstruction
         else:
             s["sampler"] = choice("sampler", sampler, SAMPLERS)
@@ -563,12 +578,12 @@ class Handlers:
             except ValueError as err:
                 raise _err(err) from None
             s["ends"] = choice("ends", ends, EDIT_ENDS)
-            est = engine.sampler_spec(s["sampler"]).nfe(s["steps"]) * s["k"]
+            est = engine.sampler_spec(s["sampler"]).nfe(s["steps"]) * s["k"] * rows
             if s["ends"] == "seeds":
                 s["seed_b"] = as_int("seed_b", seed_b, 0, engine.MAX_SEED)
             else:
                 s["index_b"] = as_int("index_b", index_b, 0, MAX_INDEX)
-                est += 2 * s["steps"]  # both images inverted
+                est += 2 * s["steps"]  # both images inverted (with the label, unguided)
         if mode != "interpolate" or s["ends"] == "images":
             s["source"] = choice("source", source, EDIT_SOURCES)
             if s["source"] == "dataset":
@@ -581,10 +596,11 @@ class Handlers:
         if mode in ("img2img", "inpaint") or mode == "interpolate" and s["ends"] == "seeds":
             s["seed"] = as_int("seed", seed, 0, engine.MAX_SEED)
         if est > self.max_nfe:
-            raise gr.Error(f"this edit needs {est:,} network evaluations; the limit per request is {self.max_nfe:,}: "
-                           f"use fewer steps{', resamples or a longer jump_length' if mode == 'inpaint' else ''}"
+            raise gr.Error(f"this edit needs {est:,} network evaluations{' (twice for guidance)' if rows > 1 else ''}; "
+                           f"the limit per request is {self.max_nfe:,}: use fewer steps"
+                           f"{', resamples or a longer jump_length' if mode == 'inpaint' else ''}"
                            f"{' or images (k)' if mode == 'interpolate' else ''}")
-        self.model_name(model)
+        s["label"], s["guidance_scale"] = label, w  # last, as in the endpoint's parameters (and so in its links)
         return s
 
     def _dataset_image(self, dataset: str, index: int, name: str, shape: tuple) -> torch.Tensor:
@@ -632,13 +648,16 @@ class Handlers:
     @on_engine_thread
     def edit(self, model, mode, source="dataset", dataset="mnist", index=0, upload=None, sketch=None, mask=None,
              schedule="cosine", sampler="ddim", steps=50, seed=0, strength=0.6, jump_length=10, resamples=5, k=8,
-             ends="seeds", seed_b=1, index_b=1, request: gr.Request = None):
-        """Edit an image with an unconditional model, streamed like ``generate``: img2img (SDEdit), inpainting
-        (RePaint) of the region painted on ``mask``, DDIM inversion and reconstruction, or interpolation between two
-        seeds or two images. ``upload`` is an uploaded file's path; ``sketch`` and ``mask`` are image editors' values
-        ({background, layers, composite} as PIL images). Yields (image, gallery, gif, png, plot, status, link)."""
+             ends="seeds", seed_b=1, index_b=1, label=NO_CLASS, guidance_scale=1.0, request: gr.Request = None):
+        """Edit an image with a model, streamed like ``generate``: img2img (SDEdit), inpainting (RePaint) of the
+        region painted on ``mask``, DDIM inversion and reconstruction, or interpolation between two seeds or two
+        images. ``upload`` is an uploaded file's path; ``sketch`` and ``mask`` are image editors' values
+        ({background, layers, composite} as PIL images). A class-conditional model takes a ``label`` and, except in
+        inversion, a ``guidance_scale``, as in ``generate`` (label and guidance are the last parameters, so calls
+        made before they existed still work). Yields (image, gallery, gif, png, plot, status, link)."""
         s = self.edit_settings(model, mode, source, dataset, index, upload, sketch, mask, schedule, sampler, steps,
-                               seed, strength, jump_length, resamples, k, ends, seed_b, index_b)
+                               seed, strength, jump_length, resamples, k, ends, seed_b, index_b, label, guidance_scale)
+        class_guidance = {"label": s["label"], "guidance_scale": s["guidance_scale"]}
         net = self._model(s["model"])
         shape = tuple(net.data_shape)
         if len(shape) != 3:
@@ -655,12 +674,13 @@ class Handlers:
                 mark, a = levels[0]
                 head = f"starts at t = {mark}, σ = {math.sqrt((1 - a) / a):.3g} ({len(levels)} of {steps} steps)"
                 run = engine_editing.img2img(net, x0, strength=s["strength"], schedule=s["schedule"],
-                                             sampler=s["sampler"], steps=steps, seed=s["seed"])
+                                             sampler=s["sampler"], steps=steps, seed=s["seed"], **class_guidance)
                 total, curves = len(levels), edit_curves(s["schedule"], [t for t, _ in levels], "img2img")
             elif mode == "inpaint":
                 m = imaging.mask_from_layers((mask or {}).get("layers") or [], shape[1:])
                 run = engine_editing.inpaint(net, x0, m, schedule=s["schedule"], steps=steps, seed=s["seed"],
-                                             jump_length=s["jump_length"], resamples=s["resamples"])
+                                             jump_length=s["jump_length"], resamples=s["resamples"],
+                                             **class_guidance)
                 unknown = int((m == 0).sum())
                 live.snapshot(imaging.display(x0 * m, 160), "split.png",
                               f"known / unknown (grey, to fill): {unknown} of {m.numel()} pixels to fill")
@@ -668,7 +688,7 @@ class Handlers:
                 total = engine_editing.inpaint_nfe(steps, s["jump_length"], s["resamples"])
                 curves = edit_curves(s["schedule"], visited_levels(s["schedule"], steps, "leading"), "RePaint (ddpm)")
             elif mode == "invert":
-                run = self._invert_then_reconstruct(net, x0, s["schedule"], steps, live)
+                run = self._invert_then_reconstruct(net, x0, s["schedule"], steps, live, s["label"])
                 total = 2 * steps
                 curves = edit_curves(s["schedule"], visited_levels(s["schedule"], steps, "leading"), "DDIM η=0")
             else:
@@ -676,13 +696,15 @@ class Handlers:
                 if s["ends"] == "images":
                     x_b = self._dataset_image(s["dataset"], s["index_b"], "index_b", shape)
                     ends_x = engine_editing.invert(net, torch.cat([x0, x_b]), schedule=s["schedule"], steps=steps,
-                                                   spacing=spacing)
+                                                   spacing=spacing, label=s["label"])
                     run = engine_editing.interpolate(net, schedule=s["schedule"], sampler=s["sampler"], steps=steps,
-                                                     k=s["k"], x_T=(ends_x[0], ends_x[1]), spacing=spacing)
+                                                     k=s["k"], x_T=(ends_x[0], ends_x[1]), spacing=spacing,
+                                                     **class_guidance)
                     head = f"between {described} and {s['dataset']} test #{s['index_b']} (inverted)"
                 else:
                     run = engine_editing.interpolate(net, schedule=s["schedule"], sampler=s["sampler"], steps=steps,
-                                                     k=s["k"], seeds=(s["seed"], s["seed_b"]), spacing=spacing)
+                                                     k=s["k"], seeds=(s["seed"], s["seed_b"]), spacing=spacing,
+                                                     **class_guidance)
                     head = f"between seeds {s['seed']} and {s['seed_b']}"
                 total, cols = steps, s["k"]
                 curves = edit_curves(s["schedule"], visited_levels(s["schedule"], steps, spacing), s["sampler"])
@@ -697,14 +719,14 @@ class Handlers:
             live.snapshot(imaging.display(step.x_t, 160), "reconstruction.png", f"{_INVERSION_RESULTS[1]} (DDIM η=0 from x_T)")
             live.snapshot(imaging.display(err * 2 - 1, 160), "error.png", f"{_INVERSION_RESULTS[2]} (white = 2)")
             tail += f"reconstruction error {float(err.mean()) * 127.5:.2f} grey levels (mean |x̂ − x|) · "
-        settings = {"tab": "edit", **s}
-        link = base_url(request) + query_string(settings)
+        settings, named_class = _class_settings(s)
+        link = base_url(request) + query_string({"tab": "edit", **settings})
         kept_out = [s["source"]] if s.get("source") in ("upload", "sketch") else []
         kept_out += ["mask"] if mode == "inpaint" else []
         if kept_out:
             tail += f"the link carries the settings, not the {' or the '.join(kept_out)} · "
-        stem = f"{s['model']}_{mode}_{s['schedule']}_{steps}" + (f"_seed{s['seed']}" if "seed" in s else "")
-        settings.pop("tab")
+        seeded = f"_seed{s['seed']}" if "seed" in s else ""
+        stem = f"{s['model']}_{mode}_{s['schedule']}_{steps}{seeded}{named_class}"
         image, gif, png = self._files(live, step.x_t, frames, dict(settings, nfe=step.nfe), stem, cols)
         status = (f"{self._ended(step, total)}: {mode} · {tail}{step.i + 1}/{total} steps · NFE {step.nfe} · "
                   f"{elapsed:.2f} s")

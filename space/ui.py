@@ -352,6 +352,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                         e_steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="steps", elem_id="e-steps")
                         e_seed = gr.Number(0, precision=0, minimum=0, maximum=engine.MAX_SEED, label="seed",
                                            elem_id="e-seed")
+                        e_class, e_guidance = _class_controls(store, default_model, "e")
                         e_strength = gr.Slider(0.001, 1.0, value=0.6, step=0.001, label="strength",
                                                info="the share of the steps that runs: 1 starts from noise, small "
                                                     "values change little", elem_id="e-strength")
@@ -405,6 +406,8 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                       queue=False)
         c_model.input(lambda m: class_updates(store, m, 6), c_model, [c_class, *c_guidance],
                       api_visibility="private", queue=False)
+        e_model.input(lambda m: class_updates(store, m, 1), e_model, [e_class, e_guidance], api_visibility="private",
+                      queue=False)
 
         def set_panels(count):
             return [gr.update(visible=k < int(count)) for k in range(6)]
@@ -426,7 +429,8 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
 
         # ------------------------------------------------------------------------------------------ edit ---
         e_inputs = [e_model, e_mode, e_source, e_dataset, e_index, e_upload, e_sketch, e_mask, e_schedule, e_sampler,
-                    e_steps, e_seed, e_strength, e_jump, e_resamples, e_k, e_ends, e_seed_b, e_index_b]
+                    e_steps, e_seed, e_strength, e_jump, e_resamples, e_k, e_ends, e_seed_b, e_index_b, e_class,
+                    e_guidance]
         e_outputs = [e_image, e_gallery, e_gif, e_png, e_plot, e_status, e_link]
         edit_run = dict(outputs=e_outputs, show_progress_on=[e_status], concurrency_id="edit")
         e_event = e_run.click(h.edit, inputs=e_inputs, **edit_run, api_name="edit", concurrency_limit=WORKERS,
@@ -450,7 +454,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                       "ends": e_ends, "seed_b": e_seed_b, "index_b": e_index_b}
         restore_outputs = [tabs, notice, g_model, g_schedule, g_sampler, g_steps, g_seed, g_n, g_spacing, g_eta,
                            g_variance, g_nse, g_ss, g_snr, g_nc, g_class, g_guidance, c_model, c_seed, c_n, c_panels, s_model, autorun,
-                           *c_fields.values(), *c_rows, e_model, *e_settings.values()]
+                           *c_fields.values(), *c_rows, e_model, *e_settings.values(), e_class, e_guidance]
 
         def fill(query: dict) -> list:
             """The values of ``restore_outputs`` for a link's settings (``query``, checked by parse_query; the
@@ -482,6 +486,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
             count = val("panels", 3)
             out += [gr.update(visible=k < count) for k in range(6)]
             out += [gr.update(choices=imgs, value=g_m)] + [val(key, field.value) for key, field in e_settings.items()]
+            out += class_updates(store, g_m, 1, val("label", NO_CLASS), (val("guidance_scale", 1.0),))
             return out
 
         def restore(request: gr.Request):

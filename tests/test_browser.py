@@ -267,6 +267,21 @@ def test_edit_tab_draws_a_sketch_and_a_mask(server, page):
     assert page.errors == [], f"page errors: {page.errors[:5]}"
 
 
+def test_edit_link_restores_the_class_and_guidance(server, page):
+    """An Edit link with a class and a guidance scale shows them in the Edit tab's picker and slider and makes the
+    same guided edit again; an unconditional model hides them."""
+    link = (server + "?tab=edit&model=tiny-digits-cond&mode=img2img&schedule=cosine&steps=4&sampler=ddim"
+            "&strength=0.5&source=dataset&index=2&dataset=digits8&seed=1&label=3&guidance_scale=2.5")
+    page.goto(link, wait_until="domcontentloaded")
+    wait_done(page, "#e-status textarea", "done: img2img · starts at t = ")
+    assert value_of(page, "#e-link textarea") == link
+    assert value_of(page, "#e-class input") == "3" and value_of(page, "#e-guidance input[type=number]") == "2.5"
+    page.locator("#e-model input").click()
+    page.get_by_role("option", name="tiny-digits", exact=True).click()
+    page.wait_for_selector("#e-class", state="hidden", timeout=30_000)
+    assert page.errors == [], f"page errors: {page.errors[:5]}"
+
+
 def test_class_picker_follows_the_model_and_a_link(server, page):
     page.goto(server + "?tab=generate&model=tiny-digits-cond&steps=3&n=1&label=3&guidance_scale=2.5",
               wait_until="domcontentloaded")

@@ -1,5 +1,6 @@
 """The Edit tab (space/handlers.py ``edit``, endpoint ``/edit``): each mode through gradio_client on the tiny fixture
-checkpoints (8×8 digits), its checks before the queue, its links and its downloads."""
+checkpoints (8×8 digits), a conditional model's class and guidance, its checks before the queue, its links and its
+downloads."""
 import json
 import re
 
@@ -141,11 +142,79 @@ def test_sketch_and_upload_sources(app, tmp_path):
     (dict(mode="img2img", index=5000), "index must be an integer from 0 to"),  # past the dataset's end
     (dict(mode="inpaint", steps=1000, resamples=20, jump_length=1), "network evaluations; the limit per request"),
     (dict(mode="img2img", model="tiny-moons"), "unknown model 'tiny-moons'"),
+    (dict(mode="img2img", label=3), "model tiny-digits is unconditional: label must be -1"),
+    (dict(mode="img2img", model="tiny-digits-cond", guidance_scale=3.0), "guidance_scale 3 needs a class"),
+    (dict(mode="img2img", model="tiny-digits-cond", label=10), "unknown label 10; allowed: -1, 0, 1"),
+    (dict(mode="invert", model="tiny-digits-cond", label=3, guidance_scale=3.0), "inversion takes no guidance"),
 ])
 def test_edit_refusals_name_the_parameter(app, bad, message):
     _, client, _ = app
     with pytest.raises(Exception, match=re.escape(message)):
         client.predict(**dict(EDIT, **bad), api_name="/edit")
+
+
+def test_img2img_and_inversion_with_a_class(app):
+    _, client, _ = app
+    kw = dict(EDIT, model="tiny-digits-cond", steps=4, mode="img2img", strength=0.5)
+    uncond = client.predict(**kw, api_name="/edit")
+    w0 = client.predict(**kw, label=3, guidance_scale=0.0, api_name="/edit")
+    assert np.array_equal(pixels(w0[0]), pixels(uncond[0]))  # w = 0 is the unlabelled edit
+    assert "label" not in uncond[-1]  # an unlabelled edit's link says nothing of classes
+    image, gallery, gif, png, plot, status, link = client.predict(**kw, label=3, guidance_scale=3.0,
+                                                                  api_name="/edit")
+    assert status.startswith("done: img2img · ") and link.endswith("&label=3&guidance_scale=3.0")
+    assert settings_of(png)["label"] == 3 and settings_of(png)["guidance_scale"] == 3.0
+    assert png.endswith("_class3_w3.png")
+    out = client.predict(**dict(kw, mode="invert", steps=3), label=3, api_name="/edit")  # conditional inversion
+    assert "reconstruction error" in out[5] and out[-1].endswith("&label=3&guidance_scale=1.0")
+
+
+def test_every_mode_hands_the_class_and_guidance_to_the_engine(fixture_checkpoints, monkeypatch):  # noqa: F811
+    """The (label, w) each engine call steers with: the tiny fixture's class table has not learned, so the pictures
+    cannot tell."""
+    import importlib
+
+    from space.handlers import Handlers
+    from space.models import ModelStore
+
+    seen = []
+
+    def spy(real):
+        def guided(model, label, guidance_scale, n):
+            seen.append((label, guidance_scale))
+            return real(model, label, guidance_scale, n)
+        return guided
+
+    for module in map(importlib.import_module, ("engine.editing", "engine.generate")):  # engine.generate: a function
+        monkeypatch.setattr(module, "guided", spy(module.guided))
+    h = Handlers(ModelStore(fixture_checkpoints))
+    paint = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    paint.paste((255, 0, 0, 255), (4, 0, 8, 8))
+    kw = dict(source="dataset", dataset="digits8", index=3, schedule="cosine", sampler="ddim", steps=2, seed=0,
+              strength=1.0, jump_length=1, resamples=1, k=2, label=3, guidance_scale=2.0)
+    for mode, extra, calls in [("img2img", {}, [(3, 2.0)]),
+                               ("inpaint", dict(mask={"layers": [paint]}), [(3, 2.0)]),
+                               ("invert", dict(guidance_scale=1.0), [(3, 1.0), (3, 1.0)]),  # and the way back
+                               ("interpolate", dict(ends="images", index_b=5), [(3, 1.0), (3, 2.0)])]:
+        seen.clear()
+        *_, last = h.edit("tiny-digits-cond", mode, **dict(kw, **extra))
+        assert seen == calls and last[-1].endswith(f"&label=3&guidance_scale={calls[-1][1]}"), mode
+
+
+def test_guided_edits_count_twice_against_the_budget(fixture_checkpoints):  # noqa: F811
+    import gradio as gr
+
+    from space.handlers import Handlers
+    from space.models import ModelStore
+
+    h = Handlers(ModelStore(fixture_checkpoints), max_nfe=10)
+    args = ("tiny-digits-cond", "img2img", "dataset", "digits8", 3, None, None, None, "cosine", "ddim", 10, 0, 1.0,
+            10, 5, 8, "seeds", 1, 1)
+    assert h.edit_settings(*args, 3, 1.0)["label"] == 3  # 10 evaluations: one row per image
+    with pytest.raises(gr.Error, match=re.escape("this edit needs 20 network evaluations (twice for guidance)")):
+        h.edit_settings(*args, 3, 3.0)
+    with pytest.raises(gr.Error, match="label must be an integer from -1 to 9"):  # past the picker's own check
+        h.edit_settings(*args, 10, 1.0)
 
 
 def test_edit_links_parse_and_say_whether_they_reproduce():

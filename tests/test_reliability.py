@@ -205,7 +205,7 @@ ENDPOINTS = {  # a valid, cheap payload for each endpoint, in its parameter orde
     "score_field": ["tiny-moons", 0.5, "ddim", "cosine", 3, 0, 20],
     "compare": ["tiny-digits", 0, 1, 1] + ["cosine", "ddim", 2] * 6,
     "edit": ["tiny-digits", "img2img", "dataset", "digits8", 0, None, None, None, "cosine", "ddim", 4, 0, 0.5, 2, 1,
-             2, "seeds", 1, 1],
+             2, "seeds", 1, 1, -1, 1.0],
     "train": ["toy", "moons", None, None, 100, "ddpm", "cosine", 16, 3, 0.01, 16, 0],
     "sample_trained": ["ddpm", "cosine", 3, 10, 0],  # no model in a fresh session: a clear refusal
 }
