@@ -52,6 +52,7 @@ class TrainConfig:
     lr: float = 2e-4
     warmup_steps: int = 200
     lr_decay_start: int | None = None  # cosine decay of the learning rate from this step to min_lr at `steps`
+    lr_restarts: list[int] = dataclasses.field(default_factory=list)  # steps where a new warm-up/hold/decay cycle starts
     min_lr: float = 0.0
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -79,6 +80,12 @@ class TrainConfig:
             raise ValueError(f"label_dropout must be in [0, 1); got {self.label_dropout}")
         if self.lr_decay_start is not None and not 0 <= self.lr_decay_start < self.steps:
             raise ValueError(f"lr_decay_start must be in [0, steps) = [0, {self.steps}); got {self.lr_decay_start}")
+        if self.lr_restarts:
+            decay = self.steps - (self.lr_decay_start if self.lr_decay_start is not None else self.steps)
+            ends = [*self.lr_restarts, self.steps]
+            if self.lr_decay_start is None or any(b - a <= decay for a, b in zip([0, *self.lr_restarts], ends)):
+                raise ValueError("lr_restarts must be increasing steps in (0, steps), each cycle longer than its decay "
+                                 f"(steps − lr_decay_start = {decay}), and need lr_decay_start; got {self.lr_restarts}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -96,11 +103,20 @@ class TrainConfig:
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """The learning rate of the step after ``step`` steps were taken: linear warm-up to ``lr`` over ``warmup_steps``,
     then constant, then from ``lr_decay_start`` (if set) a cosine decay to ``min_lr`` at ``steps`` (as nanoGPT):
-        lr_t = min_lr + ½ (lr − min_lr) (1 + cos(π (t − start) / (steps − start)))."""
-    lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-    if cfg.lr_decay_start is None or step < cfg.lr_decay_start:
+        lr_t = min_lr + ½ (lr − min_lr) (1 + cos(π (t − start) / (steps − start))).
+    ``lr_restarts`` splits the run into cycles (warm restarts, Loshchilov & Hutter 2017, SGDR): each starts again
+    with the warm-up and ends with a decay of the same length, steps − lr_decay_start. A finished, annealed run is
+    thus extended by adding its old ``steps`` to ``lr_restarts``, and the config still reproduces it from scratch."""
+    start = max([0, *(r for r in cfg.lr_restarts if r <= step)])
+    end = min([cfg.steps, *(r for r in cfg.lr_restarts if r > step)])
+    t = step - start
+    lr = cfg.lr * min(1.0, (t + 1) / max(1, cfg.warmup_steps))
+    if cfg.lr_decay_start is None:
         return lr
-    frac = min(1.0, (step - cfg.lr_decay_start) / (cfg.steps - cfg.lr_decay_start))
+    decay_start = end - (cfg.steps - cfg.lr_decay_start)
+    if step < decay_start:
+        return lr
+    frac = min(1.0, (step - decay_start) / (end - decay_start))
     return cfg.min_lr + 0.5 * (lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
 
 

@@ -180,3 +180,19 @@ def test_dsm_loss_is_the_eps_loss_in_the_ve_scaling(tmp_path):
     with torch.no_grad():
         eps_mse = (model.eps(a.sqrt() * (x0 + sigma.reshape(-1, 1, 1, 1) * eps), alpha_bar) - eps).pow(2).mean()
         torch.testing.assert_close(model.loss(x0, sigma, eps), eps_mse, rtol=1e-9, atol=0)
+
+
+def test_a_warm_restart_extends_an_annealed_run_without_changing_its_first_cycle(tmp_path):
+    """mnist-ncsn's extension: the finished run (100 steps, decay from 60) is the first cycle of the longer one."""
+    from engine.train import learning_rate
+
+    first = tiny(tmp_path, steps=100, lr=1e-3, warmup_steps=10, lr_decay_start=60)
+    longer = tiny(tmp_path, steps=150, lr=1e-3, warmup_steps=10, lr_decay_start=110, lr_restarts=[100])
+    assert [learning_rate(longer, s) for s in range(100)] == [learning_rate(first, s) for s in range(100)]
+    assert learning_rate(longer, 100) == pytest.approx(1e-4)  # warms up again from the restart
+    assert learning_rate(longer, 109) == pytest.approx(1e-3) and learning_rate(longer, 110) == pytest.approx(1e-3)
+    assert learning_rate(longer, 130) == pytest.approx(0.5e-3)  # decays over its last 40 steps, like the first cycle
+    assert learning_rate(longer, 150) == pytest.approx(0.0)
+    for bad in ([120, 100], [0], [30], [150]):
+        with pytest.raises(ValueError, match="lr_restarts must be"):
+            tiny(tmp_path, steps=150, lr_decay_start=110, lr_restarts=bad)
