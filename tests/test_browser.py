@@ -276,6 +276,7 @@ def test_edit_link_restores_the_class_and_guidance(server, page):
     wait_done(page, "#e-status textarea", "done: img2img · starts at t = ")
     assert value_of(page, "#e-link textarea") == link
     assert value_of(page, "#e-class input") == "3" and value_of(page, "#e-guidance input[type=number]") == "2.5"
+    shot(page, "11a-edit-class.png")
     page.locator("#e-model input").click()
     page.get_by_role("option", name="tiny-digits", exact=True).click()
     page.wait_for_selector("#e-class", state="hidden", timeout=30_000)

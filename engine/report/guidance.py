@@ -19,6 +19,7 @@ import datetime
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from .. import evaluate
 from ..checkpoints import record_metrics
@@ -60,18 +61,14 @@ def sweeps(setups: dict, n: int, seed: int, path: Path, scales=SCALES) -> dict:
     """{model: records over ``scales``} for the conditional models among ``setups``, computing only what the cache
     ``path`` lacks (written after every record, so an interrupted sweep resumes)."""
     cache = load_cache(path)
-    out = {}
-    for name, setup in setups.items():
-        if not getattr(setup.model, "num_classes", 0):
-            continue
-        out[name] = []
-        for w in scales:
-            key = f"{name}|w={w:g}|n={n}|seed={seed}"
-            if not is_fresh(cache.get(key), setup.card["sha256"], setup.classifier_card["sha256"]):
-                cache[key] = sweep_cell(setup, float(w), n, seed)
-                write_cache(path, cache)
-            out[name].append(cache[key])
-    return out
+    planned = {name: [(w, f"{name}|w={w:g}|n={n}|seed={seed}") for w in scales]
+               for name, setup in setups.items() if getattr(setup.model, "num_classes", 0)}
+    todo = [(name, w, key) for name, cells in planned.items() for w, key in cells
+            if not is_fresh(cache.get(key), setups[name].card["sha256"], setups[name].classifier_card["sha256"])]
+    for name, w, key in tqdm(todo, desc="guidance sweep", unit="cell", disable=not todo):
+        cache[key] = sweep_cell(setups[name], float(w), n, seed)
+        write_cache(path, cache)
+    return {name: [cache[key] for _, key in cells] for name, cells in planned.items()}
 
 
 def record_in_cards(results: dict, directory=None) -> None:

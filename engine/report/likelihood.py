@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from ..data import load_dataset
 from ..devices import describe_device
@@ -105,19 +106,15 @@ def measure(setups: dict, schedules: dict, n: int, seed: int, path: Path) -> dic
     (``EIGHT_BIT``), computing only what the cache
     ``path`` lacks (written after every record, so an interrupted run resumes)."""
     cache = load_records(path)
-    out = {}
-    for name, setup in setups.items():
-        if setup.dataset not in EIGHT_BIT:
-            continue
-        out[name] = []
-        for schedule in schedules[name]:
-            for method in methods_for(setup.card["objective"]):
-                key = f"{name}|{schedule}|{method}|n={n}|seed={seed}"
-                if cache.get(key, {}).get("sha256") != setup.card["sha256"]:
-                    cache[key] = cell(setup, schedule, method, n, seed)
-                    write_cache(path, cache)
-                out[name].append(cache[key])
-    return out
+    planned = {name: [(schedule, method, f"{name}|{schedule}|{method}|n={n}|seed={seed}")
+                      for schedule in schedules[name] for method in methods_for(setup.card["objective"])]
+               for name, setup in setups.items() if setup.dataset in EIGHT_BIT}
+    todo = [(name, schedule, method, key) for name, cells in planned.items() for schedule, method, key in cells
+            if cache.get(key, {}).get("sha256") != setups[name].card["sha256"]]
+    for name, schedule, method, key in tqdm(todo, desc="bits/dim", unit="cell", disable=not todo):
+        cache[key] = cell(setups[name], schedule, method, n, seed)
+        write_cache(path, cache)
+    return {name: [cache[key] for *_, key in cells] for name, cells in planned.items()}
 
 
 def plot_terms(records: list[dict], path: Path) -> None:
