@@ -80,10 +80,10 @@ class TrainConfig:
             raise ValueError(f"label_dropout must be in [0, 1); got {self.label_dropout}")
         if self.lr_decay_start is not None and not 0 <= self.lr_decay_start < self.steps:
             raise ValueError(f"lr_decay_start must be in [0, steps) = [0, {self.steps}); got {self.lr_decay_start}")
-        if self.lr_restarts:
-            decay = self.steps - (self.lr_decay_start if self.lr_decay_start is not None else self.steps)
-            ends = [*self.lr_restarts, self.steps]
-            if self.lr_decay_start is None or any(b - a <= decay for a, b in zip([0, *self.lr_restarts], ends)):
+        if self.lr_restarts:  # every cycle must hold its decay, so its length must exceed steps − lr_decay_start
+            decay = None if self.lr_decay_start is None else self.steps - self.lr_decay_start
+            cycles = zip([0, *self.lr_restarts], [*self.lr_restarts, self.steps])
+            if decay is None or any(end - start <= decay for start, end in cycles):
                 raise ValueError("lr_restarts must be increasing steps in (0, steps), each cycle longer than its decay "
                                  f"(steps − lr_decay_start = {decay}), and need lr_decay_start; got {self.lr_restarts}")
 
