@@ -14,6 +14,8 @@ Class-conditional training (``arch_config["num_classes"]`` > 0) is classifier-fr
 each label is replaced by ∅ with probability ``label_dropout``, so one network learns ε̂(x, c) and ε̂(x, ∅).
 ``init_from`` starts the network from a shipped checkpoint of the same architecture (sha256 checked; a conditional
 net's class table, absent there, starts at zero, so it starts as exactly that unconditional model).
+``init_from_sha256`` pins those weights: once the source model is retrained, the config refuses to start from the
+newer weights rather than silently train a different model.
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ class TrainConfig:
     label_dropout: float = 0.1  # conditional nets: the probability a label is replaced by the null class
     label_lr_scale: float = 1.0  # conditional nets: the class table's learning rate over the others'
     init_from: str | None = None  # a checkpoint name whose weights the network starts from
+    init_from_sha256: str | None = None  # the sha256 init_from's weights must have (None: whatever is shipped)
     seed: int = 0
     log_every: int = 50
     save_every: int = 1000
@@ -264,6 +267,11 @@ class Trainer:
         """Load checkpoint ``name``'s weights into the network; only a conditional net's class table may be
         missing from it (it stays zero). The card records the source and its sha256."""
         card, state = load_weights(name)
+        want = self.cfg.init_from_sha256
+        if want and card["sha256"] != want:
+            raise ValueError(f"init_from {name!r}: this run starts from the weights with sha256 {want[:12]}…, but the "
+                             f"shipped {name} is {card['sha256'][:12]}… (retrained since); check out the commit that "
+                             f"shipped them (git log -- checkpoints/{name}.safetensors) to reproduce this run")
         missing, unexpected = self.model.net.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("label_emb.") for k in missing):
             raise ValueError(f"init_from {name!r}: its weights do not fit this architecture "

@@ -140,6 +140,10 @@ def test_init_from_starts_as_the_unconditional_checkpoint(tmp_path, monkeypatch)
     with torch.no_grad():
         torch.testing.assert_close(t.model.eps(x, a, torch.tensor([1, 2])), base.eps(x, a))
     assert t.card["init_from"]["name"] == "base"
+    pinned = tiny_cond(tmp_path, name="pinned", init_from="base", init_from_sha256=t.card["init_from"]["sha256"])
+    assert Trainer(pinned).card["init_from"] == t.card["init_from"]  # the pinned weights are the shipped ones
+    with pytest.raises(ValueError, match="retrained since"):
+        Trainer(tiny_cond(tmp_path, name="stale", init_from="base", init_from_sha256="0" * 64))
     with pytest.raises(ValueError, match="num_classes=3 does not fit"):
         Trainer(tiny_cond(tmp_path, name="bad", arch_config={**ARCH, "num_classes": 3}))
 
