@@ -42,7 +42,7 @@ def test_full_grid_is_what_the_page_promises():
     eps = report.plan_cells("m", "ddpm", report.FULL)
     score = report.plan_cells("m", "dsm", report.FULL)
     for plan, samplers, long_run in ((eps, {"ddpm", "ddim", "dpm-solver++", "ode"}, {"ddpm", "ddim"}),
-                                     (score, {"langevin", "euler-maruyama", "pc", "ode"}, {"euler-maruyama"})):
+                                     (score, {"langevin", "euler-maruyama", "pc", "ode"}, {"euler-maruyama", "pc"})):
         assert len(set(plan)) == len(plan)
         assert {c.sampler for c in plan} == samplers
         assert {"linear", "cosine", "sigmoid", "constant", "karras"} <= {c.schedule for c in plan} <= set(engine.SCHEDULES)
@@ -50,7 +50,7 @@ def test_full_grid_is_what_the_page_promises():
         for c in plan:
             assert c.steps in (10, 20, 50, 100, 1000)
             assert c.spacing == engine.SAMPLERS[c.sampler].spacing  # the sampler's own, as generate() picks it
-    assert len(eps) == 5 * (4 * 4 + 2) and len(score) == 6 * (4 * 4 + 1)
+    assert len(eps) == 5 * (4 * 4 + 2) and len(score) == 6 * (4 * 4 + 2)
     assert "ve-geometric" in {c.schedule for c in score}
     # every bar is judged on cells the full grid runs
     objective = {"mnist-ddpm": "ddpm", "fashion-ddpm": "ddpm", "mnist-ncsn": "dsm"}
@@ -60,11 +60,12 @@ def test_full_grid_is_what_the_page_promises():
         assert any(sampler == bar.sampler for sampler, _ in plan)
         assert bar.reference is None or bar.reference in plan
     text = "\n".join(report.page.grid_lines(report.FULL))
-    assert "1000 only for ddpm, ddim, euler-maruyama (1000 NFE at 1000 steps" in text
+    assert "1000 only for ddpm, ddim, euler-maruyama, pc (1000/2000 NFE at 1000 steps" in text
     assert "trailing for dpm-solver++." in text and "leading for ddpm, ddim, ode, langevin" in text
     # the NFE the page states are the registry's
     nfe = {s: engine.SAMPLERS[s].nfe(1000) for s in ("ode", "pc", "langevin")}
-    assert f"would cost {nfe['ode']}, {nfe['pc']} and {nfe['langevin']} NFE" in text
+    assert f"pc ({nfe['pc'] // 2}/{nfe['pc']} NFE at 1000 steps" in text
+    assert f"would cost {nfe['ode']} and {nfe['langevin']} NFE" in text
     # a leading 10-step run starts at t = 900; trailing starts at t = 999, so only leading gets the warning
     assert "With leading spacing a 10-step run starts at t = 900, not 999" in text and "With trailing" not in text
 
@@ -343,7 +344,7 @@ def test_long_run_cells_can_be_limited_to_some_schedules():
     plan = report.plan_cells("m", "ddpm", grid)
     assert {(c.sampler, c.schedule) for c in plan if c.steps == 1000} == {("ddpm", "linear"), ("ddim", "linear")}
     assert len([c for c in plan if c.steps < 1000]) == len([c for c in report.plan_cells("m", "ddpm") if c.steps < 1000])
-    assert "only for ddpm, ddim, euler-maruyama on linear" in "\n".join(report.page.grid_lines(grid))
+    assert "only for ddpm, ddim, euler-maruyama, pc on linear" in "\n".join(report.page.grid_lines(grid))
 
 
 def test_the_committed_page_command_finds_every_cell_in_the_committed_cache(monkeypatch):

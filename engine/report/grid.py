@@ -5,10 +5,12 @@ and the probability-flow ODE for ε-prediction models trained with the DDPM obje
 Langevin, reverse-SDE Euler–Maruyama, predictor–corrector, the ODE) for models trained by denoising score matching
 (``dsm``). One network serves both views, since ε = −σ s.
 
-Step counts of ``Grid.long_run`` or more are run only by ``LONG_RUN_SAMPLERS``, the samplers that take one network
-evaluation per step and are run that long in their papers; for the others a run that long costs several
-evaluations per step, or lies far past the few steps the method is made for. These are the slowest cells of a
-grid, so ``Grid.long_run_schedules`` can limit them to some schedules.
+Step counts of ``Grid.long_run`` or more are run only by ``LONG_RUN_SAMPLERS``, the samplers their papers run
+about a thousand steps: DDPM's ancestral sampler and DDIM (Ho et al. 2020, Song et al. 2021a) and score-SDE's
+reverse-diffusion predictor and predictor–corrector (P1000 and PC1000 in Song et al. 2021b, two network evaluations
+per PC step). For the others a run that long costs several evaluations per step (annealed Langevin), or lies far
+past the few steps the method is made for. These are the slowest cells of a grid, so ``Grid.long_run_schedules``
+can limit them to some schedules.
 
 Every cell runs its sampler's default options on its sampler's own timestep spacing, both read from the sampler's
 registry record (``engine.SAMPLERS``): a cell is what ``generate`` does when given only the cell's settings.
@@ -24,7 +26,7 @@ SAMPLERS_BY_OBJECTIVE = {
     "ddpm": ("ddpm", "ddim", "dpm-solver++", "ode"),
     "dsm": ("langevin", "euler-maruyama", "pc", "ode"),
 }
-LONG_RUN_SAMPLERS = ("ddpm", "ddim", "euler-maruyama")
+LONG_RUN_SAMPLERS = ("ddpm", "ddim", "euler-maruyama", "pc")
 
 
 @dataclass(frozen=True)
