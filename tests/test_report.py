@@ -179,6 +179,18 @@ def test_overlapping_intervals_are_never_ranked():
     assert report.page._findings(tight, 500)[0].startswith("Lowest FD: ddim · cosine · 50 steps (1.20 [0.80, 1.60]×)")
 
 
+def test_a_bar_over_any_step_count_passes_when_some_step_count_meets_it():
+    grid = report.Grid(steps=(100, 1000), schedules={"dsm": ("ve-geometric",)}, n=500)
+    cells = {c.steps: c for c in report.plan_cells("mnist-ncsn", "dsm", grid) if c.sampler == "pc"}
+    bar = next(b for b in report.BARS if (b.model, b.sampler) == ("mnist-ncsn", "pc"))
+    sharp_but_illegible = _record(cells[100], 1.1, confident=0.80)
+    legible = _record(cells[1000], 1.3, confident=0.86)
+    v = report.judge_bar(bar, [sharp_but_illegible, legible], 500)
+    assert v["verdict"] == "pass" and v["shown"]["steps"] == 1000
+    v = report.judge_bar(bar, [sharp_but_illegible, dict(legible, confident=0.84)], 500)
+    assert v["verdict"] == "fail" and v["shown"]["steps"] == 100  # none meets it: the lowest FD is shown
+
+
 def test_unresolved_every_schedule_bars_and_better_than_real():
     """A criterion met on its point estimate but straddled by its interval is "unresolved"; a bar that lists
     schedules passes only when each does; a cell whose whole FD-ratio interval is below 1 is called out."""

@@ -1,8 +1,9 @@
 """The quality bars of the models, kept as data (``BARS``), and how a model's cells are judged against them.
 
 A bar names a model, a sampler, the step counts it is judged at and its criteria. It is judged per schedule on the
-cells of the bar's sampler and step counts (the one with the lowest first figure, an FD ratio, when several step
-counts qualify). A bar without ``schedules`` passes when some schedule meets every criterion; a bar that lists
+cells of the bar's sampler and step counts: when several step counts qualify, the bar asks that *some* step count
+meet it, so the cell judged is the one with the lowest first figure (an FD ratio) among those meeting every
+criterion, or, when none does, among them all. A bar without ``schedules`` passes when some schedule meets every criterion; a bar that lists
 ``schedules`` passes only when every listed schedule does (and is "not run" while one of them has no cell).
 
 A criterion is met when its *point estimate* is on the right side of the limit. Beside it the page shows the
@@ -120,7 +121,7 @@ def judge_bar(bar: Bar, records: list[dict], n: int) -> dict:
     """Verdict of one bar on a model's cells.
 
     For each schedule (the bar's ``schedules`` when it lists some): among the bar's cells the one with the lowest
-    first figure (an FD ratio), and whether it meets every criterion. Returns {"bar", "verdict" ("pass", "fail",
+    first figure (an FD ratio) of those meeting every criterion, else of them all, and whether it meets them. Returns {"bar", "verdict" ("pass", "fail",
     "not run", or "not judged (n < 500)"), "passing" (schedules), "missing" (listed schedules without cells),
     "shown" (the best passing cell, else the best cell; for a bar over every listed schedule the first failing
     one), "figures" [(criterion, value, interval, ok)] of the shown cell, "unresolved" (the short names of the
@@ -138,9 +139,10 @@ def judge_bar(bar: Bar, records: list[dict], n: int) -> dict:
                  and (not bar.steps or r["steps"] in bar.steps)]
         if not cands:
             continue
-        best = min(cands, key=lambda r: bar.criteria[0].value(r, reference)[0])
-        figures = [(c, v, ci, c.passes(v)) for c in bar.criteria for v, ci in [c.value(best, reference)]]
-        judged[schedule] = (best, figures)
+        scored = [(r, [(c, v, ci, c.passes(v)) for c in bar.criteria for v, ci in [c.value(r, reference)]])
+                  for r in cands]
+        meeting = [(r, figures) for r, figures in scored if all(ok for *_, ok in figures)]
+        judged[schedule] = min(meeting or scored, key=lambda item: item[1][0][1])
     missing = [s for s in bar.schedules if s not in judged]
     passing = [s for s, (_, figs) in judged.items() if all(ok for *_, ok in figs)]
     if not judged or missing:
