@@ -143,7 +143,7 @@ def test_the_tab_in_a_browser_measures_and_draws_the_terms(server, page):  # noq
     assert "mnist test #0 · bits/dim: linear vlb " in status and " cosine vlb " in status, status
     page.wait_for_function("() => { const p = document.querySelector('#l-plot img'); "
                            "return p && p.complete && p.naturalWidth > 100; }", timeout=30_000)
-    assert page.locator("#l-table").get_by_text("cosine").count() >= 1
+    page.locator("#l-table").get_by_text("cosine").first.wait_for(timeout=30_000)  # the table renders after the plot
     shot(page, "12-likelihood.png")
     assert page.outside == [] and page.errors == [], (page.outside[:5], page.errors[:5])
 
