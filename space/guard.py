@@ -131,7 +131,11 @@ def check_value(name: str, block, value) -> None:
             if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
                 raise gr.Error(f"{name} must be a name (text of at most {MAX_TEXT} characters); got {shown(value)}")
         elif value not in _choice_values(block):
-            raise gr.Error(f"unknown {name} {shown(value)}; allowed: {', '.join(map(str, _choice_values(block)))}")
+            choices = _choice_values(block)
+            # API schemas list every choice as text, so '3' is the likely slip for a numeric choice 3
+            as_text = isinstance(value, str) and any(not isinstance(c, str) and str(c) == value for c in choices)
+            kind = " (numbers, not text)" if as_text else ""
+            raise gr.Error(f"unknown {name} {shown(value)}; allowed{kind}: {', '.join(map(str, choices))}")
     elif isinstance(block, gr.Textbox):
         if not isinstance(value, str) or len(value) > MAX_TEXT:
             raise gr.Error(f"{name} must be text of at most {MAX_TEXT} characters; got {shown(value)}")

@@ -316,6 +316,7 @@ def test_generate_with_a_class_and_guidance(app):
     (dict(label=3), "model tiny-digits is unconditional: label must be -1"),
     (dict(model="tiny-digits-cond", guidance_scale=3.0), "guidance_scale 3 needs a class"),
     (dict(model="tiny-digits-cond", label=10), "unknown label 10; allowed: -1, 0, 1"),
+    (dict(model="tiny-digits-cond", label="1"), r"unknown label '1'; allowed \(numbers, not text\): -1, 0, 1"),
     (dict(model="tiny-digits-cond", label=1, guidance_scale=11), "guidance_scale = 11 is above the maximum 10"),
 ])
 def test_bad_classes_and_guidance_are_refused_before_the_queue(app, bad, message):
