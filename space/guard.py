@@ -130,8 +130,7 @@ def check_value(name: str, block, value) -> None:
         if getattr(block, "allow_custom_value", False):  # e.g. a model name: the handler checks it against the list
             if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
                 raise gr.Error(f"{name} must be a name (text of at most {MAX_TEXT} characters); got {shown(value)}")
-        elif value not in _choice_values(block):
-            choices = _choice_values(block)
+        elif value not in (choices := _choice_values(block)):
             # API schemas list every choice as text, so '3' is the likely slip for a numeric choice 3
             as_text = isinstance(value, str) and any(not isinstance(c, str) and str(c) == value for c in choices)
             kind = " (numbers, not text)" if as_text else ""

@@ -3,8 +3,9 @@
 A bar names a model, a sampler, the step counts it is judged at and its criteria. It is judged per schedule on the
 cells of the bar's sampler and step counts: when several step counts qualify, the bar asks that *some* step count
 meet it, so the cell judged is the one with the lowest first figure (an FD ratio) among those meeting every
-criterion, or, when none does, among them all. A bar without ``schedules`` passes when some schedule meets every criterion; a bar that lists
-``schedules`` passes only when every listed schedule does (and is "not run" while one of them has no cell).
+criterion, or, when none does, among them all. A bar without ``schedules`` passes when some schedule meets every
+criterion; a bar that lists ``schedules`` passes only when every listed schedule does (and is "not run" while one
+of them has no cell).
 
 A criterion is met when its *point estimate* is on the right side of the limit. Beside it the page shows the
 figure's 95 % bootstrap interval [lo, hi] (engine/evaluate.py), and a criterion whose interval straddles the limit
@@ -121,11 +122,12 @@ def judge_bar(bar: Bar, records: list[dict], n: int) -> dict:
     """Verdict of one bar on a model's cells.
 
     For each schedule (the bar's ``schedules`` when it lists some): among the bar's cells the one with the lowest
-    first figure (an FD ratio) of those meeting every criterion, else of them all, and whether it meets them. Returns {"bar", "verdict" ("pass", "fail",
-    "not run", or "not judged (n < 500)"), "passing" (schedules), "missing" (listed schedules without cells),
-    "shown" (the best passing cell, else the best cell; for a bar over every listed schedule the first failing
-    one), "figures" [(criterion, value, interval, ok)] of the shown cell, "unresolved" (the short names of the
-    shown cell's criteria whose interval straddles the limit), "judged" {schedule: (record, figures)}}.
+    first figure (an FD ratio) of those meeting every criterion, else of them all, and whether it meets them.
+    Returns {"bar", "verdict" ("pass", "fail", "not run", or "not judged (n < 500)"), "passing" (schedules),
+    "missing" (listed schedules without cells), "shown" (the best passing cell, else the best cell; for a bar over
+    every listed schedule the first failing one), "figures" [(criterion, value, interval, ok)] of the shown cell,
+    "unresolved" (the short names of the shown cell's criteria whose interval straddles the limit), "judged"
+    {schedule: (record, figures)}}.
     """
     judged = {}  # schedule -> (record, [(criterion, value, ci, ok)])
     schedules = bar.schedules or dict.fromkeys(r["schedule"] for r in records)

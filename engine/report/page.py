@@ -421,8 +421,8 @@ def render_page(*, command: str, grid: Grid, n: int, seed: int, results: dict, s
               "## Quality bars", "",
               f"Verdicts: {count}. Each bar is checked per schedule on the cell of its sampler and step counts with the "
               "lowest FD ratio among those meeting every criterion, else among them all (a bar over several step "
-              "counts asks that some step count meet it); it passes when some schedule meets every criterion, or, for a bar that lists "
-              "schedules, when each listed schedule does. A criterion is met on its point estimate; \"unresolved\" "
+              "counts asks that some step count meet it); it passes when some schedule meets every criterion, or, "
+              "for a bar that lists schedules, when each listed schedule does. A criterion is met on its point estimate; \"unresolved\" "
               "marks one whose 95 % interval straddles the limit, so the verdict on it could turn with another seed "
               "(NN ratio = median distance of samples to their nearest training image / the same for held-out "
               "images).", "",
