@@ -12,6 +12,8 @@ Every random draw comes from ``seed`` (offset by rank), so a run and its resumed
 
 Class-conditional training (``arch_config["num_classes"]`` > 0) is classifier-free guidance's (Ho & Salimans 2022):
 each label is replaced by ∅ with probability ``label_dropout``, so one network learns ε̂(x, c) and ε̂(x, ∅).
+A list gives one probability per learning-rate cycle (see ``lr_restarts``): a later cycle can train the unconditional
+branch on more of the batches while the config still reproduces the earlier cycles.
 ``init_from`` starts the network from a shipped checkpoint of the same architecture (sha256 checked; a conditional
 net's class table, absent there, starts at zero, so it starts as exactly that unconditional model).
 ``init_from_sha256`` pins those weights: once the source model is retrained, the config refuses to start from the
@@ -61,7 +63,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     sigma_min: float = 0.002  # dsm only
     sigma_max: float = 200.0  # dsm only
-    label_dropout: float = 0.1  # conditional nets: the probability a label is replaced by the null class
+    label_dropout: float | list[float] = 0.1  # conditional nets: P(label -> null class); a list: one per cycle
     label_lr_scale: float = 1.0  # conditional nets: the class table's learning rate over the others'
     init_from: str | None = None  # a checkpoint name whose weights the network starts from
     init_from_sha256: str | None = None  # the sha256 init_from's weights must have (None: whatever is shipped)
@@ -79,8 +81,12 @@ class TrainConfig:
             raise ValueError(f"unknown objective {self.objective!r}; allowed: {', '.join(OBJECTIVES)}")
         if not self.label_lr_scale > 0:
             raise ValueError(f"label_lr_scale must be positive; got {self.label_lr_scale}")
-        if not 0 <= self.label_dropout < 1:
-            raise ValueError(f"label_dropout must be in [0, 1); got {self.label_dropout}")
+        per_cycle = isinstance(self.label_dropout, list)
+        dropout = self.label_dropout if per_cycle else [self.label_dropout]
+        if not all(0 <= p < 1 for p in dropout) or (per_cycle and len(dropout) != len(self.lr_restarts) + 1):
+            raise ValueError(f"label_dropout must be a probability in [0, 1), or a list of them with one per cycle "
+                             f"({len(self.lr_restarts) + 1} here: lr_restarts {self.lr_restarts}); "
+                             f"got {self.label_dropout}")
         if self.lr_decay_start is not None and not 0 <= self.lr_decay_start < self.steps:
             raise ValueError(f"lr_decay_start must be in [0, steps) = [0, {self.steps}); got {self.lr_decay_start}")
         if self.lr_restarts:  # every cycle must hold its decay, so its length must exceed steps − lr_decay_start
@@ -123,6 +129,14 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return cfg.min_lr + 0.5 * (lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
 
 
+def label_dropout(cfg: TrainConfig, step: int) -> float:
+    """The probability that the step after ``step`` steps replaces a label by the null class: ``label_dropout``,
+    or its entry for the learning-rate cycle that step is in."""
+    if not isinstance(cfg.label_dropout, list):
+        return cfg.label_dropout
+    return cfg.label_dropout[sum(r <= step for r in cfg.lr_restarts)]
+
+
 def optimisation_step(cfg: TrainConfig, step: int, model: DenoisingModel, loss_fn: nn.Module,
                       opt: torch.optim.Optimizer, ema: ModelEmaV3, x0: torch.Tensor, gen: torch.Generator,
                       labels: torch.Tensor | None = None) -> float:
@@ -136,7 +150,7 @@ def optimisation_step(cfg: TrainConfig, step: int, model: DenoisingModel, loss_f
     eps = torch.randn(x0.shape, generator=gen)
     device = model_device(model)
     if model.num_classes:
-        dropped = torch.rand(len(x0), generator=gen) < cfg.label_dropout
+        dropped = torch.rand(len(x0), generator=gen) < label_dropout(cfg, step)
         labels = torch.where(dropped, model.num_classes, labels).to(device)
     else:
         labels = None  # an unconditional model learns p(x): the data's labels are not its input

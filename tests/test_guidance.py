@@ -129,6 +129,25 @@ def test_conditional_training_resumes_exactly_and_exports_a_conditional_card(tmp
     assert model.num_classes == 10 and model.class_names == [str(i) for i in range(10)]
 
 
+def test_label_dropout_per_cycle_keeps_the_earlier_cycles_and_changes_the_later(tmp_path):
+    """fashion-cond's fourth cycle trains the null class on more batches; its first cycles must stay as trained."""
+    from engine.train import label_dropout
+
+    cycles = dict(steps=8, lr_decay_start=6, lr_restarts=[4])
+    one = Trainer(tiny_cond(tmp_path / "a", label_dropout=0.5, **cycles))
+    two = Trainer(tiny_cond(tmp_path / "b", label_dropout=[0.5, 0.9], **cycles))
+    assert [label_dropout(two.cfg, s) for s in range(8)] == [0.5] * 4 + [0.9] * 4
+    one.run(steps=4, quiet=True)
+    two.run(steps=4, quiet=True)
+    assert all(torch.equal(v, w) for v, w in zip(one.model.state_dict().values(), two.model.state_dict().values()))
+    one.run(quiet=True)
+    two.run(quiet=True)
+    assert not torch.equal(one.model.net.label_emb.weight, two.model.net.label_emb.weight)
+    for bad in ([0.5], [0.5, 0.5, 0.5], [0.5, 1.0]):
+        with pytest.raises(ValueError, match="one per cycle"):
+            tiny_cond(tmp_path, label_dropout=bad, **cycles)
+
+
 def test_init_from_starts_as_the_unconditional_checkpoint(tmp_path, monkeypatch):
     arch = {"base_channels": 16, "channel_mults": [1, 2], "num_res_blocks": 1, "attention_resolutions": [4],
             "num_groups": 4}
