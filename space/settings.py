@@ -16,7 +16,7 @@ from .guard import shown
 SCHEDULES = list(engine.SCHEDULES)
 SAMPLERS = list(engine.SAMPLERS)
 SPACINGS = list(engine.SPACINGS)
-TABS = ["generate", "compare", "forward", "field", "edit", "train", "about"]
+TABS = ["generate", "compare", "forward", "field", "edit", "train", "likelihood", "about"]
 # the Edit tab's choices (its endpoint checks against them too)
 EDIT_MODES = ["img2img", "inpaint", "invert", "interpolate"]
 EDIT_SOURCES = ["dataset", "upload", "sketch"]
