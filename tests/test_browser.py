@@ -80,9 +80,15 @@ def value_of(pg, selector: str) -> str:
 
 
 def wait_done(pg, selector: str, prefix: str = "done", timeout: float = 90_000):
-    pg.wait_for_function(
-        "([sel, prefix]) => { const e = document.querySelector(sel); return e && e.value.startsWith(prefix); }",
-        arg=[selector, prefix], timeout=timeout)
+    """Wait until the status box reads ``prefix``…; on a timeout, fail with what it read instead."""
+    try:
+        pg.wait_for_function(
+            "([sel, prefix]) => { const e = document.querySelector(sel); return e && e.value.startsWith(prefix); }",
+            arg=[selector, prefix], timeout=timeout)
+    except sync_api.TimeoutError:
+        status = pg.locator(selector).first
+        raise AssertionError(f"{selector} did not read {prefix!r} within {timeout / 1000:g} s; it reads "
+                             f"{status.input_value() if status.count() else '(absent)'!r}") from None
 
 
 def test_generate_compare_and_deep_link(server, page):
