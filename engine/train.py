@@ -109,6 +109,12 @@ class TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
+def cycle(cfg: TrainConfig, step: int) -> int:
+    """The learning-rate cycle (0, 1, …) the step after ``step`` steps is in: how many of ``lr_restarts`` it has
+    reached (they are increasing, checked by ``TrainConfig``)."""
+    return sum(r <= step for r in cfg.lr_restarts)
+
+
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """The learning rate of the step after ``step`` steps were taken: linear warm-up to ``lr`` over ``warmup_steps``,
     then constant, then from ``lr_decay_start`` (if set) a cosine decay to ``min_lr`` at ``steps`` (as nanoGPT):
@@ -116,8 +122,8 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     ``lr_restarts`` splits the run into cycles (warm restarts, Loshchilov & Hutter 2017, SGDR): each starts again
     with the warm-up and ends with a decay of the same length, steps − lr_decay_start. A finished, annealed run is
     thus extended by adding its old ``steps`` to ``lr_restarts``, and the config still reproduces it from scratch."""
-    start = max([0, *(r for r in cfg.lr_restarts if r <= step)])
-    end = min([cfg.steps, *(r for r in cfg.lr_restarts if r > step)])
+    i = cycle(cfg, step)
+    start, end = [0, *cfg.lr_restarts][i], [*cfg.lr_restarts, cfg.steps][i]
     t = step - start
     lr = cfg.lr * min(1.0, (t + 1) / max(1, cfg.warmup_steps))
     if cfg.lr_decay_start is None:
@@ -134,7 +140,7 @@ def label_dropout(cfg: TrainConfig, step: int) -> float:
     or its entry for the learning-rate cycle that step is in."""
     if not isinstance(cfg.label_dropout, list):
         return cfg.label_dropout
-    return cfg.label_dropout[sum(r <= step for r in cfg.lr_restarts)]
+    return cfg.label_dropout[cycle(cfg, step)]
 
 
 def optimisation_step(cfg: TrainConfig, step: int, model: DenoisingModel, loss_fn: nn.Module,
