@@ -433,10 +433,12 @@ def compiled_for_run(model, *, batches, precision: str = "float32", **run):
 
 def evaluate_images(model, classifier: Classifier, dataset: str, *, sampler: str, schedule: str, steps: int,
                     n: int = 500, seed: int = 0, spacing: str = "leading", batch: int = 250, compile: str = "auto",
-                    precision: str = "auto", **options) -> dict:
+                    precision: str = "auto", label: int | str | None = None, **options) -> dict:
     """Generate n images (batches of ``batch``, the k-th from seed + k) and score them with ``score_images``.
     The result adds the settings, ``nfe``, ``seconds`` (sampling wall time, the compile included),
     ``fd_baseline`` (= ``fd_real``, the name the results page reads) and ``network`` (the path that ran it).
+    ``label`` asks a class-conditional model for a class (or "random" classes, ``generate``); the result then
+    names it.
 
     ``compile``: "auto" samples through compiled graphs (``compiled_for_run``, with ``precision``) when n · NFE ≥
     ``COMPILE_FROM`` for the graph's arithmetic, "always" / "never" regardless. In float32 the compiled graph
@@ -449,7 +451,7 @@ def evaluate_images(model, classifier: Classifier, dataset: str, *, sampler: str
     if compile not in COMPILE_CHOICES:
         raise ValueError(f"compile must be one of {', '.join(COMPILE_CHOICES)}; got {compile!r}")
     t0 = time.perf_counter()
-    run = dict(schedule=schedule, sampler=sampler, spacing=spacing, **options)
+    run = dict(schedule=schedule, sampler=sampler, spacing=spacing, label=label, **options)
     sizes = [min(batch, n - start) for start in range(0, n, batch)]
     nfe_per_image = SAMPLERS[sampler].nfe(steps, options)
     network = "eager float32"
@@ -465,18 +467,21 @@ def evaluate_images(model, classifier: Classifier, dataset: str, *, sampler: str
     seconds = time.perf_counter() - t0
     scores = score_images(torch.cat(chunks), dataset, seed=seed, classifier=classifier)
     return {"sampler": sampler, "schedule": schedule, "steps": steps, "spacing": spacing, "n": n, "seed": seed,
-            "options": options, **scores, "fd_baseline": scores["fd_real"], "nfe": nfe, "seconds": seconds,
-            "network": network}
+            "options": options, **({} if label is None else {"label": label}), **scores,
+            "fd_baseline": scores["fd_real"], "nfe": nfe, "seconds": seconds, "network": network}
 
 
-_KEY_FIELDS = ("sampler", "schedule", "steps", "spacing", "n", "seed", "options")
+_KEY_FIELDS = ("sampler", "schedule", "steps", "spacing", "label", "n", "seed", "options")
 
 
 def metrics_key(result: dict) -> str:
-    """"ddim/linear/50/leading/n=500/seed=0" (+ "/eta=0.5" for options given): a result's entry in a card's metrics."""
+    """"ddim/linear/50/leading/n=500/seed=0" (+ "/label=random" for a label, "/eta=0.5" for options given): a
+    result's entry in a card's metrics."""
     parts = [result["sampler"], result["schedule"], str(result["steps"])]
     if "spacing" in result:
         parts.append(result["spacing"])
+    if "label" in result:
+        parts.append(f"label={result['label']}")
     parts += [f"n={result['n']}", f"seed={result['seed']}"]
     parts += [f"{k}={v}" for k, v in sorted(result.get("options", {}).items())]
     return "/".join(parts)

@@ -133,16 +133,17 @@ def generate(
     spacing: str | None = None,
     x_T: torch.Tensor | None = None,
     device: str | torch.device | None = None,
-    label: int | list[int] | None = None,
+    label: int | list[int] | str | None = None,
     guidance_scale: float = 1.0,
     **sampler_options,
 ) -> Iterator[Step]:
     """Sample ``n`` items; returns an iterator of ``Step`` (the last Step's ``x_t`` is the sample).
 
     Settings are checked before anything runs (``plan``). x_T is the run's first draw from ``seed`` unless given.
-    ``label`` (a class-conditional model only: one class for all, or one per sample) and ``guidance_scale`` w give
-    classifier-free guidance, ε̂ = ε̂(x, ∅) + w (ε̂(x, c) − ε̂(x, ∅)) (``models.Guided``); without a label a
-    conditional model samples unconditionally.
+    ``label`` (a class-conditional model only: one class for all, one per sample, or "random" for classes drawn
+    uniformly right after x_T, see ``models.guided``) and ``guidance_scale`` w give classifier-free guidance,
+    ε̂ = ε̂(x, ∅) + w (ε̂(x, c) − ε̂(x, ∅)) (``models.Guided``); without a label a conditional model samples
+    unconditionally through its null class.
     A model with a ``to_data`` map (one trained on points in the caller's coordinates: engine.toytrain) samples in
     its standardised space, x_T included, and each Step's ``x_t`` and ``x0_pred`` come back through the map
     y = μ + s x, so the sample is in the caller's coordinates.
@@ -150,12 +151,12 @@ def generate(
     run = plan(model, schedule=schedule, sampler=sampler, steps=steps, seed=seed, spacing=spacing, device=device,
                **sampler_options)
     _check_int("n", n, 1, 1_000_000)
-    model = guided(model, label, guidance_scale, n)
     shape = (n, *model.data_shape)
     if x_T is None:
         x_T = torch.randn(shape, generator=run.gen)
     elif tuple(x_T.shape) != shape:
         raise ValueError(f"x_T must have shape {shape} (n, *data_shape); got {tuple(x_T.shape)}")
+    model = guided(model, label, guidance_scale, n, run.gen)  # "random" classes: the draws after x_T
     steps = run.start(model, x_T)
     to_data = getattr(model, "to_data", None)
     if to_data is None:

@@ -188,18 +188,24 @@ class ScoreModel(DenoisingModel):
 OBJECTIVES = {cls.objective: cls for cls in (EpsModel, ScoreModel)}  # a card's "objective" → its model class
 
 
-def check_labels(model, label, n: int) -> torch.Tensor:
-    """``label`` (an int for all ``n`` samples, or one int per sample) as an (n,) long tensor, checked against the
-    model's classes; ValueError saying what is allowed. An unconditional model refuses any label."""
+def num_classes(model) -> int:
+    """The classes of a conditional model; ValueError for an unconditional one, which takes no label."""
     k = getattr(model, "num_classes", 0)
     if not k:
         name = (getattr(model, "card", None) or {}).get("name", "this model")
         raise ValueError(f"{name} is unconditional: it takes no label (pick a class-conditional model, e.g. mnist-cond)")
+    return k
+
+
+def check_labels(model, label, n: int) -> torch.Tensor:
+    """``label`` (an int for all ``n`` samples, or one int per sample) as an (n,) long tensor, checked against the
+    model's classes; ValueError saying what is allowed. An unconditional model refuses any label."""
+    k = num_classes(model)
     values = [label] * n if isinstance(label, int) and not isinstance(label, bool) else label
     if not isinstance(values, (list, tuple)) or len(values) != n or not all(
             isinstance(v, int) and not isinstance(v, bool) and 0 <= v < k for v in values):
         raise ValueError(f"label must be an integer class from 0 to {k - 1}, or a list of {n} such integers (one per "
-                         f"sample); got {label!r}")
+                         f"sample), or {RANDOM_LABEL!r} when sampling from noise (generate, compare); got {label!r}")
     return torch.tensor(values, dtype=torch.long)
 
 
@@ -244,9 +250,18 @@ def rows_per_sample(label, guidance_scale: float) -> int:
 MAX_GUIDANCE_SCALE = 10.0  # beyond this, samples saturate: a bound on input, not a tuned value
 
 
-def guided(model, label, guidance_scale: float, n: int):
+RANDOM_LABEL = "random"  # a label asking for each sample's class drawn from the run's generator (guided)
+
+
+def guided(model, label, guidance_scale: float, n: int, generator: torch.Generator | None = None):
     """``model`` itself when no label is asked for (a conditional model then samples unconditionally, ∅),
-    else ``Guided(model, labels, guidance_scale)``; ValueError for a bad label or scale."""
+    else ``Guided(model, labels, guidance_scale)``; ValueError for a bad label or scale.
+
+    ``label`` RANDOM_LABEL ("random") draws each sample's class uniformly from ``generator`` (the run's, so the
+    seed fixes the classes too). Uniform is the class prior of our training sets (Fashion-MNIST: 6,000 images per
+    class; the MNIST 5k: 500 per digit), so at w = 1 the samples follow p(x) = Σ_c p(c) p(x | c) — unconditional
+    sampling by ancestral sampling of the class, then of the image given it, with the conditional branch instead of
+    the null class's."""
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not (
             0 <= guidance_scale <= MAX_GUIDANCE_SCALE):
         raise ValueError(f"guidance_scale must be a number from 0 to {MAX_GUIDANCE_SCALE:g}; got {guidance_scale!r}")
@@ -254,6 +269,8 @@ def guided(model, label, guidance_scale: float, n: int):
         if guidance_scale != 1.0:
             raise ValueError("guidance_scale needs a label: guidance pushes samples towards a class")
         return model
+    if isinstance(label, str) and label == RANDOM_LABEL and generator is not None:
+        label = torch.randint(num_classes(model), (n,), generator=generator).tolist()
     return Guided(model, check_labels(model, label, n), guidance_scale)
 
 

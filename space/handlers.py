@@ -33,8 +33,9 @@ from .engine_thread import on_engine_thread
 from .guard import shown
 from .models import ModelStore
 from .settings import (DATASETS, DEFAULT_MODEL, DEFAULTS, EDIT_ENDS, EDIT_MODES, EDIT_SOURCES, MAX_INDEX, MAX_N,
-                       MAX_GUIDANCE, MAX_STEPS, NO_CLASS, OPTIONS, SAMPLERS, SCHEDULES, SPACINGS, as_float,
-                       as_int, base_url, choice, pick, query_string, sampler_opts)
+                       MAX_GUIDANCE, MAX_STEPS, NO_CLASS, OPTIONS, RANDOM_CLASS, SAMPLERS, SCHEDULES, SPACINGS,
+                       as_float, as_int, base_url, choice, engine_label, pick, picker_value, query_string,
+                       sampler_opts)
 
 N_SNAPSHOTS = 12  # x_t / x̂0 pairs in the gallery
 N_GIF_FRAMES = 60
@@ -99,10 +100,12 @@ def warm_up(store: ModelStore | None = None, handlers: Handlers | None = None, b
 
 def _class_settings(settings: dict) -> tuple[dict, str]:
     """A run's settings for its link and PNG, and the file name's class part. An unconditional run (label None)
-    says nothing of classes, so its link reads as before classes existed; a conditional one names its class and w."""
+    says nothing of classes, so its link reads as before classes existed; a conditional one names its class (the
+    picker's value: RANDOM_CLASS for random classes) and w."""
     if settings["label"] is None:
         return {k: v for k, v in settings.items() if k not in ("label", "guidance_scale")}, ""
-    return settings, f"_class{settings['label']}_w{settings['guidance_scale']:g}"
+    return ({**settings, "label": picker_value(settings["label"])},
+            f"_class{settings['label']}_w{settings['guidance_scale']:g}")
 
 
 def _snapshot_indices(total: int, k: int = N_SNAPSHOTS) -> set[int]:
@@ -176,19 +179,21 @@ class Handlers:
             raise gr.Error(f"model {name} cannot be loaded now: its checkpoint changed or is damaged; "
                            f"try another model") from None
 
-    def guidance(self, model, label, guidance_scale, where: str = "") -> tuple[int | None, float]:
-        """(label or None, w) for a checked model name: ``label`` is a class index of a conditional model or
-        NO_CLASS (-1, unconditional); ``guidance_scale`` w in [0, MAX_GUIDANCE], other than 1 only with a class."""
+    def guidance(self, model, label, guidance_scale, where: str = "", random: bool = True) -> tuple[int | str | None, float]:
+        """(the engine's label, w) for a checked model name: ``label`` is a class index of a conditional model,
+        NO_CLASS (-1, unconditional) or, where ``random`` (runs from noise), RANDOM_CLASS (-2: each image's class
+        drawn from the seed); ``guidance_scale`` w in [0, MAX_GUIDANCE], other than 1 only with a class."""
         classes = self.store.classes(model)
         if not classes and label not in (NO_CLASS, None):
             raise gr.Error(f"model {model} is unconditional: label must be {NO_CLASS} (none); pick a "
                            f"class-conditional model (e.g. mnist-cond) to ask for a class{where}")
-        label = NO_CLASS if label is None else as_int(f"label{where}", label, NO_CLASS, len(classes) - 1)
+        lowest = RANDOM_CLASS if random else NO_CLASS
+        label = NO_CLASS if label is None else as_int(f"label{where}", label, lowest, len(classes) - 1)
         w = as_float(f"guidance_scale{where}", guidance_scale, 0.0, MAX_GUIDANCE)
         if label == NO_CLASS and w != 1:
             raise gr.Error(f"guidance_scale{where} {w:g} needs a class to steer towards: pick a class (label 0 to "
-                           f"{max(len(classes) - 1, 0)}) or set guidance_scale to 1")
-        return (None if label == NO_CLASS else label), w
+                           f"{max(len(classes) - 1, 0)}, or {RANDOM_CLASS} for random ones) or set guidance_scale to 1")
+        return engine_label(label), w
 
     # ---------------------------------------------------------------------------------------- generate ---
 
@@ -409,7 +414,8 @@ class Handlers:
                       for k, p in enumerate(specs)])
         longest = max(len(t) for t in traj)
         state = {"traj": traj, "labels": [p.title() for p in specs], "steps": [p.steps for p in specs]}
-        query = {"tab": "compare", "model": model, "seed": seed, "n": n, "panels": len(specs), "label": specs[0].label}
+        query = {"tab": "compare", "model": model, "seed": seed, "n": n, "panels": len(specs),
+                 "label": None if specs[0].label is None else picker_value(specs[0].label)}
         for k, p in enumerate(specs, 1):
             query.update({f"schedule_{k}": p.schedule, f"sampler_{k}": p.sampler, f"steps_{k}": p.steps})
             if p.label is not None:
@@ -548,7 +554,7 @@ class Handlers:
              "schedule": choice("schedule", schedule, SCHEDULES), "steps": as_int("steps", steps, 1, MAX_STEPS)}
         mode = s["mode"]
         self.model_name(model)
-        label, w = self.guidance(model, label, guidance_scale)
+        label, w = self.guidance(model, label, guidance_scale, random=False)
         rows = rows_per_sample(label, w)
         if mode == "img2img":
             s["sampler"] = choice("sampler", sampler, SAMPLERS)

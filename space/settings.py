@@ -25,7 +25,8 @@ DATASETS = ["mnist", "digits8", "fashion-mnist"]  # the Forward and Edit tabs' s
 MAX_INDEX = 69_999  # an image index: checked exactly against the dataset's test split when it is loaded
 MAX_STEPS = 1000
 MAX_N = 16
-NO_CLASS = -1  # the class picker's "none": unconditional sampling
+NO_CLASS = -1  # the class picker's "none": unconditional sampling (a conditional model's null class)
+RANDOM_CLASS = -2  # the class picker's "random": each sample's class drawn from the seed (the engine's "random")
 MAX_GUIDANCE = engine.models.MAX_GUIDANCE_SCALE
 
 
@@ -106,10 +107,22 @@ def sampler_opts(sampler: str, values: dict) -> dict:
     return out
 
 
-def class_choices(classes: list[str]) -> list[tuple[str, int]]:
-    """The class picker's (shown name, value) pairs: "none" (NO_CLASS) and then each class with its index."""
-    return [("none (unconditional)", NO_CLASS)] + [(f"{i}: {c}" if c != str(i) else c, i)
-                                                   for i, c in enumerate(classes)]
+def class_choices(classes: list[str], random: bool = True) -> list[tuple[str, int]]:
+    """The class picker's (shown name, value) pairs: "none" (NO_CLASS), "random" (RANDOM_CLASS, when ``random``:
+    the pickers of runs from noise) and then each class with its index."""
+    drawn = [("random (each image's class drawn from the seed)", RANDOM_CLASS)] if random else []
+    return [("none (unconditional)", NO_CLASS), *drawn] + [(f"{i}: {c}" if c != str(i) else c, i)
+                                                           for i, c in enumerate(classes)]
+
+
+def engine_label(value: int) -> int | str | None:
+    """The engine's ``label`` for a class picker value: None for NO_CLASS, "random" for RANDOM_CLASS, else the class."""
+    return {NO_CLASS: None, RANDOM_CLASS: engine.models.RANDOM_LABEL}.get(value, value)
+
+
+def picker_value(label: int | str | None) -> int:
+    """The class picker's value, as links carry it, for an engine ``label`` (``engine_label``'s inverse)."""
+    return {None: NO_CLASS, engine.models.RANDOM_LABEL: RANDOM_CLASS}.get(label, label)
 
 
 def query_string(params: dict) -> str:
@@ -165,7 +178,7 @@ def parse_query(q: dict) -> dict:
     num("seed_b", 0, engine.MAX_SEED)
     num("index", 0, MAX_INDEX)
     num("index_b", 0, MAX_INDEX)
-    num("label", NO_CLASS, 999)  # checked against the model's classes when the settings are filled in
+    num("label", RANDOM_CLASS, 999)  # checked against the model's classes when the settings are filled in
     num("guidance_scale", 0.0, MAX_GUIDANCE, integer=False)
     for k in range(1, 7):
         for key, allowed in ((f"schedule_{k}", SCHEDULES), (f"sampler_{k}", SAMPLERS)):

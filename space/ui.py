@@ -25,7 +25,8 @@ from .likelihood_tab import build_likelihood_tab
 from .models import ModelStore
 from .train_tab import build_train_tab
 from .settings import (DEFAULT_MODEL, DEFAULTS, EDIT_ENDS, EDIT_SOURCES, MAX_GUIDANCE, MAX_INDEX, MAX_N, MAX_STEPS,
-                       NO_CLASS, OPTIONS, SAMPLERS, SCHEDULES, SPACINGS, class_choices, parse_query, pick)
+                       NO_CLASS, OPTIONS, RANDOM_CLASS, SAMPLERS, SCHEDULES, SPACINGS, class_choices, parse_query,
+                       pick)
 
 log = logging.getLogger("denoisery")
 PANEL_DEFAULTS = [("cosine", "ddim", 50), ("linear", "ddim", 50), ("karras", "ode", 25),
@@ -119,24 +120,28 @@ def model_classes(store: ModelStore, model) -> list[str]:
     return store.classes(model) if model in store.image_models() else []
 
 
-def class_updates(store: ModelStore, model, panels: int, label: int = NO_CLASS, w=(1.0,) * 6) -> list:
+def class_updates(store: ModelStore, model, panels: int, label: int = NO_CLASS, w=(1.0,) * 6,
+                  random: bool = True) -> list:
     """The class picker and ``panels`` guidance sliders for ``model``: shown with its classes when it is
-    conditional (at ``label`` and the scales ``w``), hidden at "none" and w = 1 otherwise."""
+    conditional (at ``label`` and the scales ``w``; "random" among them where ``random``), hidden at "none" and
+    w = 1 otherwise."""
     classes = model_classes(store, model)
-    if not 0 <= label < len(classes):
+    if not (0 <= label < len(classes) or (random and classes and label == RANDOM_CLASS)):
         label, w = NO_CLASS, (1.0,) * 6
-    return ([gr.update(choices=class_choices(classes), value=label, visible=bool(classes))]
+    return ([gr.update(choices=class_choices(classes, random), value=label, visible=bool(classes))]
             + [gr.update(value=w[k], visible=bool(classes)) for k in range(panels)])
 
 
-def _class_controls(store: ModelStore, model, prefix: str) -> tuple:
+def _class_controls(store: ModelStore, model, prefix: str, random: bool = True) -> tuple:
     """A class picker and a guidance-scale slider (classifier-free guidance), shown for a conditional model. The
     picker's own choices are every index of the widest conditional model (what a request may send; the handler
     checks it against the chosen model); the page shows the chosen model's names (``class_updates``)."""
     classes = model_classes(store, model)
     widest = max((len(store.classes(m)) for m in store.image_models()), default=0)
-    picker = gr.Dropdown(class_choices([str(i) for i in range(widest)]), value=NO_CLASS, label="class", visible=bool(classes),
-                         info="a class-conditional model samples the class you pick", elem_id=f"{prefix}-class")
+    picker = gr.Dropdown(class_choices([str(i) for i in range(widest)], random), value=NO_CLASS, label="class",
+                         visible=bool(classes), info="a class-conditional model samples the class you pick; random: "
+                         "each image's class drawn from the seed, which at w = 1 samples the whole data distribution"
+                         if random else "a class-conditional model samples the class you pick", elem_id=f"{prefix}-class")
     scale = gr.Slider(0, MAX_GUIDANCE, value=1.0, step=0.5, label="guidance scale w", visible=bool(classes),
                       info="0 = unconditional, 1 = conditional, > 1 = guided (needs a class)",
                       elem_id=f"{prefix}-guidance")
@@ -352,7 +357,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                         e_steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="steps", elem_id="e-steps")
                         e_seed = gr.Number(0, precision=0, minimum=0, maximum=engine.MAX_SEED, label="seed",
                                            elem_id="e-seed")
-                        e_class, e_guidance = _class_controls(store, default_model, "e")
+                        e_class, e_guidance = _class_controls(store, default_model, "e", random=False)
                         e_strength = gr.Slider(0.001, 1.0, value=0.6, step=0.001, label="strength",
                                                info="the share of the steps that runs: 1 starts from noise, small "
                                                     "values change little", elem_id="e-strength")
@@ -406,7 +411,8 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
                       queue=False)
         c_model.input(lambda m: class_updates(store, m, 6), c_model, [c_class, *c_guidance],
                       api_visibility="private", queue=False)
-        e_model.input(lambda m: class_updates(store, m, 1), e_model, [e_class, e_guidance], api_visibility="private",
+        e_model.input(lambda m: class_updates(store, m, 1, random=False), e_model, [e_class, e_guidance],
+                      api_visibility="private",
                       queue=False)
 
         def set_panels(count):
@@ -486,7 +492,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
             count = val("panels", 3)
             out += [gr.update(visible=k < count) for k in range(6)]
             out += [gr.update(choices=imgs, value=g_m)] + [val(key, field.value) for key, field in e_settings.items()]
-            out += class_updates(store, g_m, 1, val("label", NO_CLASS), (val("guidance_scale", 1.0),))
+            out += class_updates(store, g_m, 1, val("label", NO_CLASS), (val("guidance_scale", 1.0),), random=False)
             return out
 
         def restore(request: gr.Request):

@@ -2,6 +2,7 @@
 
 Runs on tiny fixture checkpoints trained for 2 steps in a temporary folder (never on checkpoints/)."""
 import json
+from pathlib import Path
 import os
 import re
 import socket
@@ -310,13 +311,18 @@ def test_generate_with_a_class_and_guidance(app):
     with Image.open(png) as p:
         settings = json.loads(p.text["denoisery"])
     assert settings["label"] == 3 and settings["guidance_scale"] == 4.0
+    # label -2: each image's class drawn from the seed; the link says so and reruns the same images
+    drawn = client.predict(**dict(kw, n=4), label=-2, api_name="/generate")
+    assert "label=-2&guidance_scale=1.0" in drawn[-1] and "_classrandom_w1" in Path(drawn[3]).name
+    assert np.array_equal(pixels(drawn[0]), pixels(client.predict(**dict(kw, n=4), label=-2, api_name="/generate")[0]))
 
 
 @pytest.mark.parametrize("bad, message", [
     (dict(label=3), "model tiny-digits is unconditional: label must be -1"),
     (dict(model="tiny-digits-cond", guidance_scale=3.0), "guidance_scale 3 needs a class"),
-    (dict(model="tiny-digits-cond", label=10), "unknown label 10; allowed: -1, 0, 1"),
-    (dict(model="tiny-digits-cond", label="1"), r"unknown label '1'; allowed \(numbers, not text\): -1, 0, 1"),
+    (dict(model="tiny-digits-cond", label=10), "unknown label 10; allowed: -1, -2, 0, 1"),
+    (dict(model="tiny-digits-cond", label="1"), r"unknown label '1'; allowed \(numbers, not text\): -1, -2, 0, 1"),
+    (dict(label=-2), "model tiny-digits is unconditional: label must be -1"),
     (dict(model="tiny-digits-cond", label=1, guidance_scale=11), "guidance_scale = 11 is above the maximum 10"),
 ])
 def test_bad_classes_and_guidance_are_refused_before_the_queue(app, bad, message):
@@ -345,6 +351,7 @@ def test_links_restore_the_class_and_guidance():
 
     q = parse_query({"label": "3", "guidance_scale": "2.5", "guidance_2": "4", "guidance_3": "99"})
     assert q == {"label": 3, "guidance_scale": 2.5, "guidance_2": 4.0}
+    assert parse_query({"label": "-2"}) == {"label": -2} and parse_query({"label": "-3"}) == {}
 
 
 def test_forward_endpoint(app, tmp_path):

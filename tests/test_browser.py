@@ -307,6 +307,12 @@ def test_class_picker_follows_the_model_and_a_link(server, page):
     page.locator("#c-model input").click()
     page.get_by_role("option", name="tiny-digits", exact=True).click()
     page.wait_for_selector("#c-class", state="hidden", timeout=30_000)
+    # a link with random classes (label -2) restores the picker at "random" and reruns
+    page.goto(server + "?tab=generate&model=tiny-digits-cond&steps=3&n=2&label=-2", wait_until="domcontentloaded")
+    page.wait_for_function("() => { const e = document.querySelector('#g-class input'); "
+                           "return e && e.value.startsWith('random'); }", timeout=30_000)
+    wait_done(page, "#g-status textarea", "done: 3/3 steps")
+    assert "label=-2&guidance_scale=1.0" in value_of(page, "#g-link textarea")
     assert page.errors == [], f"page errors: {page.errors[:5]}"
 
 

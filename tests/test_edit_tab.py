@@ -145,6 +145,7 @@ def test_sketch_and_upload_sources(app, tmp_path):
     (dict(mode="img2img", label=3), "model tiny-digits is unconditional: label must be -1"),
     (dict(mode="img2img", model="tiny-digits-cond", guidance_scale=3.0), "guidance_scale 3 needs a class"),
     (dict(mode="img2img", model="tiny-digits-cond", label=10), "unknown label 10; allowed: -1, 0, 1"),
+    (dict(mode="img2img", model="tiny-digits-cond", label=-2), "unknown label -2; allowed: -1, 0, 1"),  # no random
     (dict(mode="invert", model="tiny-digits-cond", label=3, guidance_scale=3.0), "inversion takes no guidance"),
 ])
 def test_edit_refusals_name_the_parameter(app, bad, message):
@@ -180,9 +181,9 @@ def test_every_mode_hands_the_class_and_guidance_to_the_engine(fixture_checkpoin
     seen = []
 
     def spy(real):
-        def guided(model, label, guidance_scale, n):
+        def guided(model, label, guidance_scale, n, generator=None):
             seen.append((label, guidance_scale))
-            return real(model, label, guidance_scale, n)
+            return real(model, label, guidance_scale, n, generator)
         return guided
 
     for module in map(importlib.import_module, ("engine.editing", "engine.generate")):  # engine.generate: a function

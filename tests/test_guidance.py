@@ -64,6 +64,26 @@ def test_w0_equals_the_unconditional_run_and_w1_the_conditional(cond):
     assert (guided - uncond).abs().max() > 1e-3 and (plain - guided).abs().max() > 1e-3
 
 
+def test_random_classes_are_the_draws_after_x_T_so_the_seed_fixes_them(cond):
+    """label "random": each sample's class drawn uniformly from the run's generator right after x_T (so x_T is the
+    unlabelled run's), which makes the run the explicit-label run with those classes, reproducible from its seed."""
+    gen = torch.Generator().manual_seed(11)
+    x_T = torch.randn(64, 1, 8, 8, generator=gen)
+    classes = torch.randint(10, (64,), generator=gen).tolist()
+    assert len(set(classes)) == 10  # every class is drawn
+    ddim = dict(schedule="cosine", sampler="ddim", steps=6, seed=11, n=64)  # deterministic after x_T
+    drawn = engine.sample(cond, label="random", **ddim)
+    torch.testing.assert_close(drawn, engine.sample(cond, label=classes, x_T=x_T, **ddim), rtol=0, atol=0)
+    ddpm = dict(ddim, sampler="ddpm")  # per-step noise too: the same seed, the same run
+    torch.testing.assert_close(engine.sample(cond, label="random", **ddpm), engine.sample(cond, label="random", **ddpm),
+                               rtol=0, atol=0)
+    guided = engine.sample(cond, label="random", guidance_scale=3.0, **ddim)
+    assert torch.isfinite(guided).all() and (guided - drawn).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="unconditional"):
+        engine.sample(engine.load_model("mnist-ddpm"), schedule="linear", sampler="ddim", steps=2, seed=0,
+                      label="random")
+
+
 @pytest.mark.parametrize("sampler", list(engine.SAMPLERS))
 def test_every_sampler_runs_guided_with_per_sample_labels(cond, sampler):
     x = engine.sample(cond, schedule="linear", sampler=sampler, steps=4, seed=0, n=3, label=[0, 4, 9],

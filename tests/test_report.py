@@ -53,7 +53,7 @@ def test_full_grid_is_what_the_page_promises():
     assert len(eps) == 5 * (4 * 4 + 2) and len(score) == 6 * (4 * 4 + 2)
     assert "ve-geometric" in {c.schedule for c in score}
     # every bar is judged on cells the full grid runs
-    objective = {"mnist-ddpm": "ddpm", "fashion-ddpm": "ddpm", "mnist-ncsn": "dsm"}
+    objective = {"mnist-ddpm": "ddpm", "fashion-ddpm": "ddpm", "mnist-ncsn": "dsm", "fashion-cond": "ddpm"}
     for bar in report.BARS:
         plan = {(c.sampler, c.steps) for c in report.plan_cells(bar.model, objective[bar.model], report.FULL)}
         assert all((bar.sampler, s) in plan for s in bar.steps)
@@ -124,7 +124,7 @@ def test_bar_verdicts_follow_the_numbers(tmp_path):
     assert "NN ratio 0.50 [0.45, 0.55] ✗" in bar_rows[1] and bar_rows[1].endswith("**fail** |")
     assert all(row.endswith("**not run** |") for row in bar_rows[3:])
     assert "- Not run: mnist-ncsn, pc, any step count: FD ≤ 2× real; confident ≥ 85 % — mnist-ncsn is not on this page." in page
-    assert "Verdicts: 2 pass, 1 fail, 3 not run." in page
+    assert "Verdicts: 2 pass, 1 fail, 4 not run." in page
     # the five ddpm-1000 cells (1.2 ± 0.05) overlap one another and clear the rest (the next, ddim-50, is 1.35 ± 0.05)
     assert ("- Lowest FD: 5 settings are indistinguishable at n = 500 (their FD intervals overlap the lowest's) — "
             "ddpm · linear · 1000 steps (1.20 [1.15, 1.25]×); ddpm · cosine · 1000 steps") in page
@@ -216,6 +216,43 @@ def test_unresolved_every_schedule_bars_and_better_than_real():
     assert "fashion-ddpm: ddim · linear · 50 steps (0.70 [0.60, 0.90]×)" in line
     assert report.page._better_than_real_line({"fashion-ddpm": [dict(better, fd_ratio_ci=[0.6, 1.0]), wide]}).startswith(
         "No cell reads better than real beyond its interval")
+
+
+def test_a_failed_bar_says_what_bounds_it_and_which_model_meets_it_in_its_place(tmp_path):
+    """fashion-cond's random-class cells stand in for fashion-ddpm on its bar; a failed bar's page line and card say
+    whether any cell of the model's grid on that schedule meets the failed criterion."""
+    grid = report.Grid(steps=(10, 50), schedules={"ddpm": ("linear", "cosine"), "dsm": ()}, n=500)
+    uncond = [_record(c, 1.5, confident=0.8 if c.schedule == "cosine" else 0.9)  # cosine: 15 points below real
+              for c in report.plan_cells("fashion-ddpm", "ddpm", grid)]
+    cond = [dict(_record(c, 1.2), label=c.label) for c in report.plan_cells("fashion-cond", "ddpm", grid, conditional=True)]
+    assert {c.label for c in report.plan_cells("fashion-cond", "ddpm", grid, conditional=True)} == {"random"}
+    results = {"fashion-ddpm": uncond, "fashion-cond": cond}
+    verdicts = [report.judge_bar(b, results.get(b.model, []), 500) for b in report.BARS]
+    assert [v["verdict"] for v in verdicts if v["bar"].model.startswith("fashion")] == ["fail", "pass"]
+    assert report.bars.stand_ins(verdicts) == {"fashion-ddpm": "fashion-cond"}
+    page = report.render_page(command="c", grid=grid, n=500, seed=0, results=results, setups={}, skipped={},
+                              samples={m: r[0] for m, r in results.items()}, models=[])
+    row = next(r for r in _bar_rows(page) if r.startswith("| fashion-ddpm"))
+    assert row.endswith("**fail**; met in its place by fashion-cond |")
+    assert "(fashion-ddpm's met in its place by fashion-cond)" in page.split("Verdicts: ")[1].split("\n")[0]
+    assert ("- What bounds it: fashion-ddpm, confident − real on cosine: -15.0 pts at ddim · cosine · 50 steps; over "
+            "all 8 cosine cells of its grid it lies from -15.0 pts to -15.0 pts — none meets the limit") in page
+    assert "ddim · linear · 50 steps · random classes" in next(r for r in _bar_rows(page) if r.startswith("| fashion-cond"))
+    one_passes = [dict(r, confident=0.9) if (r["sampler"], r["steps"], r["schedule"]) == ("ddpm", 10, "cosine") else r
+                  for r in uncond]
+    (_, text), = report.bars.bounds(report.judge_bar(report.BARS[5], one_passes, 500), one_passes)
+    assert ("1 of them meets the limit (ddpm · cosine · 10 steps), so on point estimates the network reaches it on "
+            "this schedule with another sampler or step count") in text
+    # the cards: the failed cell with its bound and its stand-in, the stand-in's cells under their label
+    for name in results:
+        card = {"name": name, "arch": {"type": "unet"}, "objective": "ddpm", "sha256": "0" * 64,
+                "data_shape": [1, 28, 28], "metrics": {}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(card))
+    report.record_bars(results, 500, tmp_path)
+    failed = json.loads((tmp_path / "fashion-ddpm.json").read_text())["metrics"]["ddim/cosine/50/leading/n=500/seed=0/eta=0.0"]
+    assert failed["met_in_its_place_by"] == "fashion-cond" and failed["bound"][0].startswith("fashion-ddpm, confident")
+    stand_in = json.loads((tmp_path / "fashion-cond.json").read_text())["metrics"]
+    assert sorted(stand_in) == [f"ddim/{s}/50/leading/label=random/n=500/seed=0/eta=0.0" for s in ("cosine", "linear")]
 
 
 def test_trust_section_states_the_validation_and_its_weak_spots():
@@ -370,8 +407,10 @@ def test_the_committed_page_command_finds_every_cell_in_the_committed_cache(monk
     assert main(shlex.split(command)) == 0
     cached = json.loads((root / "docs" / "results" / "cells.json").read_text())["cells"]
     device_type = resolve_device(seen["device"]).type
-    keys = [c.key(seen["n"], seen["seed"], device_type) for m in seen["models"]
-            for c in report.plan_cells(m, engine.model_card(m, root / "checkpoints")["objective"], seen["grids"][m])]
+    cards = {m: engine.model_card(m, root / "checkpoints") for m in seen["models"]}
+    keys = [c.key(seen["n"], seen["seed"], device_type) for m, card in cards.items()
+            for c in report.plan_cells(m, card["objective"], seen["grids"][m],
+                                       conditional=bool(card["arch"]["config"].get("num_classes")))]
     assert keys and [k for k in keys if k not in cached] == []
     # ... scored by this evaluator (cells of an older one count as missing: report.cache)
     assert [k for k in keys if cached[k].get("evaluator") != report.cache.EVALUATOR_VERSION] == []

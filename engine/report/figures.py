@@ -88,7 +88,8 @@ def plot_fd_vs_nfe(model: str, records: list[dict], path) -> None:
 
 
 def plot_samples(model, cell: dict, seed: int, path) -> None:
-    """``SAMPLE_GRID_N`` samples of ``model`` with the settings of the record ``cell``, as one grid image."""
+    """``SAMPLE_GRID_N`` samples of ``model`` with the settings of the record ``cell`` (its label included), as one
+    grid image."""
     x = sample(model, schedule=cell["schedule"], sampler=cell["sampler"], steps=cell["steps"], seed=seed,
-               n=SAMPLE_GRID_N, spacing=cell["spacing"], **cell["options"])
+               n=SAMPLE_GRID_N, spacing=cell["spacing"], label=cell.get("label"), **cell["options"])
     save_samples(x, path)

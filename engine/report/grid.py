@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..generate import sampler_spec
+from ..models import RANDOM_LABEL
 from ..schedules import get_schedule
 
 SAMPLERS_BY_OBJECTIVE = {
@@ -83,11 +84,17 @@ def grid_samplers() -> list[str]:
 
 @dataclass(frozen=True)
 class Cell:
+    """One setting of a model's grid. ``label`` is None for an unconditional model; a class-conditional one samples
+    the grid with "random" classes (``models.guided``: each drawn uniformly, the class prior, at w = 1), which
+    makes it an unconditional sampler of p(x) comparable with the unconditional models' cells (its null class ∅
+    is the guidance sweep's w = 0)."""
+
     model: str
     sampler: str
     schedule: str
     steps: int
     spacing: str
+    label: str | None = None
 
     @property
     def options(self) -> dict:
@@ -105,16 +112,18 @@ class Cell:
     def key(self, n: int, seed: int, device_type: str) -> str:
         """The cell's key in the cell cache: its settings with its options, n, seed and the device type."""
         opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
-        return f"{self.model}|{self.sampler}|{self.schedule}|{self.steps}|{self.spacing}|{opts}|n={n}|seed={seed}|{device_type}"
+        label = "" if self.label is None else f"|label={self.label}"
+        return (f"{self.model}|{self.sampler}|{self.schedule}|{self.steps}|{self.spacing}{label}|{opts}|n={n}|seed={seed}"
+                f"|{device_type}")
 
 
-def plan_cells(model: str, objective: str, grid: Grid = FULL) -> list[Cell]:
-    """The cells of one model: its family's samplers (those the grid runs) × the grid's schedules for its objective × step counts, each
-    on its sampler's own spacing."""
+def plan_cells(model: str, objective: str, grid: Grid = FULL, conditional: bool = False) -> list[Cell]:
+    """The cells of one model: its family's samplers (those the grid runs) × the grid's schedules for its objective
+    × step counts, each on its sampler's own spacing; a ``conditional`` model's with random classes."""
     if objective not in SAMPLERS_BY_OBJECTIVE:
         raise ValueError(f"no sampler family for objective {objective!r}; known: {', '.join(SAMPLERS_BY_OBJECTIVE)}")
     return [
-        Cell(model, sampler, schedule, steps, sampler_spec(sampler).spacing)
+        Cell(model, sampler, schedule, steps, sampler_spec(sampler).spacing, RANDOM_LABEL if conditional else None)
         for sampler in grid.family(objective)
         for schedule in grid.schedules[objective]
         for steps in grid.steps

@@ -18,7 +18,7 @@ from collections import Counter
 from ..validation import validation_markdown
 from ..generate import sampler_spec
 from ..schedules import get_schedule
-from .bars import BARS, better_than_real, judge_bar
+from .bars import BARS, better_than_real, bounds, judge_bar, stand_ins
 from .figures import SAMPLE_GRID_N
 from .grid import LONG_RUN_SAMPLERS, SAMPLERS_BY_OBJECTIVE, Grid, grid_samplers
 from .text import interval, label, num, overlap, pct, secs
@@ -176,6 +176,7 @@ def _figures_text(figures: list) -> str:
 def _bar_table(verdicts: list[dict]) -> list[str]:
     out = ["| model | bar | schedules passing | setting judged | figures [95 % CI] | KID ± se (real) | verdict |",
            "|---|---|---|---|---|---|---|"]
+    replaced = stand_ins(verdicts)
     for v in verdicts:
         bar = v["bar"]
         if bar.schedules:
@@ -188,8 +189,27 @@ def _bar_table(verdicts: list[dict]) -> list[str]:
         kid = "; ".join(f"{_kid(r)} ({_kid(r, real=True)})" for r, _ in judged if "kid" in r) or "—"
         passing = ", ".join(v["passing"]) or ("none" if judged else "—")
         verdict = f"**{v['verdict']}**" + (f", unresolved: {', '.join(v['unresolved'])}" if v["unresolved"] else "")
+        if bar.model in replaced:
+            verdict += f"; met in its place by {replaced[bar.model]}"
         out.append(f"| {bar.model} | {bar.describe()} | {passing} | {shown} | {figs or '—'} | {kid} | {verdict} |")
     return out
+
+
+def _bound_lines(verdicts: list[dict], results: dict) -> list[str]:
+    """For each failed bar, what bounds it (``bars.bounds``), and the bar standing in for it where one passes."""
+    replaced = stand_ins(verdicts)
+    lines = []
+    for v in verdicts:
+        if v["verdict"] != "fail":
+            continue
+        lines += [f"- What bounds it: {text}." for _, text in bounds(v, results.get(v["bar"].model, []))]
+        model = v["bar"].model
+        if model in replaced:
+            lines.append(f"- {replaced[model]} meets this bar in {model}'s place: a class-conditional model serves "
+                         "unconditional sampling when each sample's class is drawn from the class prior (uniform "
+                         "here) and the image sampled given it at w = 1, so the samples follow p(x) = Σ_c p(c) p(x | c) "
+                         "(its grid's \"random classes\" cells).")
+    return lines
 
 
 def _not_run_lines(verdicts: list[dict], results: dict) -> list[str]:
@@ -377,6 +397,10 @@ def render_page(*, command: str, grid: Grid, n: int, seed: int, results: dict, s
     devices = sorted({r["device"] for rs in results.values() for r in rs})
     verdicts = [judge_bar(b, results.get(b.model, []), n) for b in BARS]
     count = ", ".join(f"{c} {verdict}" for verdict, c in Counter(v["verdict"] for v in verdicts).items())
+    replaced = [f"{model}'s met in its place by {stand_in}" for model, stand_in in stand_ins(verdicts).items()
+                if any(v["bar"].model == model and v["verdict"] == "fail" for v in verdicts)]
+    count += f" ({'; '.join(replaced)})" if replaced else ""
+    conditional = [name for name, s in setups.items() if getattr(s.model, "num_classes", 0)]
     lines = [
         "# Results",
         "",
@@ -416,7 +440,11 @@ def render_page(*, command: str, grid: Grid, n: int, seed: int, results: dict, s
                      f"{s.card.get('training', {}).get('steps', '?')} steps on {s.dataset} (objective `{s.card['objective']}`); "
                      f"classifier {s.classifier_name} (`{s.classifier_card['sha256'][:12]}…`"
                      + (f", held-out accuracy {pct(acc)}" if acc is not None else "") + ").")
-    lines += ["", "## The grid", "", *grid_lines(grid), *_narrowed_lines(grids or {}, setups), "",
+    lines += ["", "## The grid", "", *grid_lines(grid), *_narrowed_lines(grids or {}, setups),
+              *([f"- Class-conditional models ({', '.join(conditional)}) sample every cell with random classes: each "
+                 "sample's class drawn uniformly from the cell's seed (the training sets' class prior), then the image "
+                 "given it at w = 1, so the cells sample p(x) = Σ_c p(c) p(x | c) like the unconditional models'. "
+                 "Their null class ∅ (w = 0) is measured in the guidance sweep below."] if conditional else []), "",
               "![ᾱ_t and log-SNR of the schedules](results/schedules.png)", "",
               "## Quality bars", "",
               f"Verdicts: {count}. Each bar is checked per schedule on the cell of its sampler and step counts with the "
@@ -426,7 +454,7 @@ def render_page(*, command: str, grid: Grid, n: int, seed: int, results: dict, s
               "marks one whose 95 % interval straddles the limit, so the verdict on it could turn with another seed "
               "(NN ratio = median distance of samples to their nearest training image / the same for held-out "
               "images).", "",
-              *_bar_table(verdicts), "", *_not_run_lines(verdicts, results),
+              *_bar_table(verdicts), "", *_bound_lines(verdicts, results), *_not_run_lines(verdicts, results),
               f"- {_better_than_real_line(results)}", "",
               *trust_lines(validation or {})]
     for name, records in results.items():

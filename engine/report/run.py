@@ -82,7 +82,7 @@ def prepare(name: str, device: torch.device, n: int, directory=None) -> Setup:
 def _evaluate(setup: Setup, cell: Cell, n: int, seed: int, device: torch.device) -> dict:
     r = evaluate.evaluate_images(setup.model, setup.classifier, setup.dataset, sampler=cell.sampler,
                                  schedule=cell.schedule, steps=cell.steps, n=n, seed=seed, spacing=cell.spacing,
-                                 **cell.options)
+                                 label=cell.label, **cell.options)
     r.update(
         model=cell.model, seed=seed, fd_ratio=r["fd"] / r["fd_baseline"],
         nn_ratio=r["nn_distance_samples"] / r["nn_distance_heldout"],
@@ -181,7 +181,8 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
                              f"its weights and its classifier's: {every[odd[0]]} against {every[0]}); every node "
                              "needs rank 0's checkpoints")
         plans = {name: [(c, c.key(n, seed, team.device.type))
-                        for c in plan_cells(name, s.card["objective"], grids.get(name, grid))]
+                        for c in plan_cells(name, s.card["objective"], grids.get(name, grid),
+                                            conditional=bool(getattr(s.model, "num_classes", 0)))]
                  for name, s in setups.items()}
         planned = {key: (setups[name], cell) for name, plan in plans.items() for cell, key in plan}
         todo = None

@@ -1,10 +1,14 @@
 """How the results page writes its numbers and names its cells (one format for the tables, the sentences and the bars)."""
 from __future__ import annotations
 
+from ..models import RANDOM_LABEL
+
 
 def label(r: dict) -> str:
-    """A cell's name on the page: "sampler · schedule · steps steps" (from a record or a Cell's fields)."""
-    return f"{r['sampler']} · {r['schedule']} · {r['steps']} steps"
+    """A cell's name on the page: "sampler · schedule · steps steps" (from a record or a Cell's fields), with
+    "· random classes" for a conditional model's."""
+    classes = " · random classes" if r.get("label") == RANDOM_LABEL else ""
+    return f"{r['sampler']} · {r['schedule']} · {r['steps']} steps{classes}"
 
 
 def num(x: float) -> str:
