@@ -179,7 +179,8 @@ class Handlers:
             raise gr.Error(f"model {name} cannot be loaded now: its checkpoint changed or is damaged; "
                            f"try another model") from None
 
-    def guidance(self, model, label, guidance_scale, where: str = "", random: bool = True) -> tuple[int | str | None, float]:
+    def guidance(self, model, label, guidance_scale, where: str = "",
+                 random: bool = True) -> tuple[int | str | None, float]:
         """(the engine's label, w) for a checked model name: ``label`` is a class index of a conditional model,
         NO_CLASS (-1, unconditional) or, where ``random`` (runs from noise), RANDOM_CLASS (-2: each image's class
         drawn from the seed); ``guidance_scale`` w in [0, MAX_GUIDANCE], other than 1 only with a class."""

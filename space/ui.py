@@ -138,10 +138,11 @@ def _class_controls(store: ModelStore, model, prefix: str, random: bool = True) 
     checks it against the chosen model); the page shows the chosen model's names (``class_updates``)."""
     classes = model_classes(store, model)
     widest = max((len(store.classes(m)) for m in store.image_models()), default=0)
+    info = "a class-conditional model samples the class you pick" + (
+        "; random: each image's class drawn from the seed, which at w = 1 samples the whole data distribution"
+        if random else "")
     picker = gr.Dropdown(class_choices([str(i) for i in range(widest)], random), value=NO_CLASS, label="class",
-                         visible=bool(classes), info="a class-conditional model samples the class you pick; random: "
-                         "each image's class drawn from the seed, which at w = 1 samples the whole data distribution"
-                         if random else "a class-conditional model samples the class you pick", elem_id=f"{prefix}-class")
+                         visible=bool(classes), info=info, elem_id=f"{prefix}-class")
     scale = gr.Slider(0, MAX_GUIDANCE, value=1.0, step=0.5, label="guidance scale w", visible=bool(classes),
                       info="0 = unconditional, 1 = conditional, > 1 = guided (needs a class)",
                       elem_id=f"{prefix}-guidance")

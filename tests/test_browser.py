@@ -80,15 +80,25 @@ def value_of(pg, selector: str) -> str:
 
 
 def wait_done(pg, selector: str, prefix: str = "done", timeout: float = 90_000):
-    """Wait until the status box reads ``prefix``…; on a timeout, fail with what it read instead."""
+    """Wait until the status box reads ``prefix``…; on a timeout, fail with what it read instead, what its box
+    shows around it (Gradio's queue position or progress) and the error toasts on the page."""
     try:
         pg.wait_for_function(
             "([sel, prefix]) => { const e = document.querySelector(sel); return e && e.value.startsWith(prefix); }",
             arg=[selector, prefix], timeout=timeout)
     except sync_api.TimeoutError:
-        status = pg.locator(selector).first
+        status, box = pg.locator(selector).first, pg.locator(selector.split()[0]).first
         raise AssertionError(f"{selector} did not read {prefix!r} within {timeout / 1000:g} s; it reads "
-                             f"{status.input_value() if status.count() else '(absent)'!r}") from None
+                             f"{status.input_value() if status.count() else '(absent)'!r}; its box shows "
+                             f"{box.inner_text() if box.count() else '(absent)'!r}; toasts: "
+                             f"{pg.locator('[data-testid=toast-body]').all_inner_texts()}") from None
+
+
+def opened(pg, url: str) -> None:
+    """Open ``url`` (no result link) and wait until the page's load events have filled in its settings and the
+    opening result (Generate's status reads "done"), so that what the test does next is not overwritten by them."""
+    pg.goto(url, wait_until="load")
+    wait_done(pg, "#g-status textarea")
 
 
 def test_generate_compare_and_deep_link(server, page):
@@ -228,7 +238,7 @@ def set_number(pg, selector: str, value) -> None:
 def test_edit_tab_draws_a_sketch_and_a_mask(server, page):
     """The Edit tab: a digit drawn on the sketchpad is edited by img2img (the result and the sketch as its source
     appear), then a region painted on the mask editor over a dataset image is inpainted."""
-    page.goto(server + "?tab=edit", wait_until="load")
+    opened(page, server + "?tab=edit")
     page.wait_for_selector("#e-run", state="visible")
     page.locator("#e-source input[value=sketch]").check()
     page.wait_for_selector("#e-sketch canvas", state="visible")
