@@ -68,12 +68,17 @@ evaluations, the real cost of a sampler.
 ### Steering with classifier-free guidance
 
 A class-conditional model (mnist-cond, fashion-cond) learns $\hat\varepsilon(x_t, c)$ for each class $c$ and, because
-its labels were replaced by a "null" class $\varnothing$ on a tenth of the training batches, also the unconditional
-$\hat\varepsilon(x_t,\varnothing)$. Sampling then uses
+its labels were replaced by a "null" class $\varnothing$ on part of the training examples (each config's
+`label_dropout`), also the unconditional $\hat\varepsilon(x_t,\varnothing)$. Sampling then uses
 
 $$\hat\varepsilon_w = \hat\varepsilon(x_t,\varnothing) + w\,\big(\hat\varepsilon(x_t,c)-\hat\varepsilon(x_t,\varnothing)\big).$$
 
 In score terms this follows $\nabla\log p(x_t) + w\,\nabla\log p(c\mid x_t)$: $w=0$ is the unconditional model,
 $w=1$ the conditional one, and $w>1$ exaggerates what makes the sample look like its class, trading diversity for
 fidelity (the results page plots both against $w$). Both branches run in one batched network call per step.
+
+The class picker's **random** draws each image's class $c \sim p(c)$ from the seed (uniform: both training sets
+hold as many images of every class) and then samples $x \sim p(x \mid c)$. At $w = 1$ that is a sample of
+$p(x) = \sum_c p(c)\,p(x \mid c)$, the whole data distribution — the other way to sample unconditionally, through
+the class branches instead of $\varnothing$ (on the results page the class branches give more legible samples).
 """

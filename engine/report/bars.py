@@ -112,8 +112,8 @@ BARS = (
     Bar("mnist-ncsn", "pc", (), (_fd_within(2), _CONFIDENT)),
     Bar("mnist-ncsn", "langevin", (), (_fd_within(2), _CONFIDENT)),
     Bar("fashion-ddpm", "ddim", (50,), _FASHION, schedules=("linear", "cosine")),
-    # the issue lets a class-conditional model replace fashion-ddpm if it serves unconditional sampling at least as
-    # well: its grid cells draw each sample's class from the class prior (report.grid.Cell), an exact sampler of p(x)
+    # a class-conditional model may stand in for fashion-ddpm where it serves unconditional sampling at least as
+    # well: its grid cells draw each sample's class from the class prior (report.grid.Cell), a sampler of p(x)
     Bar("fashion-cond", "ddim", (50,), _FASHION, schedules=("linear", "cosine"), stands_in_for="fashion-ddpm"),
 )
 
@@ -187,7 +187,7 @@ def bounds(verdict: dict, records: list[dict]) -> list[tuple[str, str]]:
     intervals are on the page), the bar's own sampler or steps are the bound."""
     lines = []
     for schedule, (r, figures) in verdict["judged"].items():
-        cells = [c for c in records if c["schedule"] == schedule]
+        cells = [x for x in records if x["schedule"] == schedule]
         for c, value, _, ok in figures:
             if ok or c.figure == "fd_vs_reference":
                 continue
