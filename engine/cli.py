@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import checkpoints
 from .generate import generate, sampler_options
+from .models import RANDOM_LABEL
 from .samplers import SAMPLERS
 from .schedules import SCHEDULES, SPACINGS
 
@@ -49,6 +50,24 @@ def _option(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _label(text: str) -> int | str:
+    """A class index, or "random" (each sample's class drawn from the seed: engine.models.guided)."""
+    if text == RANDOM_LABEL:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"label must be a class index or {RANDOM_LABEL!r}; got {text!r}") from None
+
+
+def _class_args(args) -> dict:
+    """The label and guidance scale a command passes on, when given (a conditional model's)."""
+    out = {} if args.label is None else {"label": args.label}
+    if getattr(args, "guidance_scale", None) is not None:
+        out["guidance_scale"] = args.guidance_scale
+    return out
+
+
 def cmd_sample(args) -> int:
     import torch
 
@@ -57,7 +76,7 @@ def cmd_sample(args) -> int:
     model = checkpoints.load_model(args.model, device=args.device)
     steps = generate(
         model, schedule=args.schedule, sampler=args.sampler, steps=args.steps, seed=args.seed, n=args.n,
-        spacing=args.spacing, **dict(args.option),
+        spacing=args.spacing, **_class_args(args), **dict(args.option),
     )
     last = None
     for last in steps:
@@ -85,7 +104,8 @@ def cmd_eval(args) -> int:
     model = checkpoints.load_model(args.model, device=args.device)
     dataset = model.card.get("data", {}).get("dataset")
     opts = dict(args.option)
-    common = dict(sampler=args.sampler, schedule=args.schedule, steps=args.steps, n=args.n, seed=args.seed, **opts)
+    common = dict(sampler=args.sampler, schedule=args.schedule, steps=args.steps, n=args.n, seed=args.seed,
+                  **_class_args(args), **opts)
     if dataset in TOYS:
         result = evaluate.evaluate_toy(model, dataset, **common)
     else:
@@ -204,6 +224,8 @@ def main(argv=None) -> int:
     s.add_argument("--n", type=int, default=16)
     s.add_argument("--spacing", default=None, choices=list(SPACINGS), help="default: the sampler's own (trailing for dpm-solver++, else leading)")
     s.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE", help="sampler option, e.g. eta=0.5")
+    s.add_argument("--label", type=_label, default=None, help="a class-conditional model's class, or random (each sample's class drawn from the seed)")
+    s.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance w (with --label)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--out", default="samples.png")
     s.set_defaults(func=cmd_sample)
@@ -233,6 +255,7 @@ def main(argv=None) -> int:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--classifier", default=None, help="default: DATASET-classifier")
     e.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE")
+    e.add_argument("--label", type=_label, default=None, help="a class-conditional model's class, or random (each sample's class drawn from the seed)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--record", action="store_true", help="also store the figures in the model card's metrics")
     e.add_argument("--compile", default="auto", choices=["auto", "always", "never"],

@@ -27,6 +27,23 @@ def test_sample_writes_a_picture(ckpt_dir, tmp_path, monkeypatch, capsys):
     assert "64 samples, 5 network evaluations" in capsys.readouterr().out
 
 
+def test_sample_and_eval_take_a_class(ckpt_dir, tmp_path, monkeypatch, capsys):
+    """--label (a class or "random") and --guidance-scale reach the engine: a conditional model samples them, an
+    unconditional one refuses them saying why; eval records the label in the card's metrics key."""
+    out = tmp_path / "cond.png"
+    assert main(["sample", "--model", "mnist-cond", "--steps", "2", "--n", "4", "--label", "random", "--out",
+                 str(out)]) == 0 and out.is_file()
+    assert main(["sample", "--model", "mnist-cond", "--steps", "2", "--n", "4", "--label", "7", "--guidance-scale",
+                 "3", "--out", str(out)]) == 0
+    assert "4 samples, 2 network evaluations" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["sample", "--model", "mnist-cond", "--label", "seven"])
+    assert "label must be a class index or 'random'; got 'seven'" in capsys.readouterr().err
+    monkeypatch.setenv("ENGINE_CHECKPOINTS", str(ckpt_dir))
+    assert main(["eval", "--model", "tiny-moons", "--steps", "2", "--n", "50", "--label", "random"]) == 2
+    assert "tiny-moons is unconditional" in capsys.readouterr().err
+
+
 def test_info_lists_models_and_samplers(ckpt_dir, monkeypatch, capsys):
     monkeypatch.setenv("ENGINE_CHECKPOINTS", str(ckpt_dir))
     assert main(["info"]) == 0
