@@ -217,13 +217,14 @@ def record_bars(results: dict, n: int, directory=None) -> None:
     for v in verdicts:
         bar = v["bar"]
         cells = list(v["judged"].values()) if bar.schedules else [(v["shown"], v["figures"])] if v["shown"] else []
+        found = bounds(v, results.get(bar.model, [])) if v["verdict"] == "fail" else []
         for r, figs in cells:
             figures = evaluate.card_figures({k: val for k, val in r.items() if k not in ("model", "date")})
             figures.update(bar=bar.describe(), verdict=v["verdict"],
                            unresolved=[c.short for c, _, ci, _ in figs if c.unresolved(ci)],
                            source="python -m engine report (docs/RESULTS.md)")
-            bound = [b for schedule, b in bounds(v, results.get(bar.model, [])) if schedule == r["schedule"]]
-            if v["verdict"] == "fail" and bound:
+            bound = [b for schedule, b in found if schedule == r["schedule"]]
+            if bound:
                 figures["bound"] = bound
             if bar.model in replaced:
                 figures["met_in_its_place_by"] = replaced[bar.model]

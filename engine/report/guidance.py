@@ -62,7 +62,7 @@ def sweeps(setups: dict, n: int, seed: int, path: Path, scales=SCALES) -> dict:
     ``path`` lacks (written after every record, so an interrupted sweep resumes)."""
     cache = load_cache(path)
     planned = {name: [(w, f"{name}|w={w:g}|n={n}|seed={seed}") for w in scales]
-               for name, setup in setups.items() if getattr(setup.model, "num_classes", 0)}
+               for name, setup in setups.items() if setup.conditional}
     todo = [(name, w, key) for name, cells in planned.items() for w, key in cells
             if not is_fresh(cache.get(key), setups[name].card["sha256"], setups[name].classifier_card["sha256"])]
     for name, w, key in tqdm(todo, desc="guidance sweep", unit="cell", disable=not todo):

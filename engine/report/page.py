@@ -400,7 +400,7 @@ def render_page(*, command: str, grid: Grid, n: int, seed: int, results: dict, s
     replaced = [f"{model}'s met in its place by {stand_in}" for model, stand_in in stand_ins(verdicts).items()
                 if any(v["bar"].model == model and v["verdict"] == "fail" for v in verdicts)]
     count += f" ({'; '.join(replaced)})" if replaced else ""
-    conditional = [name for name, s in setups.items() if getattr(s.model, "num_classes", 0)]
+    conditional = [name for name, s in setups.items() if s.conditional]
     lines = [
         "# Results",
         "",

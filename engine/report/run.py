@@ -50,6 +50,12 @@ class Setup:
     classifier_card: dict
     classifier: torch.nn.Module
 
+    @property
+    def conditional(self) -> bool:
+        """Whether the model is class-conditional: its grid cells sample random classes, and it has a guidance
+        sweep."""
+        return bool(getattr(self.model, "num_classes", 0))
+
 
 def prepare(name: str, device: torch.device, n: int, directory=None) -> Setup:
     """Load model ``name`` and its dataset's classifier, or raise NotEvaluated saying why the report cannot score it
@@ -181,8 +187,7 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
                              f"its weights and its classifier's: {every[odd[0]]} against {every[0]}); every node "
                              "needs rank 0's checkpoints")
         plans = {name: [(c, c.key(n, seed, team.device.type))
-                        for c in plan_cells(name, s.card["objective"], grids.get(name, grid),
-                                            conditional=bool(getattr(s.model, "num_classes", 0)))]
+                        for c in plan_cells(name, s.card["objective"], grids.get(name, grid), s.conditional)]
                  for name, s in setups.items()}
         planned = {key: (setups[name], cell) for name, plan in plans.items() for cell, key in plan}
         todo = None
