@@ -4,6 +4,7 @@ Loads the page (no request may leave loopback, no page errors), runs Generate (i
 Compare with 3 panels, and opens a deep link (settings restored, the result regenerated). Screenshots go to
 artifacts/screenshots/ and their paths are printed.
 """
+import logging
 import math
 import os
 import re
@@ -24,18 +25,37 @@ SHOTS = os.path.join(ROOT, "artifacts", "screenshots")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+SERVER_LOG: list[str] = []  # the app's log ("denoisery": refusals and failures with their tracebacks) while serving
+# every toast the page shows, kept after it fades (an error toast lasts seconds; a failed wait reports minutes later)
+KEEP_TOASTS = """
+window.__toasts = [];
+new MutationObserver(() => document.querySelectorAll('[data-testid=toast-body]').forEach(t => {
+  if (!window.__toasts.includes(t.innerText)) window.__toasts.push(t.innerText); }))
+  .observe(document, {subtree: true, childList: true, characterData: true});
+"""
+
+
+class _KeepLog(logging.Handler):
+    def emit(self, record):
+        SERVER_LOG.append(self.format(record))
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from space import CSS, build_demo
 
+    log, kept = logging.getLogger("denoisery"), _KeepLog()
+    level = log.level
+    log.addHandler(kept)
+    log.setLevel(logging.INFO)
     ck = make_fixture_checkpoints(str(tmp_path_factory.mktemp("browser-ck")))
     demo = build_demo(ck)
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=CSS)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
+    log.removeHandler(kept)
+    log.setLevel(level)
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +82,7 @@ def page(browser):
 
     pg.on("request", on_request)
     pg.on("pageerror", lambda err: pg.errors.append(str(err)))
+    pg.add_init_script(KEEP_TOASTS)
     pg.route(re.compile(r"^https?://(?!127\.0\.0\.1|localhost).*"), lambda route: route.abort())
     yield pg
     ctx.close()
@@ -80,18 +101,28 @@ def value_of(pg, selector: str) -> str:
 
 
 def wait_done(pg, selector: str, prefix: str = "done", timeout: float = 90_000):
-    """Wait until the status box reads ``prefix``…; on a timeout, fail with what it read instead, what its box
-    shows around it (Gradio's queue position or progress) and the error toasts on the page."""
+    """Wait until the status box reads ``prefix``…, failing at once when its event ends in an error (Gradio marks
+    the box "Error") or after ``timeout`` ms. The failure says what the box read, what it shows around it (Gradio's
+    queue position or progress), every toast the page showed and the app's log since the wait began (a refusal's
+    message, a failure's traceback)."""
+    logged = len(SERVER_LOG)
     try:
         pg.wait_for_function(
-            "([sel, prefix]) => { const e = document.querySelector(sel); return e && e.value.startsWith(prefix); }",
+            "([sel, prefix]) => { const e = document.querySelector(sel);"
+            " const box = document.querySelector(sel.split(' ')[0]);"
+            " return e && (e.value.startsWith(prefix) || box.innerText.startsWith('Error')); }",
             arg=[selector, prefix], timeout=timeout)
+        status = pg.locator(selector).first.input_value()
+        if status.startswith(prefix):
+            return
+        waited = "it ended in an error"
     except sync_api.TimeoutError:
-        status, box = pg.locator(selector).first, pg.locator(selector.split()[0]).first
-        raise AssertionError(f"{selector} did not read {prefix!r} within {timeout / 1000:g} s; it reads "
-                             f"{status.input_value() if status.count() else '(absent)'!r}; its box shows "
-                             f"{box.inner_text() if box.count() else '(absent)'!r}; toasts: "
-                             f"{pg.locator('[data-testid=toast-body]').all_inner_texts()}") from None
+        status = pg.locator(selector).first.input_value() if pg.locator(selector).count() else "(absent)"
+        waited = f"within {timeout / 1000:g} s"
+    box = pg.locator(selector.split()[0]).first
+    raise AssertionError(f"{selector} did not read {prefix!r} ({waited}); it reads {status!r}; its box shows "
+                         f"{box.inner_text() if box.count() else '(absent)'!r}; toasts: "
+                         f"{pg.evaluate('() => window.__toasts')}; the app's log: {SERVER_LOG[logged:]}")
 
 
 def opened(pg, url: str) -> None:
@@ -229,6 +260,35 @@ def stroke(pg, selector: str, points: list[tuple[float, float]]) -> None:
     pg.mouse.up()
 
 
+def settled(pg, selector: str, timeout_s: float = 10) -> None:
+    """Wait until the canvas of the image editor ``selector`` keeps its place and size for 0.3 s (a newly shown
+    editor is laid out and fitted to its column over a few frames: a stroke measured before that lands elsewhere)."""
+    canvas, last = pg.locator(f"{selector} canvas").first, None
+    for _ in range(int(timeout_s / 0.3)):
+        box = canvas.bounding_box()
+        if box is not None and box == last:
+            return
+        last = box
+        pg.wait_for_timeout(300)
+    raise AssertionError(f"the canvas of {selector} kept moving for {timeout_s:g} s: {last}")
+
+
+def draw(pg, selector: str, points: list[tuple[float, float]], tries: int = 3) -> None:
+    """A stroke on a sketchpad with nothing drawn yet, checked: the editor enables its Undo button once it has taken
+    a stroke into its history. A stroke it did not take (its canvas not yet set up) is drawn again, up to ``tries``
+    times; a sketch that reached the server empty would be refused ("the sketch is empty")."""
+    undo = pg.locator(f"{selector} button[aria-label=Undo]")
+    for _ in range(tries):
+        settled(pg, selector)
+        stroke(pg, selector, points)
+        try:
+            sync_api.expect(undo).to_be_enabled(timeout=5_000)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError(f"the image editor {selector} took none of {tries} strokes (its Undo stayed disabled)")
+
+
 def set_number(pg, selector: str, value) -> None:
     field = pg.locator(f"{selector} input[type=number]")
     field.fill(str(value))
@@ -242,7 +302,7 @@ def test_edit_tab_draws_a_sketch_and_a_mask(server, page):
     page.wait_for_selector("#e-run", state="visible")
     page.locator("#e-source input[value=sketch]").check()
     page.wait_for_selector("#e-sketch canvas", state="visible")
-    stroke(page, "#e-sketch", [(0.5, 0.25), (0.5, 0.75)])  # a "1"
+    draw(page, "#e-sketch", [(0.5, 0.25), (0.5, 0.75)])  # a "1"
     set_number(page, "#e-steps", 10)
     page.click("#e-run")
     wait_done(page, "#e-status textarea", "done: img2img · starts at t = ")  # an empty sketch would be refused
@@ -259,6 +319,7 @@ def test_edit_tab_draws_a_sketch_and_a_mask(server, page):
     page.click("#e-mask-source")  # the sketch goes on the mask's canvas
     page.locator("#e-source input[value=dataset]").check()
     page.wait_for_timeout(2000)  # the dataset image replaces it
+    settled(page, "#e-mask")
     for y in (0.3, 0.4, 0.5, 0.6, 0.7):
         stroke(page, "#e-mask", [(0.4, y), (0.6, y)])
     set_number(page, "#e-jump", 3)
@@ -332,7 +393,7 @@ def test_train_tab_draws_trains_and_animates(server, page):
     page.goto(server + "?tab=train", wait_until="load")
     page.wait_for_selector("#t-sketch canvas", state="visible")
     ring = [(0.5 + 0.08 * math.cos(k * math.pi / 8), 0.5 + 0.25 * math.sin(k * math.pi / 8)) for k in range(17)]
-    stroke(page, "#t-sketch", ring)
+    draw(page, "#t-sketch", ring)
     set_number(page, "#t-steps", 300)
     set_number(page, "#t-width", 32)
     set_number(page, "#t-batch", 128)
