@@ -413,8 +413,7 @@ def build_demo(checkpoint_dir=None, *, max_nfe: int = 20_000, time_budget_s: flo
         c_model.input(lambda m: class_updates(store, m, 6), c_model, [c_class, *c_guidance],
                       api_visibility="private", queue=False)
         e_model.input(lambda m: class_updates(store, m, 1, random=False), e_model, [e_class, e_guidance],
-                      api_visibility="private",
-                      queue=False)
+                      api_visibility="private", queue=False)
 
         def set_panels(count):
             return [gr.update(visible=k < int(count)) for k in range(6)]

@@ -2,10 +2,10 @@
 
 Runs on tiny fixture checkpoints trained for 2 steps in a temporary folder (never on checkpoints/)."""
 import json
-from pathlib import Path
 import os
 import re
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
