@@ -107,13 +107,14 @@ def plan(model, *, schedule: str | Schedule, sampler: str, steps: int, seed: int
          device: str | torch.device | None = None, **sampler_options) -> Run:
     """Check a run's settings (ValueError saying what is wrong and what is allowed; TypeError for a non-model) and
     return it ready to start. ``spacing`` (diffusers' ``timestep_spacing``) defaults to the one that suits the
-    sampler (its registry record: trailing for dpm-solver++, leading for the others)."""
+    schedule when it names one (``flow``: trailing, its Euler grid), else the sampler (its registry record:
+    trailing for dpm-solver++, leading for the others)."""
     check_model(model)
     sched = schedule if isinstance(schedule, Schedule) else get_schedule(schedule)
     spec = sampler_spec(sampler)
     _check_int("steps", steps, 1, sched.T)
     _check_int("seed", seed, 0, MAX_SEED)
-    spacing = spec.spacing if spacing is None else spacing
+    spacing = spacing or sched.spacing or spec.spacing
     if spacing not in SPACINGS:
         raise ValueError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
     opts = _check_options(sampler, sampler_options, sched)

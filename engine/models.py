@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .schedules import SCHEDULES, get_schedule, log_snr_from_alpha_bar
+from .schedules import SCHEDULES, flow_time, get_schedule, log_snr_from_alpha_bar
 
 
 def check_model(model) -> None:
@@ -97,6 +97,11 @@ def _alpha_bar_table(schedules: tuple[str, ...]) -> torch.Tensor:
     return torch.cat([get_schedule(s).alphas_cumprod for s in schedules])
 
 
+# The schedules an ε-model trains on unless its config names others: every schedule the app offered when the shipped
+# models were trained (kept fixed, so their configs still reproduce them; ``flow`` came later).
+EPS_SCHEDULES = ("linear", "quadratic", "cosine", "sigmoid", "constant", "ve-geometric", "karras")
+
+
 class EpsModel(DenoisingModel):
     """DDPM objective (Ho et al. 2020): ε̂ = √(1−ᾱ) x_t + √ᾱ net(x_t, λ), trained by
 
@@ -114,9 +119,10 @@ class EpsModel(DenoisingModel):
         return (1 - a).sqrt() * x_t + a.sqrt() * v
 
     @staticmethod
-    def noise_range(sigma_min: float, sigma_max: float, schedules: tuple[str, ...] = tuple(SCHEDULES)) -> dict:
-        """The card's record of the training levels: the schedules whose ᾱ_t are drawn (default: every schedule
-        the app offers). The σ range is the score model's; an ε-model trains on schedules instead."""
+    def noise_range(sigma_min: float, sigma_max: float, schedules: tuple[str, ...] = EPS_SCHEDULES) -> dict:
+        """The card's record of the training levels: the schedules whose ᾱ_t are drawn (default: ``EPS_SCHEDULES``,
+        which cover every offered schedule's λ range but the flow grid's last 0.1 % of t). The σ range is the score
+        model's; an ε-model trains on schedules instead."""
         unknown = sorted(set(schedules) - set(SCHEDULES))
         if unknown or not schedules:
             raise ValueError(f"unknown schedule(s) {unknown or schedules!r}; allowed: {', '.join(SCHEDULES)}")
@@ -165,7 +171,7 @@ class ScoreModel(DenoisingModel):
         return -_per_sample(sigma, x_t) * self.score_ve(x_tilde, sigma, label)
 
     @staticmethod
-    def noise_range(sigma_min: float, sigma_max: float, schedules: tuple[str, ...] = tuple(SCHEDULES)) -> dict:
+    def noise_range(sigma_min: float, sigma_max: float, schedules: tuple[str, ...] = EPS_SCHEDULES) -> dict:
         """The card's record of the training levels; ValueError unless 0 < sigma_min < sigma_max. ``schedules`` is
         the ε-model's record; a score model trains on the σ range, which serves every schedule's levels within it."""
         if not 0 < sigma_min < sigma_max:
@@ -185,7 +191,53 @@ class ScoreModel(DenoisingModel):
         return (s**2 * (score + eps / s).pow(2)).mean()
 
 
-OBJECTIVES = {cls.objective: cls for cls in (EpsModel, ScoreModel)}  # a card's "objective" → its model class
+class FlowModel(DenoisingModel):
+    """Flow matching / rectified flow (Lipman et al. 2023; Liu et al. 2023): on the straight path
+
+        x_t = (1 − t) x_0 + t ε,   t ∈ [0, 1],
+    the network predicts the velocity v = dx_t/dt = ε − x_0 and trains on  loss = ‖v̂(x_t, t) − v‖²  (averaged over
+    dimensions and batch). t is drawn uniformly in [t_min, 1 − t_min], as both papers do: few-step samplers start
+    at t ≈ 1 and every schedule's levels lie between (SD3's logit-normal t would starve the ends, which a 1-step
+    Euler sampler evaluates). The network is fed the path's log-SNR λ = 2 log((1 − t)/t), as the other models.
+
+    It is a Gaussian path, so every ε-sampler runs it through the links (``eps``):
+        x̂0 = x_t − t v̂,   ε̂ = x_t + (1 − t) v̂   (in the path's own coordinates; ``schedules.flow_time`` links them to the VP ones).
+    """
+
+    objective = "fm"
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        """v̂(x_t, t) for x in the path's own coordinates; ``t`` a per-sample (N,) tensor."""
+        t = t.double()
+        return self._net(x, (2 * (torch.log1p(-t) - torch.log(t))).to(x.dtype), label)
+
+    def eps(self, x_t: torch.Tensor, alpha_bar: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        a = alpha_bar.double()
+        t = flow_time(a)
+        x = x_t / _per_sample(a.sqrt() + (1 - a).sqrt(), x_t)
+        return x + _per_sample(1 - t, x_t) * self.velocity(x, t, label)
+
+    @staticmethod
+    def noise_range(sigma_min: float, sigma_max: float, schedules: tuple[str, ...] = EPS_SCHEDULES) -> dict:
+        """The card's record of the training levels: t uniform in [t_min, t_max]. The σ range and the schedules are
+        the other objectives' records; a flow model trains on t, whose levels serve every schedule."""
+        return {"t_min": FLOW_T_MIN, "t_max": 1 - FLOW_T_MIN, "t_draw": "uniform"}
+
+    def draw_noise_levels(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """n values of t, uniform in the card's [t_min, t_max]."""
+        lo, hi = self.card["noise_range"]["t_min"], self.card["noise_range"]["t_max"]
+        return lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64)
+
+    def loss(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
+             label: torch.Tensor | None = None) -> torch.Tensor:
+        s = _per_sample(t, x0)
+        return (self.velocity((1 - s) * x0 + s * eps, t, label) - (eps - x0)).pow(2).mean()
+
+
+FLOW_T_MIN = 1e-4  # t in [1e-4, 1 − 1e-4]: λ within ±18.4, past every offered schedule's levels but cosine's last
+
+
+OBJECTIVES = {cls.objective: cls for cls in (EpsModel, ScoreModel, FlowModel)}  # a card's "objective" → its model class
 
 
 def num_classes(model) -> int:

@@ -240,6 +240,47 @@ def dpm_solver_pp(net: Net, x, levels: Levels, noise: Noise) -> Iterator[Step]:
         yield Step(i, t, a, _sigma(a), x, x0, eps, None, net.nfe, _sigma(a_next))
 
 
+def _flow_coords(a: float) -> tuple[float, float]:
+    """(t, k) of VP level ᾱ on the flow path x_t = (1 − t) x_0 + t ε: t = √(1−ᾱ)/(√ᾱ + √(1−ᾱ)) and the scale
+    k = √ᾱ + √(1−ᾱ) with x_vp = k x_flow (``schedules.flow_time``)."""
+    k = math.sqrt(a) + math.sqrt(1 - a)
+    return math.sqrt(1 - a) / k, k
+
+
+def euler(net: Net, x, levels: Levels, noise: Noise) -> Iterator[Step]:
+    """Euler on the flow ODE dx/dt = v (rectified flow, Liu et al. 2023), spaced in the path's t:
+
+        v̂ = ε̂ − x̂0,   x_{t'} = x_t + (t' − t) v̂,   x_t = (1 − t) x̂0 + t ε̂   (the path's own coordinates).
+    A straight path (v constant along it) is followed exactly in one step. Algebraically this is DDIM (η = 0) on
+    any schedule: both land on (1 − t') x̂0 + t' ε̂. The last step (t' = 0) lands on x̂0. Deterministic."""
+    for i, t_idx, a, a_next in _pairs(levels):
+        eps = net(x, a)
+        x0 = _x0(x, eps, a)
+        (t, k), (t_next, k_next) = _flow_coords(a), _flow_coords(a_next)
+        x = (x / k + (t_next - t) * (eps - x0)) * k_next
+        yield Step(i, t_idx, a, _sigma(a), x, x0, eps, None, net.nfe, _sigma(a_next))
+
+
+def heun(net: Net, x, levels: Levels, noise: Noise) -> Iterator[Step]:
+    """Heun's method on the flow ODE dx/dt = v, spaced in t (the trapezoid rule of Karras et al. 2022, Alg. 1, in
+    the flow's coordinates rather than the VE σ of ``ode``):
+
+        x_E = x_t + (t' − t) v̂(x_t, t),   x_{t'} = x_t + (t' − t) (v̂(x_t, t) + v̂(x_E, t'))/2   if t' > 0,
+    and the Euler step x_E to t' = 0, which lands on x̂0. Deterministic."""
+    for i, t_idx, a, a_next in _pairs(levels):
+        eps = net(x, a)
+        x0 = _x0(x, eps, a)
+        (t, k), (t_next, k_next) = _flow_coords(a), _flow_coords(a_next)
+        v = eps - x0
+        xf = x / k + (t_next - t) * v
+        if t_next > 0:
+            eps_next = net(xf * k_next, a_next)
+            v_next = eps_next - _x0(xf * k_next, eps_next, a_next)
+            xf = x / k + (t_next - t) * 0.5 * (v + v_next)
+        x = xf * k_next
+        yield Step(i, t_idx, a, _sigma(a), x, x0, eps, None, net.nfe, _sigma(a_next))
+
+
 @dataclass(frozen=True)
 class Range:
     """Allowed values of a numeric option: lo ≤ v ≤ hi (lo < v when lo_open), an integer when ``integer``."""
@@ -329,4 +370,8 @@ SAMPLERS = {spec.name: spec for spec in (
     SamplerSpec("ode", ode, evals_per_step=lambda o: 2, evals_extra=-1, draws_noise=lambda o: False),
     # trailing: see dpm_solver_pp's docstring
     SamplerSpec("dpm-solver++", dpm_solver_pp, spacing="trailing", draws_noise=lambda o: False),
+    # flow ODE samplers in t; trailing: their steps start at the top level, t ≈ 1 (pure noise)
+    SamplerSpec("euler", euler, spacing="trailing", draws_noise=lambda o: False),
+    SamplerSpec("heun", heun, spacing="trailing", evals_per_step=lambda o: 2, evals_extra=-1,
+                draws_noise=lambda o: False),
 )}

@@ -43,6 +43,22 @@ def alpha_bar_from_log_snr(log_snr: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(log_snr)
 
 
+def flow_time(alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The flow path's t for a VP level ᾱ: the path x_t = (1 − t) x_0 + t ε has α_t = 1 − t, σ_t = t, and
+    rescaling it to unit signal-plus-noise weight gives ᾱ = α²/(α² + σ²), so α/σ = √(ᾱ/(1−ᾱ)) = (1 − t)/t and
+
+        t = √(1−ᾱ) / (√ᾱ + √(1−ᾱ)),   x_flow = x_vp / (√ᾱ + √(1−ᾱ)).
+    """
+    a = alpha_bar.double()
+    return (1 - a).sqrt() / (a.sqrt() + (1 - a).sqrt())
+
+
+def alpha_bar_from_flow_time(t: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``flow_time``: ᾱ = (1 − t)² / ((1 − t)² + t²)."""
+    t = t.double()
+    return (1 - t) ** 2 / ((1 - t) ** 2 + t**2)
+
+
 def _betas_from_alpha_bar(alpha_bar: torch.Tensor) -> torch.Tensor:
     """β_t = 1 − ᾱ_t / ᾱ_{t−1}, with ᾱ_{−1} = 1."""
     prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
@@ -62,6 +78,7 @@ class Schedule:
     alphas_cumprod: torch.Tensor
     kind: str = "vp"
     params: dict = field(default_factory=dict)
+    spacing: str | None = None
 
     @property
     def T(self) -> int:
@@ -150,6 +167,16 @@ def karras(T: int = DEFAULT_T, sigma_min: float = 0.002, sigma_max: float = 80.0
     return _from_sigmas("karras", sigmas, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
 
 
+def flow(T: int = DEFAULT_T) -> Schedule:
+    """The flow-matching path x_t = (1 − t) x_0 + t ε (α_t = 1 − t, σ_t = t) on the uniform grid t_k = (k+1)/(T+1),
+    k = 0 … T−1, strictly inside (0, 1) so every level has a finite log-SNR 2 log((1 − t)/t); ᾱ from
+    ``alpha_bar_from_flow_time``. Its spacing is ``trailing``: S steps then visit t = T/(T+1) · (1, (S−1)/S, …, 1/S)
+    and end at 0, the Euler grid of rectified flow, on which DDIM is exactly Euler on dx/dt = v."""
+    t = torch.arange(1, T + 1, dtype=torch.float64) / (T + 1)
+    alpha_bar = alpha_bar_from_flow_time(t)
+    return Schedule("flow", _betas_from_alpha_bar(alpha_bar), alpha_bar, "vp", {}, spacing="trailing")
+
+
 def custom(betas) -> Schedule:
     """A user-given β sequence (each 0 < β < 1); T is its length."""
     betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
@@ -182,6 +209,7 @@ SCHEDULES = {
     "constant": constant,
     "ve-geometric": ve_geometric,
     "karras": karras,
+    "flow": flow,
 }
 # diffusers' names for the same schedules
 ALIASES = {"scaled_linear": "quadratic", "squaredcos_cap_v2": "cosine"}

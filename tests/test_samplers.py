@@ -12,11 +12,12 @@ N = 4000
 # steps per sampler: enough for the method's discretisation error to sit inside the tolerance
 # (ddpm at its native 1000 steps: with skipped steps its fixed variances ignore the x̂0 uncertainty, which shows
 # on schedules whose smallest noise is large, like constant)
-STEPS = {"ddpm": 1000, "ddim": 100, "langevin": 200, "euler-maruyama": 500, "pc": 200, "ode": 40, "dpm-solver++": 25}
+STEPS = {"ddpm": 1000, "ddim": 100, "langevin": 200, "euler-maruyama": 500, "pc": 200, "ode": 40, "dpm-solver++": 25,
+         "euler": 100, "heun": 20}
 # DPM-Solver++(2M) runs with its registry spacing, trailing, as diffusers recommends: "leading" ends on t = 0, and
 # the second order step into it extrapolates x̂0 over a large jump in log-SNR (measured: covariance error 0.16 vs 0.04).
 OPTIONS = {"langevin": {"n_steps_each": 10}}
-SCHEDS = ["linear", "cosine", "sigmoid", "quadratic", "constant", "ve-geometric", "karras"]
+SCHEDS = ["linear", "cosine", "sigmoid", "quadratic", "constant", "ve-geometric", "karras", "flow"]
 
 
 def expected_cov(schedule: str, steps: int, spacing: str = "leading") -> torch.Tensor:
@@ -37,7 +38,8 @@ def test_oracle_mean_and_covariance(sampler, schedule):
     assert torch.isfinite(x).all()
     # standard error of the mean is ~0.016 at n=4000; of a covariance entry ~0.02
     mean_err = (x.mean(0) - MEAN.double()).abs().max().item()
-    cov_err = (torch.cov(x.T) - expected_cov(schedule, STEPS[sampler], engine.SAMPLERS[sampler].spacing)).abs().max().item()
+    spacing = engine.get_schedule(schedule).spacing or engine.SAMPLERS[sampler].spacing
+    cov_err = (torch.cov(x.T) - expected_cov(schedule, STEPS[sampler], spacing)).abs().max().item()
     # annealed Langevin lags the shrinking noise (a known bias of few steps per level): looser bound
     cov_tol = 0.15 if sampler == "langevin" else 0.08
     assert mean_err < 0.06, f"mean off by {mean_err:.3f}"
@@ -57,7 +59,7 @@ def test_a_wrong_denoiser_is_caught():
 
 def test_steps_fields_and_nfe():
     model = GaussianModel(MEAN, COV)
-    nfe_per_step = {"ddpm": 1, "ddim": 1, "euler-maruyama": 1, "dpm-solver++": 1, "pc": 2, "langevin": 5}
+    nfe_per_step = {"ddpm": 1, "ddim": 1, "euler-maruyama": 1, "dpm-solver++": 1, "pc": 2, "langevin": 5, "euler": 1}
     for name in engine.SAMPLERS:
         steps = list(generate(model, schedule="cosine", sampler=name, steps=10, seed=0, n=3))
         assert [s.i for s in steps] == list(range(10))
@@ -65,7 +67,7 @@ def test_steps_fields_and_nfe():
         assert ts == sorted(ts, reverse=True)
         last = steps[-1]
         assert last.x_t.shape == (3, 3) and last.sigma_next == 0.0
-        if name == "ode":
+        if name in ("ode", "heun"):
             assert last.nfe == 2 * 10 - 1  # Heun: two evaluations per step, Euler on the last
         elif name == "langevin":
             assert last.nfe == 10 * 5 + 1  # 5 per level and the final denoise
@@ -74,7 +76,7 @@ def test_steps_fields_and_nfe():
         for s in steps:
             assert s.x0_pred.shape == (3, 3) and s.eps_pred.shape == (3, 3)
             assert s.sigma == pytest.approx(((1 - s.alpha_bar) / s.alpha_bar) ** 0.5)
-        deterministic = name in ("ode", "dpm-solver++", "ddim")
+        deterministic = name in ("ode", "dpm-solver++", "ddim", "euler", "heun")
         assert all(s.noise is None for s in steps) == deterministic
 
 
@@ -179,6 +181,7 @@ def test_inference_mode_does_not_leak_to_the_caller():
 @pytest.mark.parametrize("sampler, options", [
     ("ddpm", {}), ("ddim", {"eta": 0.5}), ("langevin", {}), ("langevin", {"n_steps_each": 3}), ("euler-maruyama", {}),
     ("pc", {}), ("pc", {"n_corrector": 0}), ("pc", {"n_corrector": 3}), ("ode", {}), ("dpm-solver++", {}),
+    ("euler", {}), ("heun", {}),
 ])
 def test_registry_nfe_is_the_count_a_run_makes(sampler, options):
     """The app's work budget and the report read SamplerSpec.nfe: it must equal what a run counts."""
@@ -202,3 +205,5 @@ def test_default_spacing_is_the_samplers_own():
     assert engine.SAMPLERS["dpm-solver++"].spacing == "trailing" and engine.SAMPLERS["ddim"].spacing == "leading"
     first = next(iter(generate(model, schedule="linear", sampler="dpm-solver++", steps=10, seed=3)))
     assert first.t == 999
+    # a schedule that names its spacing (flow: trailing, the Euler grid from t ≈ 1) takes precedence over the sampler's
+    assert next(iter(generate(model, schedule="flow", sampler="ddim", steps=10, seed=3))).t == 999
