@@ -26,7 +26,9 @@ import torch
 
 from .data import TOYS, toy_sample
 from .generate import generate
+from .models import velocity
 from .samplers import Step
+from .schedules import alpha_bar_from_flow_time
 from .sde import SDES
 
 MIN_SIGMA, MAX_SIGMA = 1e-3, 1e3
@@ -68,6 +70,23 @@ def score_field(model, sigma: float, lim: float = 3.0, n: int = 21) -> dict:
     device = next(iter(model.parameters())).device if hasattr(model, "parameters") else torch.device("cpu")
     eps = model.eps((pts * math.sqrt(a)).to(device), alpha.to(device)).float().cpu()
     return {"xs": xs, "points": pts, "score": SDES["ve"].score(eps, a), "sigma": sigma, "alpha_bar": a}
+
+
+@torch.inference_mode()
+def velocity_field(model, t: float, lim: float = 3.0, n: int = 21) -> dict:
+    """The model's flow velocity v̂(x, t) = ε̂ − x̂0 (``models.velocity``: a flow model's own output, any other model's
+    through the links) on an n×n grid over [−lim, lim]² of the path x_t = (1 − t) x_0 + t ε, t in (0, 1). Sampling
+    moves a point by −v̂ dt as t falls to 0, so −v̂ is where it goes. Returns ``{"xs", "points", "velocity", "t",
+    "alpha_bar"}`` laid out as ``score_field``'s."""
+    _check_toy_model(model)
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1:
+        raise ValueError(f"t must be a number in (0, 1); got {t!r}")
+    xs, pts = grid(lim, n)
+    device = next(iter(model.parameters())).device if hasattr(model, "parameters") else torch.device("cpu")
+    times = torch.full((pts.shape[0],), float(t), dtype=torch.float64, device=device)
+    v = velocity(model, pts.to(device), times).float().cpu()
+    return {"xs": xs, "points": pts, "velocity": v, "t": float(t),
+            "alpha_bar": float(alpha_bar_from_flow_time(torch.tensor(float(t), dtype=torch.float64)))}
 
 
 def noisy_density(toy: str, sigma: float, lim: float = 3.0, n: int = 80, m: int = 2000, seed: int = 0,

@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .schedules import SCHEDULES, flow_time, get_schedule, log_snr_from_alpha_bar
+from .schedules import SCHEDULES, alpha_bar_from_flow_time, flow_time, get_schedule, log_snr_from_alpha_bar
 
 
 def check_model(model) -> None:
@@ -238,6 +238,21 @@ FLOW_T_MIN = 1e-4  # t in [1e-4, 1 − 1e-4]: λ within ±18.4, past every offer
 
 
 OBJECTIVES = {cls.objective: cls for cls in (EpsModel, ScoreModel, FlowModel)}  # a card's "objective" → its model class
+
+
+def velocity(model, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """v̂(x_t, t) = ε̂ − x̂0 on the flow path x_t = (1 − t) x_0 + t ε, for any protocol model: a flow model's own
+    network output, else ε̂ at the VP level of t through the links (``schedules.flow_time``),
+
+        ᾱ = (1 − t)²/((1 − t)² + t²),   ε̂ = model.eps(k x, ᾱ) with k = √ᾱ + √(1−ᾱ),   x̂0 = (x − t ε̂)/(1 − t).
+    ``x`` is in the path's own coordinates and ``t`` a per-sample (N,) tensor in (0, 1)."""
+    if isinstance(model, FlowModel):
+        return model.velocity(x, t)
+    a = alpha_bar_from_flow_time(t)
+    k = _per_sample(a.sqrt() + (1 - a).sqrt(), x)
+    eps = model.eps(k * x, a)
+    s = _per_sample(t, x)
+    return eps - (x - s * eps) / (1 - s)
 
 
 def num_classes(model) -> int:

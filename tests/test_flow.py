@@ -15,7 +15,8 @@ from torch import nn
 import engine
 from engine import GaussianModel, sample
 from engine.generate import plan
-from engine.models import FlowModel
+from engine.fields import velocity_field
+from engine.models import FlowModel, velocity
 from engine.schedules import alpha_bar_from_flow_time, flow_time
 from engine.straightness import straightness
 
@@ -143,3 +144,19 @@ def test_the_fm_loss_is_the_velocity_error_and_trains_a_toy():
     assert math.isfinite(last.loss) and last.model.card["objective"] == "fm"
     out = sample(last.model, schedule="flow", sampler="euler", steps=4, seed=0, n=16)
     assert out.shape == (16, 2) and torch.isfinite(out).all()
+
+
+def test_velocity_of_any_model_is_its_flow_velocity():
+    """models.velocity through the ε-links of the Gaussian oracle equals the closed form, and a flow model's own;
+    the Score field's velocity grid is that function on its points."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(32, 3, generator=gen, dtype=torch.float64)
+    t = torch.rand(32, generator=gen, dtype=torch.float64) * 0.98 + 0.01
+    assert torch.allclose(velocity(GaussianModel(MEAN, COV), x, t), exact_velocity(x, t), atol=1e-8)
+    assert torch.allclose(velocity(flow_oracle(), x, t), exact_velocity(x, t), atol=1e-12)
+    toy = GaussianModel(MEAN[:2], COV[:2, :2])
+    field = velocity_field(toy, 0.3, lim=2.0, n=5)
+    expected = exact_velocity(field["points"].double(), torch.full((25,), 0.3), MEAN[:2], COV[:2, :2])
+    assert torch.allclose(field["velocity"].double(), expected, atol=1e-5)
+    with pytest.raises(ValueError, match=r"t must be a number in \(0, 1\)"):
+        velocity_field(toy, 1.0)

@@ -50,6 +50,10 @@ def test_full_grid_is_what_the_page_promises():
         for c in plan:
             assert c.steps in (10, 20, 50, 100, 1000)
             assert c.spacing == engine.SAMPLERS[c.sampler].spacing  # the sampler's own, as generate() picks it
+    flow = report.plan_cells("m", "fm", report.FULL)
+    assert {c.sampler for c in flow} == {"euler", "heun", "ddim", "dpm-solver++"}
+    # the flow schedule names its spacing (its trailing Euler grid), which generate() puts before the sampler's
+    assert {c.spacing for c in flow if c.schedule == "flow"} == {"trailing"}
     assert len(eps) == 5 * (4 * 4 + 2) and len(score) == 6 * (4 * 4 + 2)
     assert "ve-geometric" in {c.schedule for c in score}
     # every bar is judged on cells the full grid runs
@@ -61,11 +65,11 @@ def test_full_grid_is_what_the_page_promises():
         assert bar.reference is None or bar.reference in plan
     text = "\n".join(report.page.grid_lines(report.FULL))
     assert "1000 only for ddpm, ddim, euler-maruyama, pc (1000/2000 NFE at 1000 steps" in text
-    assert "trailing for dpm-solver++." in text and "leading for ddpm, ddim, ode, langevin" in text
+    assert "trailing for dpm-solver++, euler, heun." in text and "leading for ddpm, ddim, ode, langevin" in text
     # the NFE the page states are the registry's
     nfe = {s: engine.SAMPLERS[s].nfe(1000) for s in ("ode", "pc", "langevin")}
     assert f"pc ({nfe['pc'] // 2}/{nfe['pc']} NFE at 1000 steps" in text
-    assert f"would cost {nfe['ode']} and {nfe['langevin']} NFE" in text
+    assert f"would cost {nfe['ode']}, {engine.SAMPLERS['heun'].nfe(1000)} and {nfe['langevin']} NFE" in text
     # a leading 10-step run starts at t = 900; trailing starts at t = 999, so only leading gets the warning
     assert "With leading spacing a 10-step run starts at t = 900, not 999" in text and "With trailing" not in text
 

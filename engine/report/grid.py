@@ -3,7 +3,8 @@
 A model's samplers are its training objective's family (``SAMPLERS_BY_OBJECTIVE``): ancestral, DDIM, DPM-Solver++
 and the probability-flow ODE for ε-prediction models trained with the DDPM objective; the score family (annealed
 Langevin, reverse-SDE Euler–Maruyama, predictor–corrector, the ODE) for models trained by denoising score matching
-(``dsm``). One network serves both views, since ε = −σ s.
+(``dsm``). One network serves both views, since ε = −σ s. Flow-matching models (``fm``) run the flow ODE's
+Euler and Heun in t, DDIM (the same map as Euler) and DPM-Solver++, through the links of ``models.FlowModel``.
 
 Step counts of ``Grid.long_run`` or more are run only by ``LONG_RUN_SAMPLERS``, the samplers their papers run
 about a thousand steps: DDPM's ancestral sampler and DDIM (Ho et al. 2020, Song et al. 2021a) and score-SDE's
@@ -12,8 +13,9 @@ per PC step). For the others a run that long costs several evaluations per step 
 past the few steps the method is made for. These are the slowest cells of a grid, so ``Grid.long_run_schedules``
 can limit them to some schedules.
 
-Every cell runs its sampler's default options on its sampler's own timestep spacing, both read from the sampler's
-registry record (``engine.SAMPLERS``): a cell is what ``generate`` does when given only the cell's settings.
+Every cell runs its sampler's default options on the timestep spacing ``generate`` picks (the schedule's where it
+names one, ``flow``'s trailing Euler grid, else the sampler's registry record, ``engine.SAMPLERS``): a cell is what
+``generate`` does when given only the cell's settings.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from ..schedules import get_schedule
 SAMPLERS_BY_OBJECTIVE = {
     "ddpm": ("ddpm", "ddim", "dpm-solver++", "ode"),
     "dsm": ("langevin", "euler-maruyama", "pc", "ode"),
+    "fm": ("euler", "heun", "ddim", "dpm-solver++"),
 }
 LONG_RUN_SAMPLERS = ("ddpm", "ddim", "euler-maruyama", "pc")
 
@@ -73,8 +76,10 @@ class Grid:
 
 
 _VP_AND_EDM = ("linear", "cosine", "sigmoid", "constant", "karras")
-FULL = Grid(steps=(10, 20, 50, 100, 1000), schedules={"ddpm": _VP_AND_EDM, "dsm": (*_VP_AND_EDM, "ve-geometric")}, n=500)
-QUICK = Grid(steps=(5, 10), schedules={"ddpm": ("linear", "cosine"), "dsm": ("linear", "cosine")}, n=64)
+FULL = Grid(steps=(10, 20, 50, 100, 1000), schedules={"ddpm": _VP_AND_EDM, "dsm": (*_VP_AND_EDM, "ve-geometric"),
+                                                      "fm": ("flow", "cosine")}, n=500)
+QUICK = Grid(steps=(5, 10), schedules={"ddpm": ("linear", "cosine"), "dsm": ("linear", "cosine"),
+                                       "fm": ("flow", "cosine")}, n=64)
 
 
 def grid_samplers() -> list[str]:
@@ -119,11 +124,13 @@ class Cell:
 
 def plan_cells(model: str, objective: str, grid: Grid = FULL, conditional: bool = False) -> list[Cell]:
     """The cells of one model: its family's samplers (those the grid runs) × the grid's schedules for its objective
-    × step counts, each on its sampler's own spacing; a ``conditional`` model's with random classes."""
+    × step counts, each on the spacing ``generate`` picks (the schedule's if it names one, else its sampler's); a
+    ``conditional`` model's with random classes."""
     if objective not in SAMPLERS_BY_OBJECTIVE:
         raise ValueError(f"no sampler family for objective {objective!r}; known: {', '.join(SAMPLERS_BY_OBJECTIVE)}")
     return [
-        Cell(model, sampler, schedule, steps, sampler_spec(sampler).spacing, RANDOM_LABEL if conditional else None)
+        Cell(model, sampler, schedule, steps, get_schedule(schedule).spacing or sampler_spec(sampler).spacing,
+             RANDOM_LABEL if conditional else None)
         for sampler in grid.family(objective)
         for schedule in grid.schedules[objective]
         for steps in grid.steps

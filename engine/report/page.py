@@ -301,7 +301,7 @@ def grid_lines(grid: Grid) -> list[str]:
     short = [s for s in grid.steps if s < grid.long_run]
     long_ = [s for s in grid.steps if s >= grid.long_run]
     lines = []
-    for objective in SAMPLERS_BY_OBJECTIVE:
+    for objective in grid.schedules:
         lines.append(f"- Models trained with the `{objective}` objective: samplers {', '.join(grid.family(objective))}; schedules "
                      f"{', '.join(grid.schedules[objective])}.")
     lines.append(f"- Steps {', '.join(map(str, short))}" + (_long_runs(grid, long_) if long_ else "."))

@@ -1,0 +1,50 @@
+"""The NFE study's plan and page: which step counts each solver gets for an NFE budget, and that a line is called
+better only where its interval clears every other's."""
+from pathlib import Path
+
+import engine
+from engine.report import nfe
+
+
+def test_steps_for_spends_at_most_the_budget():
+    assert [nfe.steps_for("ddim", k) for k in (1, 8, 128)] == [1, 8, 128]
+    assert [nfe.steps_for("heun", k) for k in (1, 2, 4, 8)] == [1, 1, 2, 4]  # 2 per step, the last step 1
+    assert nfe.steps_for("pc", 1) is None and nfe.steps_for("pc", 4) == 2
+    for sampler, _ in (line for lines in nfe.STUDY.values() for line in lines):
+        for k in nfe.NFES:
+            steps = nfe.steps_for(sampler, k)
+            assert steps is None or engine.SAMPLERS[sampler].nfe(steps) <= k < engine.SAMPLERS[sampler].nfe(steps + 1)
+
+
+def test_planned_runs_cover_the_ladder_and_the_target_once():
+    runs = nfe.planned({"mnist-fm": None, "mnist-ddpm": None})
+    assert len(runs) == len(set(runs))
+    assert ("mnist-fm", "ddim", "flow", 8) in runs and ("mnist-ddpm", "ddim", "cosine", 50) in runs
+    assert {r[3] for r in runs if r[:3] == ("mnist-fm", "heun", "flow")} == {1, 2, 4, 8, 16, 32, 64}
+    assert not any(r[0] == "mnist-ncsn" for r in runs)
+
+
+def _record(nfe_count, ratio, lo, hi, confident=0.9):
+    return {"nfe": nfe_count, "fd_ratio": ratio, "fd_ratio_ci": [lo, hi], "confident": confident}
+
+
+def test_a_line_is_better_only_where_its_interval_clears_the_others():
+    assert nfe.separated_best({"a": _record(8, 1.0, 0.8, 1.2), "b": _record(8, 3.0, 2.0, 4.0)}) == "a"
+    assert nfe.separated_best({"a": _record(8, 1.0, 0.8, 2.1), "b": _record(8, 3.0, 2.0, 4.0)}) is None
+
+
+def test_the_section_draws_the_figure_and_judges_the_target(tmp_path: Path):
+    records = {("mnist-fm", "euler", "flow", k): {**_record(k, 8 / k, 6 / k, 10 / k), "model": "mnist-fm"}
+               for k in (1, 2, 4, 8)}
+    records[("mnist-ddpm", "ddim", "cosine", 8)] = _record(8, 5.0, 4.0, 6.0)
+    records[nfe.TARGET[0]] = _record(8, 1.1, 0.9, 1.4, confident=0.9)
+    records[nfe.TARGET[1]] = _record(50, 1.0, 0.8, 1.3)
+    page = nfe.section({"records": records, "straightness": {"mnist-fm": 0.01, "mnist-ddpm": 0.2}}, tmp_path,
+                       nfes=(1, 2, 4, 8))
+    text = "\n".join(page)
+    assert (tmp_path / "quality_vs_nfe.png").stat().st_size > 1000
+    assert "| 8 | 1.00× [0.75, 1.25] · 90 % | 5.00× [4.00, 6.00] · 90 % | mnist-fm · euler (flow) |" in text
+    assert "| 1 | 8.00× [6.00, 10.00] · 90 % | — | not separated |" in text
+    assert "**met**" in text
+    records[nfe.TARGET[0]] = _record(8, 2.0, 1.5, 2.5)
+    assert "**not met**" in "\n".join(nfe.section({"records": records, "straightness": {}}, tmp_path))
