@@ -80,6 +80,31 @@ def test_api_lists_every_endpoint_with_named_parameters(app):
     assert comp[:4] == ["model", "seed", "panels", "n"] and "steps_6" in comp
 
 
+API_BEFORE = Path(__file__).parent / "data" / "api_before.json"  # captured from the app before issue 27's rebuild
+
+
+def api_as_saved(info: dict) -> dict:
+    """``view_api``'s answer as tests/data/api_before.json keeps it: Gradio's upload folder (where a component's
+    default picture is cached) written as {GRADIO_TEMP_DIR}, the rest as it is."""
+    from gradio.utils import get_upload_folder
+
+    return json.loads(json.dumps(info, ensure_ascii=False, sort_keys=True).replace(get_upload_folder(),
+                                                                                    "{GRADIO_TEMP_DIR}"))
+
+
+def test_api_and_elem_ids_are_those_saved_before_the_rebuild(app):
+    """The HTTP API (every endpoint, parameter, default, bound, description and output) is exactly the one saved
+    before the app was rebuilt tab by tab, and every elem_id the page had is still on it."""
+    import httpx
+
+    _, client, port = app
+    before = json.loads(API_BEFORE.read_text())
+    assert api_as_saved(client.view_api(return_format="dict", print_info=False)) == before["view_api"]
+    config = httpx.get(f"http://127.0.0.1:{port}/config").json()
+    ids = {c["props"].get("elem_id") for c in config["components"] if c.get("props", {}).get("elem_id")}
+    assert set(before["elem_ids"]) <= ids
+
+
 def test_generate_outputs_and_png_settings(app):
     _, client, port = app
     image, gallery, gif, png, plot, status, link = client.predict(**GEN, api_name="/generate")
