@@ -493,10 +493,11 @@ def test_an_upload_that_vanished_is_refused_clearly():
 # ------------------------------------------------------------------------------------------------ time budget ---
 
 def test_a_request_over_the_time_budget_ends_with_a_clear_message(ck):
-    from space.handlers import Handlers
+    from space.context import AppContext
     from space.models import ModelStore
+    from space.tabs.generate import Generate
 
-    h = Handlers(ModelStore(ck), time_budget_s=0.3)
+    h = Generate(AppContext(ModelStore(ck), time_budget_s=0.3))
     with pytest.warns(UserWarning, match=r"stopped after \d+\.\d s \(time budget 0.3 s per request\)"):
         outputs = list(h.generate("tiny-digits", "linear", "ddpm", 1000, 0, n=1))  # the warning is a UI toast
     status = outputs[-1][5]
@@ -591,10 +592,11 @@ def test_edit_is_bounded_by_the_nfe_budget(strict):
 
 
 def test_an_edit_over_the_time_budget_ends_with_a_clear_message(ck):
-    from space.handlers import Handlers
+    from space.context import AppContext
     from space.models import ModelStore
+    from space.tabs.edit.endpoint import Edit
 
-    h = Handlers(ModelStore(ck), time_budget_s=0.3)
+    h = Edit(AppContext(ModelStore(ck), time_budget_s=0.3))
     with pytest.warns(UserWarning, match=r"stopped after \d+\.\d s \(time budget 0.3 s per request\)"):
         outputs = list(h.edit("tiny-digits", "img2img", "dataset", "digits8", 0, schedule="linear", sampler="ddpm",
                               steps=1000, strength=1.0))
