@@ -3,8 +3,8 @@ the score field (made with ``matplotlib.figure.Figure``, not pyplot, so nothing 
 space/plotly_figures.py's.
 
 matplotlib is imported on first use, not with the app (it costs ~0.8 s of a cold start); app.py has it imported
-in the background once the page is served (``space.tabs.generate.warm_up``). The schedule plots are drawn once per setting
-and kept (``schedule_plot``): each streamed Generate update only re-draws the current-step marker onto the kept
+in the background once the page is served (``space.tabs.generate.warm_up``). The schedule plots are drawn once per
+setting and kept (``schedule_plot``): each streamed Generate update only re-draws the current-step marker onto the kept
 pixels.
 """
 from __future__ import annotations

@@ -129,7 +129,8 @@ def drive(run, total: int, curves: list[dict], live: Stream, frames: list, cols:
         for step in run:
             if step.i in snaps:  # saved once as files, so re-sending the gallery re-encodes nothing
                 for kind, tag, x in (("x_t", "xt", step.x_t), ("x̂0", "x0", step.x0_pred)):
-                    live.snapshot(imaging.display(x, size, cols), f"{tag}_{step.i:04d}.png", _caption(kind, step, total))
+                    live.snapshot(imaging.display(x, size, cols), f"{tag}_{step.i:04d}.png",
+                                  _caption(kind, step, total))
             if step.i in gif_at:
                 frames.append(step.x_t.detach().clone())
             if step.i + 1 == total:

@@ -87,8 +87,8 @@ def _example_buttons(store: ModelStore) -> list[tuple[gr.Button, dict]]:
     return examples
 
 
-def _wire_links(demo: gr.Blocks, store: ModelStore, rooms: list[Room], tabs: gr.Tabs, notice: gr.Markdown, opened: gr.State,
-                examples: list) -> None:
+def _wire_links(demo: gr.Blocks, store: ModelStore, rooms: list[Room], tabs: gr.Tabs, notice: gr.Markdown,
+                opened: gr.State, examples: list) -> None:
     """Restore the page's link when it loads, and an example's settings when its button is pressed; then let each
     tab follow (rerun the link's result, show its default)."""
     links = [room.link for room in rooms if room.link is not None]

@@ -96,10 +96,11 @@ def class_picker(app: AppContext, model, prefix: str, random_classes: bool = Tru
                        visible=bool(model_classes(app, model)), info=info, elem_id=f"{prefix}-class")
 
 
-def guidance_slider(app: AppContext, model, label: str = "guidance scale w", **kwargs) -> gr.Slider:
+def guidance_slider(app: AppContext, model, elem_id: str | None = None, label: str = "guidance scale w",
+                    info: str | None = "0 = unconditional, 1 = conditional, > 1 = guided (needs a class)") -> gr.Slider:
     """A guidance-scale slider w (classifier-free guidance), shown for a conditional model."""
     return gr.Slider(0, MAX_GUIDANCE, value=1.0, step=0.5, label=label, visible=bool(model_classes(app, model)),
-                     **kwargs)
+                     info=info, elem_id=elem_id)
 
 
 def class_updates(app: AppContext, model, sliders: int, label: int = NO_CLASS, w=(1.0,) * MAX_PANELS,

@@ -335,7 +335,10 @@ def test_generate_with_a_class_and_guidance(app):
     assert np.array_equal(pixels(w0[0]), pixels(uncond[0]))  # w = 0 is the unconditional run
     image, gallery, gif, png, plot, status, link = client.predict(**kw, label=3, guidance_scale=4.0,
                                                                   api_name="/generate")
-    assert status.startswith("done: 6/6 steps · NFE 6") and "label=3&guidance_scale=4.0" in link
+    # a guided evaluation runs two network rows per image (ε̂(x, ∅) and ε̂(x, c)): the status says both counts
+    assert status.startswith("done: 6/6 steps · NFE 6 · 12 network rows per sample · ")
+    assert "label=3&guidance_scale=4.0" in link
+    assert "network rows" not in uncond[5] and "network rows" not in w0[5]  # one row per evaluation
     assert "label" not in uncond[-1]  # an unconditional run's link says nothing of classes
     with Image.open(png) as p:
         settings = json.loads(p.text["denoisery"])

@@ -93,8 +93,9 @@ class Compare:
             lab, w = self.app.guidance(model, label, panel_values.get(f"guidance_{k}", 1.0), f" of panel {k}")
             specs.append(engine_compare.Panel(sched, samp, steps, engine.sampler_spec(samp).spacing, label=lab,
                                               guidance_scale=w))
-        self.app.check_budget("these panels need", n * sum(engine.sampler_spec(p.sampler).nfe(p.steps) * rows_per_sample(
-            p.label, p.guidance_scale) for p in specs), "steps or panels")
+        evaluations = n * sum(engine.sampler_spec(p.sampler).nfe(p.steps) * rows_per_sample(p.label, p.guidance_scale)
+                              for p in specs)
+        self.app.check_budget("these panels need", evaluations, "steps or panels")
         return seed, n, specs
 
     @on_engine_thread
@@ -116,8 +117,8 @@ class Compare:
                     if not comp.done[k] and len(traj[k]) <= st.i:
                         traj[k].append(np.asarray(imaging.grid(st.x_t)))
                 if live.due(first=comp.rounds == 1):
-                    yield (_gallery(latest, comp, specs, live), skip, skip, f"round {comp.rounds} · {live.elapsed:.1f} s",
-                           skip, skip, skip)
+                    yield (_gallery(latest, comp, specs, live), skip, skip,
+                           f"round {comp.rounds} · {live.elapsed:.1f} s", skip, skip, skip)
                 if live.over_budget():
                     break
         finally:  # also when the request is cancelled: the panels' threads end here
@@ -150,7 +151,7 @@ def _panel_rows(app: AppContext, model) -> tuple[list, dict, list]:
             fields[f"schedule_{k}"] = gr.Dropdown(SCHEDULES, value=schedule, label=f"{k}: schedule")
             fields[f"sampler_{k}"] = gr.Dropdown(SAMPLERS, value=sampler, label=f"{k}: sampler")
             fields[f"steps_{k}"] = gr.Slider(1, MAX_STEPS, value=steps, step=1, label=f"{k}: steps")
-            guidance.append(guidance_slider(app, model, label=f"{k}: guidance w"))
+            guidance.append(guidance_slider(app, model, label=f"{k}: guidance w", info=None))
         rows.append(row)
     return rows, fields, guidance
 

@@ -55,8 +55,8 @@ class ScoreField:
             run = engine_fields.particles(net, schedule=schedule, sampler=sampler, steps=steps, seed=seed, n=count)
         except (ValueError, TypeError) as err:
             raise engine_error(err) from None
-        fig = plots.score_field_figure(field, dens, f"{model}: score at σ = {sigma:.3g} (arrows),\n"
-                                                    f"p_σ (shade), {sampler} samples (dots)", points=run[-1].x_t.numpy())
+        title = f"{model}: score at σ = {sigma:.3g} (arrows),\np_σ (shade), {sampler} samples (dots)"
+        fig = plots.score_field_figure(field, dens, title, points=run[-1].x_t.numpy())
         y0 = engine_data.toy_sample(toy, 1000, torch.Generator().manual_seed(seed)) if toy else None
         anim = plotly_figures.animation(net, run, y0, (-LIMIT, LIMIT), (-LIMIT, LIMIT),
                                         f"{sampler} · {schedule} · {len(run)} steps: drag the slider to move in time")

@@ -93,8 +93,8 @@ class Generate:
         stem = f"{s['model']}_{s['schedule']}_{s['sampler']}_{s['steps']}_seed{s['seed']}{named_class}"
         image, gif, png = streaming.result_files(live, step.x_t, frames, dict(settings, nfe=step.nfe), stem)
         rows = rows_per_sample(s["label"], s["guidance_scale"])
-        status = (f"{self.app.ended(step.i + 1 == total)}: {step.i + 1}/{total} steps · {streaming.cost(step.nfe, rows)} · "
-                  f"{live.rate(step.i + 1)} · {elapsed:.2f} s")
+        status = (f"{self.app.ended(step.i + 1 == total)}: {step.i + 1}/{total} steps · "
+                  f"{streaming.cost(step.nfe, rows)} · {live.rate(step.i + 1)} · {elapsed:.2f} s")
         yield image, list(live.gallery), gif, png, plots.marked(drawn, step.t), status, link
 
     def default_values(self) -> list | None:
@@ -109,8 +109,8 @@ class Generate:
 
     def default_result(self, request: gr.Request | None = None) -> tuple | None:
         """Generate's outputs at the default settings (``default_values``), made by the first call in this process
-        and then kept in memory (``streaming.KeptResult``): every page opened without a result link shows it at once, and no
-        visitor pays for the run again. None when no image model is available."""
+        and then kept in memory (``streaming.KeptResult``): every page opened without a result link shows it at once,
+        and no visitor pays for the run again. None when no image model is available."""
         values = self.default_values()
         if values is None:
             return None
@@ -177,8 +177,7 @@ def _layout(app: AppContext, model: str | None) -> tuple[dict, object, tuple, gr
                 dice = gr.Button("random", scale=1, min_width=60, elem_id="g-dice")
             fields["n"] = gr.Slider(1, MAX_N, value=DEFAULTS["n"], step=1, label="images (n)", elem_id="g-n")
             label = class_picker(app, model, "g")
-            guidance = guidance_slider(app, model, info="0 = unconditional, 1 = conditional, > 1 = guided (needs a "
-                                                        "class)", elem_id="g-guidance")
+            guidance = guidance_slider(app, model, elem_id="g-guidance")
             with gr.Accordion("Advanced (sampler options)", open=False):
                 fields.update(_options())
             fields.update(label=label, guidance_scale=guidance)

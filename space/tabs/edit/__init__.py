@@ -53,7 +53,8 @@ def _layout(app: AppContext, model: str | None):
             fields = {"model": model_picker(app.store.image_models(), model, "e-model"),
                       "mode": gr.Radio(MODE_LABELS, value="img2img", label="mode", elem_id="e-mode")}
             source = image_source("e", "source image", "a sketch or an upload cannot travel in a link (nor can a "
-                                  "painted mask): its link carries the settings only; a dataset image reproduces exactly")
+                                  "painted mask): its link carries the settings only; a dataset image reproduces "
+                                  "exactly")
             fields.update(zip(("source", "dataset", "index", "upload", "sketch"), source.values))
             late = {"schedule": gr.Dropdown(SCHEDULES, value="cosine", label="schedule", elem_id="e-schedule"),
                     "sampler": gr.Dropdown(SAMPLERS, value="ddim", label="sampler", elem_id="e-sampler",
@@ -62,13 +63,12 @@ def _layout(app: AppContext, model: str | None):
                     "steps": gr.Slider(1, MAX_STEPS, value=50, step=1, label="steps", elem_id="e-steps"),
                     "seed": seed_number(elem_id="e-seed")}
             classes = {"label": class_picker(app, model, "e", random_classes=False),
-                       "guidance_scale": guidance_slider(app, model, info="0 = unconditional, 1 = conditional, > 1 = "
-                                                                          "guided (needs a class)", elem_id="e-guidance")}
+                       "guidance_scale": guidance_slider(app, model, elem_id="e-guidance")}
             by_mode, inpaint_box, interpolate_box = _mode_fields()
             controls = run_controls("Edit", "e")
         with gr.Column(scale=2):
-            fields["mask"] = gr.ImageEditor(type="pil", image_mode="RGBA", sources=(), label="mask: paint the region to "
-                                            "fill (inpainting)", brush=MASK_BRUSH, layers=False, transforms=(),
+            fields["mask"] = gr.ImageEditor(type="pil", image_mode="RGBA", sources=(), brush=MASK_BRUSH, layers=False,
+                                            label="mask: paint the region to fill (inpainting)", transforms=(),
                                             height=320, visible=False, elem_id="e-mask")
             mask_source = gr.Button("put the current source (e.g. a new sketch) on the mask canvas", size="sm",
                                     visible=False, elem_id="e-mask-source")

@@ -59,7 +59,8 @@ def _inpaint(net, x0, s: dict, guided: dict, live, described: str, mask) -> Plan
                   f"known / unknown (grey, to fill): {unknown} of {m.numel()} pixels to fill")
     return Plan(run, engine_editing.inpaint_nfe(s["steps"], s["jump_length"], s["resamples"]),
                 [plots.curve(s["schedule"], f"{s['schedule']} · RePaint (ddpm)",
-                             plots.visited(s["schedule"], s["steps"], "leading"))], f"{unknown} of {m.numel()} pixels filled")
+                             plots.visited(s["schedule"], s["steps"], "leading"))],
+                f"{unknown} of {m.numel()} pixels filled")
 
 
 def _invert_then_reconstruct(net, x0, schedule: str, steps: int, live: streaming.Stream, label):
@@ -230,8 +231,8 @@ class Edit:
         kept_out += ["mask"] if s["mode"] == "inpaint" else []
         if kept_out:
             tail += f"the link carries the settings, not the {' or the '.join(kept_out)} · "
-        image, gif, png = streaming.result_files(live, step.x_t, frames, dict(settings, nfe=step.nfe), _stem(s, named_class),
-                                                 plan.cols)
+        image, gif, png = streaming.result_files(live, step.x_t, frames, dict(settings, nfe=step.nfe),
+                                                 _stem(s, named_class), plan.cols)
         rows = rows_per_sample(s["label"], s["guidance_scale"])
         status = (f"{self.app.ended(step.i + 1 == plan.total)}: {s['mode']} · {tail}{step.i + 1}/{plan.total} steps · "
                   f"{streaming.cost(step.nfe, rows)} · {elapsed:.2f} s")

@@ -52,10 +52,12 @@ class Playground:
                        batch_size, seed, request: gr.Request = None) -> dict:
         """Training's checks: its settings with the points ((N, 2) array, y_down), or gr.Error naming what was
         wrong and what is allowed (the session's and the server's training slots included)."""
-        s = {"source": choice("source", source, TRAIN_SOURCES), "objective": choice("objective", objective, TRAIN_OBJECTIVES),
+        s = {"source": choice("source", source, TRAIN_SOURCES),
+             "objective": choice("objective", objective, TRAIN_OBJECTIVES),
              "schedule": choice("schedule", schedule, SCHEDULES), "width": as_int("width", width, *TRAIN_WIDTH),
              "steps": as_int("steps", steps, 1, MAX_TRAIN_STEPS), "lr": as_float("lr", lr, *TRAIN_LR),
-             "batch_size": as_int("batch_size", batch_size, *TRAIN_BATCH), "seed": as_int("seed", seed, 0, engine.MAX_SEED)}
+             "batch_size": as_int("batch_size", batch_size, *TRAIN_BATCH),
+             "seed": as_int("seed", seed, 0, engine.MAX_SEED)}
         if s["source"] == "csv":
             s["points"], s["y_down"] = csv_points(csv_file), False
         else:
