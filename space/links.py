@@ -52,8 +52,9 @@ class Link:
 
     @property
     def outputs(self) -> list:
-        """Every component a restored link may update."""
-        return list(self.fields.values())
+        """Every component a restored link may update: the fields, then those ``derive`` updates."""
+        fields = list(self.fields.values())
+        return fields + [block for block in self.derive({}) if block not in fields]
 
     def parse(self, query: dict) -> dict:
         """The link's checked settings: each declared key the query gives a value its component takes (others,
