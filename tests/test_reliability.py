@@ -183,7 +183,8 @@ def test_engine_generate_hostile_arguments(schedule, sampler, steps, seed, n, sp
 @given(value=HOSTILE, lo=st.integers(-10, 10), span=st.integers(0, 2**33))
 def test_settings_validators_hostile_values(value, lo, span):
     """as_int / as_float / choice return an in-range value of the right type, or gr.Error naming the parameter."""
-    from space.settings import SCHEDULES, as_float, as_int, choice
+    from space.checks import as_float, as_int, choice
+    from space.settings import SCHEDULES
 
     hi = lo + span
     for check, kind in ((as_int, int), (as_float, float)):
