@@ -19,8 +19,8 @@ import torch  # noqa: E402
 
 from engine.serving import PRECISIONS  # noqa: E402
 from space import CSS, build_demo  # noqa: E402
-from space.handlers import warm_up  # noqa: E402
 from space.models import ModelStore  # noqa: E402
+from space.tabs.generate import warm_up  # noqa: E402
 
 log = logging.getLogger("denoisery")
 
@@ -52,7 +52,7 @@ def main(argv=None) -> None:
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, prevent_thread_lock=True)
     # the page is served: now import matplotlib, draw the default schedule plot (left out of the start-up, ~1 s), queue
     # the default model's compile and make the default settings' result that every page opens with
-    threading.Thread(target=warm_up, kwargs={"store": store, "handlers": demo.handlers}, name="warm-up",
+    threading.Thread(target=warm_up, kwargs={"store": store, "handlers": demo.rooms["generate"].handlers}, name="warm-up",
                      daemon=True).start()
     if args.share and not getattr(demo, "share_url", None):
         log.warning("--share: no public link was made (no internet connection, or the share server refused); "

@@ -59,7 +59,7 @@ def redact(message: str) -> str:
     return _PATH.sub("[path]", message)
 
 
-def _number_rule(block) -> tuple[bool, float | None, float | None]:
+def number_rule(block) -> tuple[bool, float | None, float | None]:
     """(integer?, minimum, maximum) of a Slider or Number: a Number with precision 0 and a Slider with an integral
     step and minimum take integers only."""
     if isinstance(block, gr.Slider):
@@ -110,7 +110,7 @@ def _check_image_file(name: str, value) -> None:
 def check_value(name: str, block, value) -> None:
     """Raise ``gr.Error`` when ``value`` (as received, before Gradio's conversion) is not one ``block`` accepts."""
     if isinstance(block, (gr.Slider, gr.Number)):
-        integer, lo, hi = _number_rule(block)
+        integer, lo, hi = number_rule(block)
         allowed = _describe_number(integer, lo, hi)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise gr.Error(f"{name} must be {allowed}; got {shown(value)}")

@@ -1,17 +1,16 @@
-"""Figures for the app: matplotlib ones, and Plotly ones as JSON (the animated trajectories, the training views).
-
-Matplotlib figures (made with ``matplotlib.figure.Figure``, not pyplot, so nothing global leaks).
+"""The app's matplotlib figures: the schedule plots (every tab's, through ``marked``), the forward process's curves and
+the score field (made with ``matplotlib.figure.Figure``, not pyplot, so nothing global leaks). The Plotly ones are
+space/plotly_figures.py's.
 
 matplotlib is imported on first use, not with the app (it costs ~0.8 s of a cold start); app.py has it imported
-in the background once the page is served (``handlers.warm_up``). The schedule plots are drawn once per setting
-and kept (``schedule_plot``): each streamed Generate update only re-draws the current-step marker onto the kept
+in the background once the page is served (``space.tabs.generate.warm_up``). The schedule plots are drawn once per
+setting and kept (``schedule_plot``): each streamed Generate update only re-draws the current-step marker onto the kept
 pixels.
 """
 from __future__ import annotations
 
 import base64
 import io
-import json
 import threading
 from collections import OrderedDict
 
@@ -33,7 +32,7 @@ _FIGURE = None
 _IMPORT_LOCK = threading.Lock()
 
 
-def _mpl():
+def figure_class():
     """matplotlib's Figure class, with the Agg backend (imported on first use). Under a lock: the warm-up thread and
     a first request importing it at once failed with a "partially initialized module matplotlib.pyplot" error."""
     global _FIGURE
@@ -54,7 +53,7 @@ def schedule_figure(curves: list[dict], title: str = "", *, marked: bool = True)
     Each entry: {"schedule": name, "label": str, "visited": [t...] (optional), "current": t or None}.
     The visited timesteps are ticks on the ᾱ curve; the current one a big dot on both curves and a vertical line.
     """
-    Figure = _mpl()
+    Figure = figure_class()
     fig = Figure(figsize=(6.4, 3.0), dpi=72, layout="constrained")
     ax = fig.add_subplot()
     ax2 = ax.twinx()
@@ -239,22 +238,40 @@ def schedule_plot(curves: list[dict], title: str = "") -> MarkedSchedule:
     return kept
 
 
+def visited(schedule: str, steps: int, spacing: str) -> list[int]:
+    """The timesteps a run of ``steps`` steps visits on ``schedule`` with ``spacing``."""
+    return engine.get_schedule(schedule).timesteps(steps, spacing).tolist()
+
+
+def curve(schedule: str, label: str, ticks: list[int]) -> dict:
+    """One curve of a schedule plot: the schedule's ᾱ_t and log-SNR, labelled, with the ``ticks`` (the levels a
+    run visits) marked."""
+    return {"schedule": schedule, "label": label, "visited": ticks}
+
+
+def marked(curves: list[dict], t: int | None = None):
+    """The kept schedule plot of ``curves`` (drawn on first use) with step ``t`` marked, as ready PNG data for
+    gr.Plot: every tab's schedule plot goes out through here."""
+    from gradio.components.plot import PlotData
+
+    return PlotData(type="matplotlib", plot=schedule_plot(curves).png(t))
+
+
 FORWARD_TITLE = "signal kept √ᾱ_t x_0 vs noise √(1−ᾱ_t) ε"
 
 
-def forward_curves_figure(schedules: list[str], ts: list[int]):
-    """ᾱ_t and log-SNR of the chosen schedules with the chosen t marked."""
-    return schedule_figure([{"schedule": s, "label": s, "visited": ts} for s in schedules], title=FORWARD_TITLE)
+def forward_curves_plot(schedules: list[str], ts: list[int]):
+    """ᾱ_t and log-SNR of the chosen schedules with the chosen t marked, as ready PNG data for gr.Plot, drawn once
+    per setting and kept (``schedule_plot``)."""
+    from gradio.components.plot import PlotData
 
-
-def forward_curves_plot(schedules: list[str], ts: list[int]) -> str:
-    """``forward_curves_figure`` as a PNG data URL, drawn once per setting and kept (``schedule_plot``)."""
-    return schedule_plot([{"schedule": s, "label": s, "visited": ts} for s in schedules], FORWARD_TITLE).png(None)
+    kept = schedule_plot([curve(s, s, ts) for s in schedules], FORWARD_TITLE)
+    return PlotData(type="matplotlib", plot=kept.png(None))
 
 
 def score_field_figure(field: dict, density: dict | None, title: str, points=None):
     """Arrows of the score (normalised length, colour = magnitude) over the noised density p_σ."""
-    Figure = _mpl()
+    Figure = figure_class()
     fig = Figure(figsize=(5.2, 5.0), dpi=90, layout="constrained")
     ax = fig.add_subplot()
     if density is not None:
@@ -276,93 +293,3 @@ def score_field_figure(field: dict, density: dict | None, title: str, points=Non
     ax.set_aspect("equal")
     ax.set_title(title, fontsize=10)
     return fig
-
-
-# ------------------------------------------------------------------- Plotly figures (as JSON for gr.Plot) ---
-# gr.Plot draws a Plotly figure given as its JSON (``PlotData(type="plotly", plot=json)``): written here as plain
-# dicts, so the app needs no plotly package. Gradio's Plotly component passes a figure's data and layout to
-# Plotly.react but not its ``frames``, so the animation is a time slider whose steps restyle the traces.
-
-def _plotly(data: list, layout: dict):
-    from gradio.components.plot import PlotData
-
-    return PlotData(type="plotly", plot=json.dumps({"data": data, "layout": layout}, allow_nan=False))
-
-
-def _rounded(a, digits: int = 4) -> list:
-    return np.round(np.asarray(a, dtype=np.float64), digits).tolist()
-
-
-def _axes(xlim, ylim, y_down: bool) -> dict:
-    """Equal-aspect axes over ``xlim`` × ``ylim``; y grows downwards for canvas coordinates."""
-    yrange = [ylim[1], ylim[0]] if y_down else list(ylim)
-    return {"xaxis": {"range": list(xlim), "zeroline": False},
-            "yaxis": {"range": yrange, "scaleanchor": "x", "scaleratio": 1, "zeroline": False},
-            "margin": {"l": 40, "r": 10, "t": 40, "b": 40}, "showlegend": True,
-            "legend": {"orientation": "h", "y": -0.12}}
-
-
-def trajectory_animation(frames: list[tuple[str, np.ndarray, np.ndarray | None]], xs, ys, xlim, ylim, title: str,
-                         y_down: bool = False):
-    """Particles over the density contours of their state, one slider step per frame.
-
-    ``frames``: (label, points (n, 2), density (len(ys), len(xs)) or None); the slider's step k restyles the
-    particles (and the contours) to frame k; the figure opens on the last frame (the samples)."""
-    has_density = frames[0][2] is not None
-    data = []
-    if has_density:
-        data.append({"type": "contour", "x": _rounded(xs), "y": _rounded(ys), "z": _rounded(frames[-1][2], 6),
-                     "colorscale": "Blues", "reversescale": True, "showscale": False, "ncontours": 14,
-                     "hoverinfo": "skip", "contours": {"coloring": "fill"}, "line": {"width": 0.5}, "name": "density of x_t"})
-    last = np.asarray(frames[-1][1])
-    data.append({"type": "scatter", "mode": "markers", "x": _rounded(last[:, 0]), "y": _rounded(last[:, 1]),
-                 "marker": {"size": 4, "color": "#dc2626", "opacity": 0.7}, "name": "particles"})
-    steps = []
-    for label, points, density in frames:
-        p = np.asarray(points)
-        if has_density:
-            change = {"x": [_rounded(xs), _rounded(p[:, 0])], "y": [_rounded(ys), _rounded(p[:, 1])],
-                      "z": [_rounded(density, 6), None]}
-            traces = [0, 1]
-        else:
-            change, traces = {"x": [_rounded(p[:, 0])], "y": [_rounded(p[:, 1])]}, [0]
-        steps.append({"label": label, "method": "restyle", "args": [change, traces]})
-    layout = _axes(xlim, ylim, y_down)
-    layout.update(title={"text": title, "font": {"size": 13}}, height=520,
-                  sliders=[{"active": len(steps) - 1, "steps": steps, "pad": {"t": 50},
-                            "currentvalue": {"prefix": "", "font": {"size": 12}}}])
-    return _plotly(data, layout)
-
-
-def training_snapshot(points: np.ndarray, samples: np.ndarray | None, arrows: tuple | None, xlim, ylim, title: str,
-                      y_down: bool = False):
-    """The training points (grey), the current model's samples (red) and its score arrows (``arrows`` =
-    (grid points (k, 2), unit directions (k, 2), length)), as a Plotly figure."""
-    data = [{"type": "scatter", "mode": "markers", "x": _rounded(points[:, 0]), "y": _rounded(points[:, 1]),
-             "marker": {"size": 3, "color": "#9ca3af", "opacity": 0.5}, "name": "training points"}]
-    if arrows is not None:
-        at, unit, length = arrows
-        tips = at + length * unit
-        xs = np.stack([at[:, 0], tips[:, 0], np.full(len(at), np.nan)], 1).ravel()
-        ys = np.stack([at[:, 1], tips[:, 1], np.full(len(at), np.nan)], 1).ravel()
-        data.append({"type": "scatter", "mode": "lines", "x": [None if np.isnan(v) else round(float(v), 3) for v in xs],
-                     "y": [None if np.isnan(v) else round(float(v), 3) for v in ys], "line": {"width": 1.2,
-                     "color": "#d97706"}, "name": "score direction"})
-        data.append({"type": "scatter", "mode": "markers", "x": _rounded(tips[:, 0]), "y": _rounded(tips[:, 1]),
-                     "marker": {"size": 3, "color": "#d97706"}, "showlegend": False, "hoverinfo": "skip"})
-    if samples is not None:
-        data.append({"type": "scatter", "mode": "markers", "x": _rounded(samples[:, 0]), "y": _rounded(samples[:, 1]),
-                     "marker": {"size": 3, "color": "#dc2626", "opacity": 0.7}, "name": "model samples"})
-    layout = _axes(xlim, ylim, y_down)
-    layout.update(title={"text": title, "font": {"size": 13}}, height=460)
-    return _plotly(data, layout)
-
-
-def loss_curve(steps: list[int], losses: list[float], objective: str):
-    """The training loss against the step, log scale."""
-    data = [{"type": "scatter", "mode": "lines", "x": list(steps), "y": _rounded(losses, 6), "name": "loss",
-             "line": {"color": "#4f46e5"}}]
-    layout = {"title": {"text": f"{objective} loss (mean over each stretch of steps)", "font": {"size": 13}},
-              "xaxis": {"title": {"text": "step"}}, "yaxis": {"title": {"text": "loss"}, "type": "log"},
-              "height": 300, "margin": {"l": 50, "r": 10, "t": 40, "b": 40}, "showlegend": False}
-    return _plotly(data, layout)

@@ -80,6 +80,35 @@ def test_api_lists_every_endpoint_with_named_parameters(app):
     assert comp[:4] == ["model", "seed", "panels", "n"] and "steps_6" in comp
 
 
+API_BEFORE = Path(__file__).parent / "data" / "api_before.json"  # captured from the app before issue 27's rebuild
+
+
+# a stray guidance slider the Compare tab laid out beside its class picker but never wired (each panel has its own)
+REMOVED_ELEM_IDS = {"c-guidance"}
+
+
+def api_as_saved(info: dict) -> dict:
+    """``view_api``'s answer as tests/data/api_before.json keeps it: Gradio's upload folder (where a component's
+    default picture is cached) written as {GRADIO_TEMP_DIR}, the rest as it is."""
+    from gradio.utils import get_upload_folder
+
+    return json.loads(json.dumps(info, ensure_ascii=False, sort_keys=True).replace(get_upload_folder(),
+                                                                                    "{GRADIO_TEMP_DIR}"))
+
+
+def test_api_and_elem_ids_are_those_saved_before_the_rebuild(app):
+    """The HTTP API (every endpoint, parameter, default, bound, description and output) is exactly the one saved
+    before the app was rebuilt tab by tab, and every elem_id the page had is still on it."""
+    import httpx
+
+    _, client, port = app
+    before = json.loads(API_BEFORE.read_text())
+    assert api_as_saved(client.view_api(return_format="dict", print_info=False)) == before["view_api"]
+    config = httpx.get(f"http://127.0.0.1:{port}/config").json()
+    ids = {c["props"].get("elem_id") for c in config["components"] if c.get("props", {}).get("elem_id")}
+    assert set(before["elem_ids"]) - REMOVED_ELEM_IDS <= ids
+
+
 def test_generate_outputs_and_png_settings(app):
     _, client, port = app
     image, gallery, gif, png, plot, status, link = client.predict(**GEN, api_name="/generate")
@@ -215,7 +244,7 @@ def test_grids_equal_grid_per_batch():
 def test_queue_polls_gently(app):
     """Gradio's queue would look for requests every 1 ms, taking the GIL from the sampler each time (the engine ran
     ~20% slower in the server's process); the app's queue looks every QUEUE_POLL_S."""
-    from space.ui import QUEUE_POLL_S
+    from space.settings import QUEUE_POLL_S
 
     demo, _, _ = app
     assert demo._queue.sleep_when_free == QUEUE_POLL_S >= 0.005
@@ -229,7 +258,7 @@ def test_import_app_leaves_matplotlib_for_later():
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = ("import sys, app; assert 'matplotlib' not in sys.modules, 'matplotlib imported'; "
-            "from space import handlers; handlers.warm_up(); assert 'matplotlib' in sys.modules")
+            "from space.tabs.generate import warm_up; warm_up(); assert 'matplotlib' in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=300)
 
 
@@ -306,7 +335,10 @@ def test_generate_with_a_class_and_guidance(app):
     assert np.array_equal(pixels(w0[0]), pixels(uncond[0]))  # w = 0 is the unconditional run
     image, gallery, gif, png, plot, status, link = client.predict(**kw, label=3, guidance_scale=4.0,
                                                                   api_name="/generate")
-    assert status.startswith("done: 6/6 steps · NFE 6") and "label=3&guidance_scale=4.0" in link
+    # a guided evaluation runs two network rows per image (ε̂(x, ∅) and ε̂(x, c)): the status says both counts
+    assert status.startswith("done: 6/6 steps · NFE 6 · 12 network rows per sample · ")
+    assert "label=3&guidance_scale=4.0" in link
+    assert "network rows" not in uncond[5] and "network rows" not in w0[5]  # one row per evaluation
     assert "label" not in uncond[-1]  # an unconditional run's link says nothing of classes
     with Image.open(png) as p:
         settings = json.loads(p.text["denoisery"])
@@ -346,12 +378,14 @@ def test_compare_guidance_scales_side_by_side(app):
         client.predict(model="tiny-digits", seed=1, panels=1, n=1, label=2, api_name="/compare")
 
 
-def test_links_restore_the_class_and_guidance():
-    from space.settings import parse_query
-
-    q = parse_query({"label": "3", "guidance_scale": "2.5", "guidance_2": "4", "guidance_3": "99"})
-    assert q == {"label": 3, "guidance_scale": 2.5, "guidance_2": 4.0}
-    assert parse_query({"label": "-2"}) == {"label": -2} and parse_query({"label": "-3"}) == {}
+def test_links_restore_the_class_and_guidance(app):
+    demo, _, _ = app
+    generate, compare = demo.rooms["generate"].link, demo.rooms["compare"].link
+    q = {"label": "3", "guidance_scale": "2.5", "guidance_2": "4", "guidance_3": "99"}
+    assert generate.parse(q) == {"label": 3, "guidance_scale": 2.5}
+    assert compare.parse(q) == {"label": 3, "guidance_2": 4.0}  # w ≤ 10
+    assert generate.parse({"label": "-2"}) == {"label": -2} and generate.parse({"label": "-3"}) == {}
+    assert demo.rooms["edit"].link.parse({"label": "-2"}) == {}  # no random classes in an edit
 
 
 def test_forward_endpoint(app, tmp_path):
@@ -402,13 +436,48 @@ def test_app_starts_without_any_model(tmp_path):
         demo.close()
 
 
-def test_parse_query_keeps_only_valid_values():
-    from space.settings import parse_query
+def test_links_keep_only_the_values_their_fields_take(app):
+    """A link's values are checked by the fields that take them (bounds, integers, choices); one query string
+    serves every tab, each reading the keys it declares."""
+    demo, _, _ = app
+    query = {"tab": "compare", "model": "m", "schedule": "karras", "sampler": "nope", "steps": "20", "seed": "-3",
+             "eta": "0.5", "panels": "4", "steps_2": "7", "sampler_3": "ode", "n": "1.5", "step_size": "0.0005"}
+    assert demo.rooms["compare"].link.parse(query) == {"model": "m", "panels": 4, "steps_2": 7, "sampler_3": "ode"}
+    assert demo.rooms["generate"].link.parse(query) == {"model": "m", "schedule": "karras", "steps": 20, "eta": 0.5}
+    assert demo.rooms["compare"].link.parse({"panels": "7"}) == {}  # more than engine.compare.MAX_PANELS
 
-    q = parse_query({"tab": "compare", "model": "m", "schedule": "karras", "sampler": "nope", "steps": "20",
-                     "seed": "-3", "eta": "0.5", "panels": "4", "steps_2": "7", "sampler_3": "ode", "n": "1.5"})
-    assert q == {"tab": "compare", "model": "m", "schedule": "karras", "steps": 20, "eta": 0.5, "panels": 4,
-                 "steps_2": 7, "sampler_3": "ode"}
+
+def test_every_readme_link_restores_its_settings(app):
+    """Each link the README shows names a tab whose link declares every one of its keys, with a value it takes."""
+    from urllib.parse import parse_qsl
+
+    from space.links import link_tab
+
+    demo, _, _ = app
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    links = json.loads(API_BEFORE.read_text())["readme_links"]
+    assert all(link in readme for link in links)
+    for link in links:
+        query = dict(parse_qsl(link.lstrip("?")))
+        room = demo.rooms[link_tab(query)]
+        assert set(room.link.parse(query)) == set(query) - {"tab"}, link
+
+
+def test_sampler_option_sliders_lie_within_the_engines_ranges():
+    """The step size and the corrector's SNR must be > 0 for the engine: each option slider's bounds pass the
+    engine's own check, so what the page, the API and a link accept, the engine runs."""
+    from engine.samplers import check_option
+    from space.settings import OPTION_SLIDERS
+
+    for name, (lo, hi, _) in OPTION_SLIDERS.items():
+        assert check_option(name, lo) == lo and check_option(name, hi) == hi
+
+
+def test_compare_has_a_default_for_every_panel_the_engine_allows():
+    from engine.compare import MAX_PANELS
+    from space.tabs.compare import PANEL_DEFAULTS
+
+    assert len(PANEL_DEFAULTS) == MAX_PANELS
 
 
 def test_default_result_is_made_once_and_kept(fixture_checkpoints):
@@ -416,10 +485,11 @@ def test_default_result_is_made_once_and_kept(fixture_checkpoints):
     (Gradio's and the app's clean-up) are written again from memory, without a run."""
     import shutil
 
-    from space.handlers import Handlers
+    from space.context import AppContext
     from space.models import ModelStore
+    from space.tabs.generate import Generate
 
-    h = Handlers(ModelStore(fixture_checkpoints))
+    h = Generate(AppContext(ModelStore(fixture_checkpoints)))
     runs = []
     real = h.generate
 

@@ -230,16 +230,21 @@ def test_deep_link_restores_settings(server, page):
                            "return e && e.value === '4'; }", timeout=30_000)
     shot(page, "05-deep-link-compare.png")
 
+    # Forward process and Score field show their default result as soon as they are opened, nothing pressed
     page.get_by_role("tab", name="Forward process").click()
-    page.click("#f-run")
     wait_done(page, "#f-src textarea", "mnist test #0")
     page.wait_for_selector("#f-gallery img", timeout=30_000)
     shot(page, "06-forward.png")
     page.get_by_role("tab", name="Score field").click()
-    page.click("#s-run")
     wait_done(page, "#s-status textarea", "500 particles")
     page.wait_for_selector("#s-anim .js-plotly-plot .slider-container", timeout=30_000)  # the time slider
     shot(page, "07-score-field.png")
+    page.click("#s-run")  # its button makes the result again
+    wait_done(page, "#s-status textarea", "500 particles")
+    # …and so do links that open them
+    for link, status in (("?tab=forward", "#f-src textarea"), ("?tab=field", "#s-status textarea")):
+        page.goto(server + link, wait_until="domcontentloaded")
+        wait_done(page, status, "mnist test #0" if "forward" in link else "500 particles")
 
     page.get_by_role("tab", name="About").click()
     page.wait_for_selector(".katex", timeout=30_000)
@@ -317,8 +322,8 @@ def test_edit_tab_draws_a_sketch_and_a_mask(server, page):
     page.locator("#e-mode input[value=inpaint]").check()
     page.wait_for_selector("#e-mask canvas", state="visible")
     page.click("#e-mask-source")  # the sketch goes on the mask's canvas
-    page.locator("#e-source input[value=dataset]").check()
-    page.wait_for_timeout(2000)  # the dataset image replaces it
+    with page.expect_response(lambda r: "/gradio_api/file=" in r.url):  # the dataset image replaces it
+        page.locator("#e-source input[value=dataset]").check()
     settled(page, "#e-mask")
     for y in (0.3, 0.4, 0.5, 0.6, 0.7):
         stroke(page, "#e-mask", [(0.4, y), (0.6, y)])

@@ -1,4 +1,4 @@
-"""The Edit tab (space/handlers.py ``edit``, endpoint ``/edit``): each mode through gradio_client on the tiny fixture
+"""The Edit tab (space/tabs/edit/endpoint.py ``Edit.edit``, endpoint ``/edit``): each mode through gradio_client on the tiny fixture
 checkpoints (8×8 digits), a conditional model's class and guidance, its checks before the queue, its links and its
 downloads."""
 import json
@@ -175,8 +175,9 @@ def test_every_mode_hands_the_class_and_guidance_to_the_engine(fixture_checkpoin
     cannot tell."""
     import importlib
 
-    from space.handlers import Handlers
+    from space.context import AppContext
     from space.models import ModelStore
+    from space.tabs.edit.endpoint import Edit
 
     seen = []
 
@@ -188,7 +189,7 @@ def test_every_mode_hands_the_class_and_guidance_to_the_engine(fixture_checkpoin
 
     for module in map(importlib.import_module, ("engine.editing", "engine.generate")):  # engine.generate: a function
         monkeypatch.setattr(module, "guided", spy(module.guided))
-    h = Handlers(ModelStore(fixture_checkpoints))
+    h = Edit(AppContext(ModelStore(fixture_checkpoints)))
     paint = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
     paint.paste((255, 0, 0, 255), (4, 0, 8, 8))
     kw = dict(source="dataset", dataset="digits8", index=3, schedule="cosine", sampler="ddim", steps=2, seed=0,
@@ -205,43 +206,48 @@ def test_every_mode_hands_the_class_and_guidance_to_the_engine(fixture_checkpoin
 def test_guided_edits_count_twice_against_the_budget(fixture_checkpoints):  # noqa: F811
     import gradio as gr
 
-    from space.handlers import Handlers
+    from space.context import AppContext
     from space.models import ModelStore
+    from space.tabs.edit.endpoint import Edit
 
-    h = Handlers(ModelStore(fixture_checkpoints), max_nfe=10)
+    h = Edit(AppContext(ModelStore(fixture_checkpoints), max_nfe=10))
     args = ("tiny-digits-cond", "img2img", "dataset", "digits8", 3, None, None, None, "cosine", "ddim", 10, 0, 1.0,
             10, 5, 8, "seeds", 1, 1)
-    assert h.edit_settings(*args, 3, 1.0)["label"] == 3  # 10 evaluations: one row per image
+    assert h.settings(*args, 3, 1.0)["label"] == 3  # 10 evaluations: one row per image
     with pytest.raises(gr.Error, match=re.escape("this edit needs 20 network evaluations (twice for guidance)")):
-        h.edit_settings(*args, 3, 3.0)
+        h.settings(*args, 3, 3.0)
     with pytest.raises(gr.Error, match="label must be an integer from -1 to 9"):  # past the picker's own check
-        h.edit_settings(*args, 10, 1.0)
+        h.settings(*args, 10, 1.0)
 
 
-def test_edit_links_parse_and_say_whether_they_reproduce():
-    from space.settings import parse_query
-    from space.ui import edit_reproducible
+def test_edit_links_parse_and_say_whether_they_reproduce(app):  # noqa: F811
+    """An Edit link keeps the values its fields take (RePaint's resamples and the interpolation's k within the
+    engine's bounds, an index ≥ 0) and drops the others; whether it makes its result again."""
+    from space.tabs.edit.endpoint import reproducible
 
-    q = parse_query({"tab": "edit", "mode": "inpaint", "source": "sketch", "dataset": "digits8", "index": "7",
-                     "strength": "0.25", "jump_length": "3", "resamples": "21", "k": "40", "ends": "images",
-                     "seed_b": "9", "index_b": "-1"})
-    assert q == {"tab": "edit", "mode": "inpaint", "source": "sketch", "dataset": "digits8", "index": 7,
-                 "strength": 0.25, "jump_length": 3, "ends": "images", "seed_b": 9}
-    assert not edit_reproducible(q)  # the mask stays in the browser
-    assert edit_reproducible({"mode": "img2img", "source": "dataset"})
-    assert not edit_reproducible({"mode": "img2img", "source": "upload"})
-    assert edit_reproducible({"mode": "interpolate", "ends": "seeds", "source": "sketch"})
-    assert not edit_reproducible({"mode": "interpolate", "ends": "images", "source": "sketch"})
-    assert edit_reproducible({"mode": "invert"})
+    demo, _, _ = app
+    q = demo.rooms["edit"].link.parse({"tab": "edit", "mode": "inpaint", "source": "sketch", "dataset": "digits8",
+                                       "index": "7", "strength": "0.25", "jump_length": "3", "resamples": "21",
+                                       "k": "40", "ends": "images", "seed_b": "9", "index_b": "-1"})
+    assert q == {"mode": "inpaint", "source": "sketch", "dataset": "digits8", "index": 7, "strength": 0.25,
+                 "jump_length": 3, "ends": "images", "seed_b": 9}
+    assert not reproducible(q["mode"], q["source"], q["ends"])  # the mask stays in the browser
+    assert reproducible("img2img", "dataset", "seeds")
+    assert not reproducible("img2img", "upload", "seeds")
+    assert reproducible("interpolate", "sketch", "seeds")
+    assert not reproducible("interpolate", "sketch", "images")
+    assert reproducible("invert", "dataset", "seeds")
 
 
 def test_the_mask_canvas_shows_the_source(fixture_checkpoints):  # noqa: F811
     import gradio as gr
 
-    from space.handlers import MASK_CANVAS, Handlers
+    from space.context import AppContext
     from space.models import ModelStore
+    from space.settings import MASK_CANVAS
+    from space.tabs.edit.endpoint import Edit
 
-    h = Handlers(ModelStore(fixture_checkpoints))
+    h = Edit(AppContext(ModelStore(fixture_checkpoints)))
     args = ("tiny-digits", "inpaint", "dataset", "digits8", 3, None, None)
     canvas = h.mask_canvas(*args)
     assert canvas["layers"] == [] and canvas["background"].size == (MASK_CANVAS // 8 * 8,) * 2

@@ -11,15 +11,16 @@ from PIL import Image
 
 import engine
 from space import engine_thread, imaging
-from space.handlers import Handlers
+from space.context import AppContext
 from space.models import ModelStore
+from space.tabs.generate import Generate
 
 RUN = dict(model="mnist-ddpm", schedule="cosine", sampler="ddim", steps=4, seed=3, n=2)
 
 
 @pytest.fixture(scope="module")
 def handlers():
-    return Handlers(ModelStore())
+    return Generate(AppContext(ModelStore()))
 
 
 def _consume_from_rotating_threads(gen) -> list:
@@ -34,7 +35,7 @@ def _consume_from_rotating_threads(gen) -> list:
 
 
 def test_a_request_runs_its_network_on_one_thread_whichever_thread_asks(handlers):
-    net = handlers.store.load("mnist-ddpm")
+    net = handlers.app.store.load("mnist-ddpm")
     callers: set[int] = set()
     hook = net.net.register_forward_hook(lambda *_: callers.add(threading.get_ident()))
     try:
@@ -51,7 +52,7 @@ def test_a_request_runs_its_network_on_one_thread_whichever_thread_asks(handlers
 
 
 def test_requests_at_the_same_time_each_keep_their_engine_thread(handlers):
-    net = handlers.store.load("mnist-ddpm")
+    net = handlers.app.store.load("mnist-ddpm")
     current = {}
     seen: dict[int, set[int]] = {1: set(), 2: set()}
     hook = net.net.register_forward_hook(lambda *_: seen[current["request"]].add(threading.get_ident()))

@@ -2,7 +2,9 @@
 
     networks (unet, mlp, embedding) → parameterisation (models) → checkpoints → serving
 
-Each layer may import the ones to its left, never one to its right. Imports are read from the source with ``ast``
+Each layer may import the ones to its left, never one to its right. The app's modules (space/) have no import cycle
+either; a tab (space/tabs/<tab>, a module or a small package) imports only the shared modules, never another tab nor
+``space.ui``; and ``engine`` never imports ``space``. Imports are read from the source with ``ast``
 (at module level and inside functions; ``from .x``, ``from . import x``, ``from ..x`` in a subpackage, ``import
 engine.x``, ``from engine import x``), so an import hidden in a function to dodge a cycle counts too."""
 import ast
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 ENGINE = Path(__file__).resolve().parent.parent / "engine"
+SPACE = ENGINE.parent / "space"
 NETWORKS = {"unet", "mlp", "embedding"}
 LAYERS = [NETWORKS, {"models"}, {"checkpoints"}, {"serving"}]
 
@@ -21,9 +24,10 @@ def module_name(path: Path, root: Path = ENGINE) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def engine_imports(source: str, module: str, is_package: bool, known: set[str]) -> set[str]:
-    """The engine modules (dotted names below engine/, out of ``known``) that ``source`` imports; ``module`` is its
-    own dotted name ("" for engine/__init__.py) and ``is_package`` whether it is a package's __init__.py."""
+def engine_imports(source: str, module: str, is_package: bool, known: set[str], top: str = "engine") -> set[str]:
+    """The modules of package ``top`` (dotted names below it, out of ``known``) that ``source`` imports; ``module``
+    is its own dotted name ("" for the package's __init__.py) and ``is_package`` whether it is a package's
+    __init__.py."""
     own = module.split(".") if module else []
     package = own if is_package else own[:-1]
 
@@ -36,13 +40,13 @@ def engine_imports(source: str, module: str, is_package: bool, known: set[str]) 
         if isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
-                if parts[0] == "engine":
+                if parts[0] == top:
                     found.add(resolve(parts[1:], None))
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                assert node.level - 1 <= len(package), f"{module}: {ast.unparse(node)} leaves the engine package"
+                assert node.level - 1 <= len(package), f"{module}: {ast.unparse(node)} leaves the {top} package"
                 target = package[:len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
-            elif node.module.split(".")[0] == "engine":
+            elif node.module.split(".")[0] == top:
                 target = node.module.split(".")[1:]
             else:
                 continue
@@ -54,8 +58,8 @@ def engine_imports(source: str, module: str, is_package: bool, known: set[str]) 
 def import_graph(root: Path = ENGINE) -> dict[str, set[str]]:
     paths = sorted(root.rglob("*.py"))
     known = {module_name(p, root) for p in paths}
-    return {module_name(p, root): engine_imports(p.read_text(), module_name(p, root), p.stem == "__init__", known)
-            for p in paths}
+    return {module_name(p, root): engine_imports(p.read_text(), module_name(p, root), p.stem == "__init__", known,
+                                                 root.name) for p in paths}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -132,3 +136,42 @@ def test_only_the_serving_layer_knows_about_compiling_and_memory_formats():
             text = path.read_text()
             for word in ("torch.compile", "channels_last", "BackgroundCompiled"):
                 assert word not in text, f"{path.relative_to(ENGINE.parent)} mentions {word}: that is engine/serving.py's"
+
+
+def tab_of(module: str) -> str | None:
+    """The tab a space module belongs to ("tabs.edit.endpoint" → "edit"), or None for a shared module."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "tabs" and len(parts) > 1 else None
+
+
+def test_the_parser_sees_the_apps_imports():
+    known = {"", "ui", "links", "tabs", "tabs.generate", "tabs.edit", "tabs.edit.endpoint"}
+    source = "from ...links import Link\nfrom .endpoint import Edit\n\ndef f():\n    from ... import ui\n"
+    assert engine_imports(source, "tabs.edit", True, known, "space") == {"links", "tabs.edit.endpoint", "ui"}
+    assert engine_imports("import space.tabs.generate\n", "ui", False, known, "space") == {"tabs.generate"}
+
+
+def test_the_app_has_no_import_cycle():
+    cycle = find_cycle(import_graph(SPACE))
+    assert cycle is None, "import cycle: " + " → ".join(f"space.{m}" if m else "space" for m in cycle)
+
+
+def test_a_tab_imports_no_other_tab_nor_the_page():
+    graph = import_graph(SPACE)
+    tabs = {tab_of(m) for m in graph} - {None}
+    assert {"generate", "compare", "forward", "field", "edit", "train", "likelihood", "about"} <= tabs
+    for module, imported in sorted(graph.items()):
+        if tab_of(module) is None:
+            continue
+        for other in imported:
+            assert other != "ui", f"space/{module} imports space.ui: the page assembles the tabs, not the reverse"
+            assert tab_of(other) in (None, tab_of(module)), f"space.{module} imports space.{other}, another tab"
+
+
+def test_the_engine_never_imports_the_app():
+    for path in sorted(ENGINE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and not node.level and node.module else [])
+            assert not any(n.split(".")[0] == "space" for n in names), \
+                f"{path.relative_to(ENGINE.parent)} imports space: {ast.unparse(node)}"

@@ -1,4 +1,4 @@
-"""The Likelihood tab (space/likelihood.py, endpoint ``/likelihood``): its figures are the engine's, per schedule, with
+"""The Likelihood tab (space/tabs/likelihood.py, endpoint ``/likelihood``): its figures are the engine's, per schedule, with
 the bound's terms adding up; a score model gets the ODE's figure too; bad requests are refused before the queue with
 clear messages; one evaluation per session; and in a browser the tab runs and draws its plot. Small chains only."""
 import math
@@ -12,9 +12,9 @@ from PIL import Image
 import engine
 from engine.checkpoints import load_model, save_model
 from engine.data import load_dataset
-from space.handlers import Handlers
-from space.likelihood import LikelihoodHandler
+from space.context import AppContext
 from space.models import ModelStore
+from space.tabs.likelihood import Likelihood
 from tests.test_app import app, fixture_checkpoints  # noqa: F401  (fixtures)
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -32,7 +32,7 @@ def _last(gen):
 
 
 def test_bits_per_dim_and_terms_are_the_engines(fixture_checkpoints):  # noqa: F811
-    lk = LikelihoodHandler(Handlers(ModelStore(fixture_checkpoints), max_nfe=2000))
+    lk = Likelihood(AppContext(ModelStore(fixture_checkpoints), max_nfe=2000))
     updates = list(lk.likelihood(**ASK))
     assert len(updates) == 2 and updates[0][3].startswith("running: ") and updates[1][3].startswith("done: ")
     image, fig, table, status = updates[-1]
@@ -58,7 +58,7 @@ def test_a_score_model_gets_the_ode_figure_too(fixture_checkpoints, tmp_path):  
     save_model(engine.checkpoints.build_model(dict(card, objective="dsm")), "tiny-score", ck,
                dict(card, objective="dsm"))
     score = load_model("tiny-score", torch.device("cpu"), ck)
-    lk = LikelihoodHandler(Handlers(ModelStore(ck), max_nfe=2000))
+    lk = Likelihood(AppContext(ModelStore(ck), max_nfe=2000))
     _, _, table, status = _last(lk.likelihood(**dict(ASK, model="tiny-score", schedules=["ve-geometric"])))
     assert [row[:2] for row in table] == [["ve-geometric", "vlb"], ["ve-geometric", "ode"]]
     x = load_dataset("digits8", "test")[0][3:4]
@@ -68,7 +68,7 @@ def test_a_score_model_gets_the_ode_figure_too(fixture_checkpoints, tmp_path):  
 
 
 def test_one_evaluation_per_session(fixture_checkpoints):  # noqa: F811
-    lk = LikelihoodHandler(Handlers(ModelStore(fixture_checkpoints), max_nfe=2000))
+    lk = Likelihood(AppContext(ModelStore(fixture_checkpoints), max_nfe=2000))
 
     class Request:
         session_hash = "s1"

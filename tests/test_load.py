@@ -267,11 +267,10 @@ def test_stop_frees_the_worker_within_a_step(server, monkeypatch, capsys):
     """Both workers busy with long runs; cancelling them closes their sampling loops (the engine's generator) at
     the next step, and a new request is served at once."""
     import engine
-    from space import handlers
 
     _, url = server
     closed: list[tuple[float, int]] = []  # (time, steps done) when each sampling loop was closed
-    monkeypatch.setattr(handlers.engine, "generate", traced(engine.generate, closed))
+    monkeypatch.setattr(engine, "generate", traced(engine.generate, closed))
     client = connect(url)
     small = dict(model="tiny-digits", schedule="cosine", sampler="ddim", steps=5, seed=0, n=1)
     t0 = time.perf_counter()
@@ -325,11 +324,10 @@ def test_stop_frees_an_edit_within_a_step(server, monkeypatch):
     """Stop on a long Edit run (inpainting: RePaint's walk) closes its loop at the next step; the worker serves the
     next request at once."""
     from engine import editing
-    from space import handlers
 
     _, url = server
     closed: list[tuple[float, int]] = []
-    monkeypatch.setattr(handlers.engine_editing, "inpaint", traced(editing.inpaint, closed))
+    monkeypatch.setattr(editing, "inpaint", traced(editing.inpaint, closed))
     client = connect(url)
     mask = {"background": None, "layers": [], "composite": None}
     layer = os.path.join(tempfile.mkdtemp(), "paint.png")

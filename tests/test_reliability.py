@@ -183,7 +183,8 @@ def test_engine_generate_hostile_arguments(schedule, sampler, steps, seed, n, sp
 @given(value=HOSTILE, lo=st.integers(-10, 10), span=st.integers(0, 2**33))
 def test_settings_validators_hostile_values(value, lo, span):
     """as_int / as_float / choice return an in-range value of the right type, or gr.Error naming the parameter."""
-    from space.settings import SCHEDULES, as_float, as_int, choice
+    from space.checks import as_float, as_int, choice
+    from space.settings import SCHEDULES
 
     hi = lo + span
     for check, kind in ((as_int, int), (as_float, float)):
@@ -493,10 +494,11 @@ def test_an_upload_that_vanished_is_refused_clearly():
 # ------------------------------------------------------------------------------------------------ time budget ---
 
 def test_a_request_over_the_time_budget_ends_with_a_clear_message(ck):
-    from space.handlers import Handlers
+    from space.context import AppContext
     from space.models import ModelStore
+    from space.tabs.generate import Generate
 
-    h = Handlers(ModelStore(ck), time_budget_s=0.3)
+    h = Generate(AppContext(ModelStore(ck), time_budget_s=0.3))
     with pytest.warns(UserWarning, match=r"stopped after \d+\.\d s \(time budget 0.3 s per request\)"):
         outputs = list(h.generate("tiny-digits", "linear", "ddpm", 1000, 0, n=1))  # the warning is a UI toast
     status = outputs[-1][5]
@@ -591,10 +593,11 @@ def test_edit_is_bounded_by_the_nfe_budget(strict):
 
 
 def test_an_edit_over_the_time_budget_ends_with_a_clear_message(ck):
-    from space.handlers import Handlers
+    from space.context import AppContext
     from space.models import ModelStore
+    from space.tabs.edit.endpoint import Edit
 
-    h = Handlers(ModelStore(ck), time_budget_s=0.3)
+    h = Edit(AppContext(ModelStore(ck), time_budget_s=0.3))
     with pytest.warns(UserWarning, match=r"stopped after \d+\.\d s \(time budget 0.3 s per request\)"):
         outputs = list(h.edit("tiny-digits", "img2img", "dataset", "digits8", 0, schedule="linear", sampler="ddpm",
                               steps=1000, strength=1.0))

@@ -173,8 +173,8 @@ def test_bfloat16_graph_gives_float32_outputs_and_samples_of_the_same_pictures()
 def test_app_warm_up_queues_the_default_shapes(monkeypatch):
     """app.py's warm-up thread runs the default model once at batch 1 and 4 (Generate's default n), so their compile
     is queued before the first visitor; the compile itself is stubbed out here."""
-    from space.handlers import warm_up
     from space.models import ModelStore
+    from space.tabs.generate import warm_up
 
     monkeypatch.setattr(BackgroundCompiled, "_work", lambda self: None)
     store = ModelStore(background_compile=True)

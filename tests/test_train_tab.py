@@ -1,4 +1,4 @@
-"""The Train tab (space/playground.py, space/train_tab.py) and the pieces it stands on: the rings toy, the density and
+"""The Train tab (space/tabs/train/) and the pieces it stands on: the rings toy, the density and
 score of the sampling state in a model's own coordinates (engine/fields.py), drawn points → training → samples,
 the bounds (points, CSV, one training per session, two per server), Stop within a step, export → load, and the
 animated trajectories (a Plotly figure with a time slider) in the Train and Score field tabs."""
@@ -15,7 +15,8 @@ from PIL import Image, ImageDraw
 import engine
 from engine import fields as F
 from engine.data import toy_sample
-from space import playground as P
+from space.tabs.train.endpoint import SNAPSHOT_N, Playground
+from space.tabs.train.points import csv_points, drawing_points
 from tests.test_app import app, fixture_checkpoints  # noqa: F401  (fixtures)
 
 TRAIN = dict(source="draw", toy="moons", csv_file=None, n_points=500, objective="ddpm", schedule="cosine",
@@ -86,13 +87,13 @@ def test_state_density_is_the_noised_mixture():
 # ---------------------------------------------------------------------------------------------- points ---
 
 def test_drawing_points_follow_the_strokes_in_canvas_coordinates():
-    pts = P.drawing_points(ring_drawing(), 1000, seed=3)
+    pts = drawing_points(ring_drawing(), 1000, seed=3)
     assert pts.shape == (1000, 2)
     r = np.hypot(pts[:, 0] - 200, pts[:, 1] - 220)  # the circle's centre, y down
     assert np.all(np.abs(r - 97) < 10)
-    assert np.array_equal(pts, P.drawing_points(ring_drawing(), 1000, seed=3))
+    assert np.array_equal(pts, drawing_points(ring_drawing(), 1000, seed=3))
     with pytest.raises(gr.Error, match="the canvas is empty"):
-        P.drawing_points({"composite": Image.new("L", (400, 400), 0)}, 100, 0)
+        drawing_points({"composite": Image.new("L", (400, 400), 0)}, 100, 0)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -107,13 +108,13 @@ def test_bad_csv_is_refused_with_a_clear_message(tmp_path, text, message):
     path = tmp_path / "points.csv"
     path.write_text(text)
     with pytest.raises(gr.Error, match=message):
-        P.csv_points(str(path))
+        csv_points(str(path))
 
 
 def test_csv_with_a_header_gives_its_points(tmp_path):
     path = tmp_path / "points.csv"
     path.write_text("x,y\n0,0\n1.5,-2\n\n3,4e-1\n")
-    assert P.csv_points(str(path)).tolist() == [[0, 0], [1.5, -2], [3, 0.4]]
+    assert csv_points(str(path)).tolist() == [[0, 0], [1.5, -2], [3, 0.4]]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -126,13 +127,13 @@ def test_csv_with_a_header_gives_its_points(tmp_path):
 ])
 def test_bad_settings_are_refused(change, message):
     with pytest.raises(gr.Error, match=message):
-        P.Playground().train_settings(**{**TRAIN, "sketch": ring_drawing(), **change})
+        Playground().train_settings(**{**TRAIN, "sketch": ring_drawing(), **change})
 
 
 # -------------------------------------------------------------------------------------------- training ---
 
 def test_drawn_points_train_and_samples_appear_then_export_loads(tmp_path):
-    pg = P.Playground()
+    pg = Playground()
     me = session("a")
     outs = list(pg.train(**TRAIN, sketch=ring_drawing(), request=me))
     loss, view, status = outs[-1]
@@ -140,7 +141,7 @@ def test_drawn_points_train_and_samples_appear_then_export_loads(tmp_path):
     curve = figure(loss)["data"][0]
     assert curve["x"][-1] == 60 and all(math.isfinite(v) for v in curve["y"])
     traces = {t.get("name"): t for t in figure(view)["data"]}
-    assert len(traces["model samples"]["x"]) == P.SNAPSHOT_N and "score direction" in traces
+    assert len(traces["model samples"]["x"]) == SNAPSHOT_N and "score direction" in traces
     assert figure(view)["layout"]["yaxis"]["range"][0] > figure(view)["layout"]["yaxis"]["range"][1]  # y down
 
     anim, info = pg.sample("ddpm", "cosine", 12, 200, 1, request=me)
@@ -163,7 +164,7 @@ def test_drawn_points_train_and_samples_appear_then_export_loads(tmp_path):
 
 
 def test_stop_ends_within_a_step_and_keeps_the_model():
-    pg = P.Playground()
+    pg = Playground()
     me = session("s")
     run = pg.train(**{**TRAIN, "steps": 5000}, sketch=ring_drawing(), request=me)
     next(run)
@@ -177,7 +178,7 @@ def test_stop_ends_within_a_step_and_keeps_the_model():
 
 
 def test_one_training_per_session_and_two_per_server():
-    pg = P.Playground()
+    pg = Playground()
     settings = {**TRAIN, "steps": 5000, "sketch": ring_drawing()}
     a = pg.train(**settings, request=session("a"))
     next(a)
@@ -197,7 +198,7 @@ def test_one_training_per_session_and_two_per_server():
 
 
 def test_sampling_needs_a_trained_model_and_the_time_limit_holds():
-    pg = P.Playground(max_seconds=0.5)
+    pg = Playground(max_seconds=0.5)
     with pytest.raises(gr.Error, match="no trained model in this session yet"):
         pg.sample_settings("ddpm", "cosine", 10, 100, 0, request=session("x"))
     outs = list(pg.train(**{**TRAIN, "steps": 5000, "source": "toy", "toy": "rings"}, sketch=None,
@@ -209,11 +210,12 @@ def test_sampling_needs_a_trained_model_and_the_time_limit_holds():
 
 def test_score_field_animation_replaces_the_gallery(tmp_path):
     """The Score field tab's particles as a slider animation over the toy's noised density."""
-    from space.handlers import Handlers
+    from space.context import AppContext
     from space.models import ModelStore
+    from space.tabs.field import ScoreField
     from tests.test_app import make_fixture_checkpoints
 
-    h = Handlers(ModelStore(make_fixture_checkpoints(str(tmp_path))))
+    h = ScoreField(AppContext(ModelStore(make_fixture_checkpoints(str(tmp_path)))))
     plot, anim, status = h.score_field("tiny-moons", 0.5, "ddim", "cosine", 6, 0, 100)
     assert type(plot).__name__ == "Figure"  # the arrows over p_σ, as before
     fig = figure(anim)

@@ -1,4 +1,12 @@
-"""The About tab's text: the maths behind the app, in our own words."""
+"""The About tab: the maths behind the app, in our own words (rendered with KaTeX)."""
+from __future__ import annotations
+
+import gradio as gr
+
+from ..context import AppContext
+from ..room import Room
+
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
 ABOUT = r"""
 ## What a diffusion model does
@@ -82,3 +90,10 @@ hold as many images of every class) and then samples $x \sim p(x \mid c)$. At $w
 $p(x) = \sum_c p(c)\,p(x \mid c)$, the whole data distribution — the other way to sample unconditionally, through
 the class branches instead of $\varnothing$ (on the results page the class branches give more legible samples).
 """
+
+
+def build(app: AppContext, opened: gr.State) -> Room:
+    """The About tab: its text."""
+    with gr.Tab("About", id="about"):
+        gr.Markdown(ABOUT, latex_delimiters=LATEX)
+    return Room("about")
