@@ -63,7 +63,7 @@ MASK_CANVAS = 280  # the mask editor's canvas: the source upscaled to about this
 
 # --------------------------------------------------------------------------------------- the Train tab ---
 TRAIN_SOURCES = ["draw", "toy", "csv"]
-TRAIN_OBJECTIVES = ["ddpm", "dsm"]
+TRAIN_OBJECTIVES = list(engine.models.OBJECTIVES)  # ddpm, dsm, fm: every objective the engine trains
 MAX_TRAIN_STEPS = 5000
 MAX_TRAIN_SECONDS = 60.0
 MAX_TRAININGS = 2  # at once on the server

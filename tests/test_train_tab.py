@@ -120,7 +120,7 @@ def test_csv_with_a_header_gives_its_points(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (dict(n_points=5001), "n_points must be an integer from 100 to 5000"),
     (dict(steps=5001), "steps must be an integer from 1 to 5000"),
-    (dict(objective="vlb"), "unknown objective 'vlb'; allowed: ddpm, dsm"),
+    (dict(objective="vlb"), "unknown objective 'vlb'; allowed: ddpm, dsm, fm"),
     (dict(source="toy", toy="spiral"), "unknown toy 'spiral'"),
     (dict(source="csv"), "csv_file: upload a CSV file"),
     (dict(lr=1.0), "lr must be a number from 0.0001 to 0.05"),
@@ -161,6 +161,27 @@ def test_drawn_points_train_and_samples_appear_then_export_loads(tmp_path):
     loaded = engine.load_model(name, directory=folder)
     kw = dict(schedule="cosine", sampler="ddim", steps=5, seed=2, n=50)
     assert torch.equal(engine.sample(loaded, **kw), engine.sample(pg.sessions.get("a").model, **kw))
+
+
+def test_flow_matching_trains_from_a_drawing_and_says_how_straight_its_paths_are():
+    pg = Playground()
+    me = session("fm")
+    *_, (loss, view, status) = pg.train(**{**TRAIN, "objective": "fm"}, sketch=ring_drawing(), request=me)
+    assert status.startswith("done: step 60/60") and status.endswith("fm · path straightness S = "
+                                                                       f"{_straightness(status)} · the model is kept "
+                                                                       "for sampling and export")
+    assert pg.sessions.get("fm").model.card["objective"] == "fm"
+    anim, info = pg.sample("euler", "flow", 8, 200, 1, request=me)
+    assert info.startswith("200 particles · 8 steps · NFE 8") and "path straightness S = " in info
+    ys = np.asarray(figure(anim)["layout"]["sliders"][0]["steps"][-1]["args"][0]["y"][1])
+    assert 120 < np.median(ys) < 320  # on the drawn circle, in the canvas's coordinates
+
+
+def _straightness(status: str) -> str:
+    """The S figure of a status, checked to be a non-negative number."""
+    figure_text = status.split("path straightness S = ")[1].split(" ")[0]
+    assert float(figure_text) >= 0
+    return figure_text
 
 
 def test_stop_ends_within_a_step_and_keeps_the_model():
@@ -222,6 +243,25 @@ def test_score_field_animation_replaces_the_gallery(tmp_path):
     assert [t["type"] for t in fig["data"]] == ["contour", "scatter"]
     assert len(fig["layout"]["sliders"][0]["steps"]) == 6
     assert status.startswith("100 particles · 6 steps")
+
+
+def test_score_field_draws_what_a_flow_model_learns(tmp_path):
+    """A velocity model's arrows are −v̂ at t = σ/(1 + σ), the direction sampling moves a point (here the model is
+    untrained, so only the picture's kind and the arrows' source are checked)."""
+    from space.context import AppContext
+    from space.models import ModelStore
+    from space.tabs.field import ScoreField
+
+    *_, last = engine.train_toy(toy_sample("moons", 300, torch.Generator().manual_seed(0)), objective="fm", steps=5,
+                                report_every=5)
+    engine.save_model(last.model, "tiny-moons-fm", tmp_path)
+    h = ScoreField(AppContext(ModelStore(str(tmp_path))))
+    plot, _, status = h.score_field("tiny-moons-fm", 0.5, "euler", "flow", 6, 0, 100)
+    assert "−velocity at t = 0.333 (σ = 0.5)" in plot.axes[0].get_title()
+    field, _ = h._arrows(last.model, 0.5)
+    t = 0.5 / 1.5
+    expected = -engine.models.velocity(last.model, field["points"] * (1 - t), torch.full((441,), t))
+    assert torch.allclose(field["score"], expected.float(), atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------- endpoints ---

@@ -55,6 +55,25 @@ schedule can be written either as $\bar\alpha_t$ (variance preserving, VP) or as
 with $\bar\alpha = 1/(1+\sigma^2)$. The **Score field** tab draws $s_\theta$ as arrows on 2-D toy data: at large
 $\sigma$ they all point to the centre of the data; at small $\sigma$ they point to the nearest piece of it.
 
+### Flow matching: the third objective, and the same family
+
+**Flow matching** (rectified flow) draws a straight line from data to noise, $x_t=(1-t)\,x_0+t\,\varepsilon$ for
+$t\in[0,1]$, and trains a network to predict the line's velocity:
+
+$$\min_\theta\ \mathbb E_{x_0,\ t\sim U(0,1),\ \varepsilon}\ \big\|v_\theta(x_t,t)-(\varepsilon-x_0)\big\|^2 .$$
+
+Sampling follows $dx/dt=v_\theta$ from $t=1$ (noise) to $t=0$. This is a Gaussian path too, with signal $\alpha_t=1-t$
+and noise $\sigma_t=t$ (log-SNR $2\log\frac{1-t}{t}$; the `flow` schedule is this path on a uniform grid of $t$). So
+$\varepsilon$, the score and $v$ are linear in one another given $x_t$:
+
+$$\hat x_0 = x_t - t\,\hat v,\qquad \hat\varepsilon = x_t + (1-t)\,\hat v,\qquad
+s = -\hat\varepsilon/\sigma_t,\qquad \hat v = \hat\varepsilon-\hat x_0 ,$$
+
+and every sampler runs every model. DDIM on the `flow` schedule *is* Euler on the flow ODE,
+$x_{t'}=x_t+(t'-t)\,\hat v$. The **straightness** $S=\int_0^1\mathbb E\,\|(x_1-x_0)-v(x_t,t)\|^2\,dt$ (Liu et al. 2023)
+measures how far the sampling paths bend: $S=0$ means straight lines, which one Euler step follows exactly, which is
+why a straight model needs few steps. The **Train** tab trains all three objectives on your drawing and reports $S$.
+
 ### The samplers
 
 | sampler | what one step does |
@@ -66,6 +85,8 @@ $\sigma$ they all point to the centre of the data; at small $\sigma$ they point 
 | `pc` | predictor–corrector: Langevin "corrector" moves at the current level (size set by the target `snr`), then a reverse-diffusion "predictor" step |
 | `ode` | the probability-flow ODE $d\tilde x/d\sigma=\hat\varepsilon$, solved with Heun's second-order method: deterministic, 2 evaluations per step |
 | `dpm-solver++` | second-order multistep solver in log-SNR on the $\hat x_0$ prediction; good images in 10–20 steps |
+| `euler` | one Euler step of the flow ODE in $t$: $x_{t'}=x_t+(t'-t)\,\hat v$ with $\hat v=\hat\varepsilon-\hat x_0$ (on any schedule the same map as DDIM $\eta=0$) |
+| `heun` | Heun's second-order method on the flow ODE in $t$: the Euler step, then the average of $\hat v$ at both ends; 2 evaluations per step |
 
 The **Compare** tab runs several of these from the same starting noise $x_T$ and the same noise draws $z$, so
 differences between panels come from the method and the schedule, not from the luck of the draw. NFE counts network

@@ -1,5 +1,5 @@
-"""The Score field tab: the learned score s(x̃, σ) = −ε̂/σ of a 2-D toy model as arrows (length normalised, colour =
-log magnitude) over the noised data density p_σ, and particles moved from noise by a sampler, animated with a time
+"""The Score field tab: the learned score s(x̃, σ) = −ε̂/σ of a 2-D toy model (a flow model's −velocity) as arrows
+(length normalised, colour = log magnitude) over the noised data density p_σ, and particles moved from noise by a sampler, animated with a time
 slider (endpoint ``/score_field``). Instant: the tab shows its default result when it is opened.
 """
 from __future__ import annotations
@@ -49,19 +49,33 @@ class ScoreField:
         net = self.app.model(model, kind="toy")
         t0 = time.perf_counter()
         try:
-            field = engine_fields.score_field(net, sigma, lim=LIMIT, n=21)
+            field, what = self._arrows(net, sigma)
             toy = engine_fields.toy_of(net)
             dens = engine_fields.noisy_density(toy, sigma, lim=LIMIT, n=80) if toy else None
             run = engine_fields.particles(net, schedule=schedule, sampler=sampler, steps=steps, seed=seed, n=count)
         except (ValueError, TypeError) as err:
             raise engine_error(err) from None
-        title = f"{model}: score at σ = {sigma:.3g} (arrows),\np_σ (shade), {sampler} samples (dots)"
+        title = f"{model}: {what} (arrows),\np_σ (shade), {sampler} samples (dots)"
         fig = plots.score_field_figure(field, dens, title, points=run[-1].x_t.numpy())
         y0 = engine_data.toy_sample(toy, 1000, torch.Generator().manual_seed(seed)) if toy else None
         anim = plotly_figures.animation(net, run, y0, (-LIMIT, LIMIT), (-LIMIT, LIMIT),
                                         f"{sampler} · {schedule} · {len(run)} steps: drag the slider to move in time")
         status = f"{count} particles · {len(run)} steps · NFE {run[-1].nfe} · {time.perf_counter() - t0:.2f} s"
         return fig, anim, status
+
+
+    @staticmethod
+    def _arrows(net, sigma: float) -> tuple[dict, str]:
+        """The field to draw at noise level σ and what it is. A velocity model (flow matching) learns v = ε − x_0
+        on the path x_t = (1 − t) x_0 + t ε, whose level σ is t = σ/(1 + σ), x_t = (1 − t) x̃: its arrows are
+        −v̂(x_t, t), where sampling moves a point as t falls, drawn at x̃ over the same p_σ. Other models: the
+        score s(x̃, σ)."""
+        if net.card.get("objective") != "fm":
+            return engine_fields.score_field(net, sigma, lim=LIMIT, n=21), f"score at σ = {sigma:.3g}"
+        t = sigma / (1 + sigma)
+        field = engine_fields.velocity_field(net, t, lim=(1 - t) * LIMIT, n=21)
+        return ({"xs": field["xs"] / (1 - t), "points": field["points"] / (1 - t), "score": -field["velocity"]},
+                f"−velocity at t = {t:.3g} (σ = {sigma:.3g})")
 
 
 def build(app: AppContext, opened: gr.State) -> Room:
@@ -71,7 +85,8 @@ def build(app: AppContext, opened: gr.State) -> Room:
     with gr.Tab("Score field", id="field") as tab:
         gr.Markdown("The learned score s(x̃, σ) = −ε̂/σ of a 2-D toy model as arrows (length normalised, "
                     "colour = log magnitude) over the noised data density p_σ, and particles moved from "
-                    "noise by a sampler.")
+                    "noise by a sampler. A flow-matching model (`-fm`) shows what it learns instead: −v̂, the "
+                    "velocity that carries a point towards the data, at the path's t = σ/(1 + σ).")
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
                 model = model_picker(toys, pick(toys, DEFAULT_TOY), label="toy model")

@@ -27,7 +27,9 @@ INTRO = ("Train a small 2-D diffusion model live, on a **toy**, your own **drawi
          "appear. **Stop** keeps the model trained so far; then sample it (drag the slider to watch the particles move "
          f"from noise onto your data) or export it as a checkpoint. Limits: {MAX_TRAIN_STEPS:,} steps or "
          f"{MAX_TRAIN_SECONDS:g} s per training, {TRAIN_POINTS[1]:,} points, one training per page and {MAX_TRAININGS} "
-         "on the server at once.")
+         "on the server at once. Train the same drawing with each **objective** (ddpm: ε, dsm: the score, fm: the "
+         "velocity of straight paths) and compare their paths: the status gives their straightness S (0 for straight "
+         "lines, which one Euler step follows exactly); sample with `euler` on the `flow` schedule to see them.")
 
 
 def _training_fields() -> dict:
@@ -41,7 +43,8 @@ def _training_fields() -> dict:
                                   elem_id="t-n"),
             "objective": gr.Radio(TRAIN_OBJECTIVES, value="ddpm", label="objective", elem_id="t-objective",
                                   info="ddpm: ε-prediction on the schedule's ᾱ_t; dsm: denoising score matching over "
-                                       "log-uniform σ"),
+                                       "log-uniform σ; fm: flow matching, the velocity v = ε − x₀ of the straight "
+                                       "path x_t = (1 − t) x₀ + t ε"),
             "schedule": gr.Dropdown(SCHEDULES, value="cosine", label="schedule (ddpm's training levels)",
                                     elem_id="t-schedule"),
             "width": gr.Slider(*TRAIN_WIDTH, value=128, step=16, label="network width", elem_id="t-width"),

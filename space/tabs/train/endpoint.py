@@ -23,6 +23,7 @@ import torch
 import engine
 from engine import fields as engine_fields
 from engine.data import TOYS, toy_sample
+from engine.straightness import straightness
 from engine.toytrain import train_toy
 
 from ... import plotly_figures, streaming
@@ -39,6 +40,9 @@ LOSS_EVERY = 10  # steps averaged into one point of the loss curve
 UPDATE_EVERY_S = 0.5  # at most this often a live update
 SNAPSHOT_N = 500  # samples in a live view
 ARROW_SIGMA = 0.3  # the level of the live view's score arrows (σ of the standardised data)
+# the straightness figure of a trained model (engine.straightness: Euler paths in t): 2-D, so 50 steps of 500 paths
+# take milliseconds and resolve it to its second digit
+STRAIGHTNESS = {"steps": 50, "n": 500}
 
 
 class Playground:
@@ -121,9 +125,11 @@ class Playground:
 
     @staticmethod
     def _status(record, s: dict, why: str | None) -> str:
+        """The training's status; when it ends, with the straightness of the model's paths (``straightness``)."""
         head = {None: "training", "steps": "done", "max_seconds": f"time limit ({MAX_TRAIN_SECONDS:g} s) reached",
                 "stopped": "stopped"}[why]
-        tail = " · the model is kept for sampling and export" if why else ""
+        tail = (f" · path straightness S = {straightness(record.model, **STRAIGHTNESS):.3g}"
+                " · the model is kept for sampling and export") if why else ""
         return (f"{head}: step {record.step}/{s['steps']} · loss {record.loss:.4f} · {record.seconds:.1f} s of "
                 f"training · {len(s['points']):,} points · {s['objective']}{tail}")
 
@@ -185,7 +191,8 @@ class Playground:
                         f"{s['sampler']} · {s['schedule']} · {len(run)} steps: drag the slider to move in time",
                         session.y_down)
         return fig, (f"{s['particles']} particles · {len(run)} steps · NFE {run[-1].nfe} · "
-                     f"{time.perf_counter() - t0:.2f} s")
+                     f"{time.perf_counter() - t0:.2f} s · the model's path straightness S = "
+                     f"{straightness(model, **STRAIGHTNESS):.3g} (0: straight lines)")
 
     def export(self, request: gr.Request = None) -> list[str]:
         """This session's model as a checkpoint (NAME.safetensors and NAME.json, the card with its training
