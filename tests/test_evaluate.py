@@ -190,3 +190,6 @@ def test_resampled_fd_matches_torchmetrics():
     batch = evaluate._fd_batch(ref, f.double(), draws)
     assert batch.tolist() == pytest.approx(direct[1:], rel=1e-6)
     assert float(fd[1:].mean()) == pytest.approx(float(fd[0]))  # re-centred on the estimate
+    few = torch.randint(200, (3, 9), generator=gen)  # fewer images than features: the n × n form
+    assert evaluate._fd_batch(ref, f.double(), few).tolist() == pytest.approx(
+        [evaluate.frechet_distance(train, f[idx]) for idx in few], rel=1e-6)
