@@ -156,9 +156,11 @@ def test_auto_precision_on_bfloat16_hardware_is_float32_only_below_the_crossover
 def test_bfloat16_graph_gives_float32_outputs_and_samples_of_the_same_pictures():
     """The bfloat16 graph (autocast) returns float32; a whole DDIM run from one seed stays the same picture as the
     float32 eager run: bfloat16 rounding moves pixels by a fraction of a grey level on average (measured 0.2–0.3
-    levels over 16 images at 50 steps)."""
+    levels over 16 images at 50 steps). Served without a checkpoint source, the graph is compiled in this process
+    only (compiling in a child first is ``test_a_checkpoints_shapes_compile_in_a_child_process…``'s to check)."""
     eager = engine.load_model("mnist-ddpm")
-    model = engine.load_served("mnist-ddpm", background_compile=True, precision="bfloat16")
+    model = serving.serve(engine.load_model("mnist-ddpm"), background_compile=True, precision="bfloat16")
+    assert model.net.compiled.source is None
     settings = dict(schedule="cosine", sampler="ddim", steps=10, seed=3, n=2)
     expected = engine.sample(eager, **settings)
     engine.sample(model, **settings)  # eager calls, and the shape is queued
