@@ -441,9 +441,10 @@ def _measured(out) -> dict:
     return {key: {k: v for k, v in r.items() if k not in ("seconds", "date")} for key, r in _cells(out).items()}
 
 
+@pytest.mark.xdist_group("subprocesses")
 def test_ranks_under_torchrun_share_the_cells_and_give_the_same_cells_as_one_process(ckpt, tmp_path):
     runs = [_report(launcher, ckpt, tmp_path / out) for launcher, out in (
-        ([], "one"), (["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"], "two"))]
+        ([], "one"), (["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"], "two"))]
     one, two = map(_finished, runs)
     assert one[0] == 0 and two[0] == 0, one[2][-3000:] + two[2][-3000:]
     grid = report.FULL.narrowed(steps=(2,), schedules=("linear",))
@@ -457,6 +458,7 @@ def test_ranks_under_torchrun_share_the_cells_and_give_the_same_cells_as_one_pro
     assert files.count("RESULTS.md") == 1 and not [f for f in files if f.endswith(".tmp")]
 
 
+@pytest.mark.xdist_group("subprocesses")
 def test_ranks_on_two_nodes_need_the_same_checkpoints_and_only_rank_0_writes(ckpt, tmp_path):
     """Two ranks as torchrun starts them on two machines that share no filesystem: each with the environment torchrun
     gives it, its own checkpoints and its own --out."""

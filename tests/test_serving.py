@@ -187,6 +187,7 @@ def test_app_warm_up_queues_the_default_shapes(monkeypatch):
     warm_up(store=ModelStore())  # without background compile: the plot only, nothing queued, no error
 
 
+@pytest.mark.xdist_group("subprocesses")
 def test_a_checkpoints_shapes_compile_in_a_child_process_and_load_here_from_its_cache(tmp_path, monkeypatch):
     """The long part of a compile (code generation, the C++ compiler) runs in a child process, which holds its own
     GIL; this process then loads the graph from inductor's on-disk caches (a GIL-holding window of ~2.5 s instead
