@@ -30,3 +30,29 @@ def test_quick_lockstep_writes_the_expected_rows(tmp_path, capsys, monkeypatch):
                  "| Compare tab defaults (6 panels) | load_model default (eager float32) | 6 |", "(toy-moons, n=1,"):
         assert text in page
     assert "6 schedules, ddim 50 steps each" in capsys.readouterr().out
+
+
+def test_the_app_section_makes_requests_that_the_app_answers():
+    """Section 4 sends /generate as the browser does, its inputs read from the app's API in the page's order: the
+    app answers them, streaming frames (a hand-written list of the inputs once fell behind the page's controls and
+    every request was refused with 422)."""
+    import httpx
+    from gradio_client import Client
+
+    from bench.app_overhead import SETTINGS, api_inputs, fn_index, free_port, sse_request
+    from space import CSS, build_demo
+
+    demo = build_demo()
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=CSS)
+    root = f"http://127.0.0.1:{port}/"
+    try:
+        client = Client(root, verbose=False, download_files=False)
+        settings = dict(SETTINGS, model="mnist-ddpm", steps=3)
+        data = api_inputs(client, "/generate", settings)
+        assert data[:6] == [settings[k] for k in ("model", "schedule", "sampler", "steps", "seed", "n")]
+        with httpx.Client(timeout=120) as http:
+            total, first = sse_request(http, root, fn_index(root, "generate"), data)
+        assert first is not None and 0 < first <= total
+    finally:
+        demo.close()
