@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import engine
-from engine import classifier, evaluate, reference, validation
+from engine import classifier, evaluate, reference, serving, validation
 from engine.data import load_dataset, toy_sample
 from engine.train import TrainConfig, Trainer
 
@@ -74,6 +74,7 @@ def test_image_evaluation_reports_every_figure(tiny_digits):
 def test_long_evaluations_sample_through_the_compiled_graph_with_eager_results_and_short_ones_do_not(
         tiny_digits, monkeypatch):
     directory, _ = tiny_digits
+    monkeypatch.setattr(serving, "COMPILE_NICENESS", 0)  # waited for here: not niced (see test_serving's fixture)
     model = engine.load_model("tiny-digits", directory=directory)
     clf = classifier.load_classifier("digits8-classifier", directory)
     run = dict(sampler="ddim", schedule="cosine", steps=3, n=20, batch=10, seed=1)
