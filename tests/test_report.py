@@ -2,6 +2,7 @@
 lists every cell and the quality-bar verdicts, and the figures are written."""
 import json
 import os
+import random
 import shlex
 import shutil
 import socket
@@ -417,9 +418,17 @@ def test_the_committed_page_command_finds_every_cell_in_the_committed_cache(monk
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below Linux's ephemeral range (32768–60999), which the operating system never hands out by
+    itself: the rank that binds it starts seconds after this check, and meanwhile a port of the ephemeral range can
+    go to any outgoing connection of the other test worker."""
+    for port in random.sample(range(20_000, 32_000), 100):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 31999")
 
 
 def _report(launcher: list, ckpt, out, models="tiny-eps,tiny-score", **env) -> subprocess.Popen:
