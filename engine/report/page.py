@@ -6,8 +6,8 @@ figure's 95 % interval and "unresolved" where it straddles the limit, and a chec
 beyond its interval; how far to trust the numbers (the evaluator's validation on known damage, ``trust.trust_lines``);
 and per model its real baseline, its findings, a table sampler × steps by schedule, the best setting per NFE budget,
 and every cell with every figure (``findings.model_section``). Settings whose intervals overlap are never ranked
-(``findings.leaders``): the page lists them as indistinguishable at this n. Nothing in it is written by hand, so nothing in it can go stale: re-run the command after
-any change.
+(``findings.leaders``): the page lists them as indistinguishable at this n. Nothing in it is written by hand, so
+nothing in it can go stale: re-run the command after any change.
 """
 from __future__ import annotations
 
