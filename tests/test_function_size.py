@@ -41,7 +41,8 @@ def test_the_measure_counts_from_def_to_the_end_of_the_body_without_decorators()
     body = "\n".join(f"    x{i} = {i}" for i in range(79))
     fits = f"@decorator\n@another(1)\ndef f():\n{body}\n"  # def + 79 lines = 80
     assert long_functions(fits) == []
-    over = f"class C:\n    async def g(self):\n        def inner():\n{body.replace('    ', '            ')}\n        return 1\n"
+    deeper = body.replace("    ", "            ")
+    over = f"class C:\n    async def g(self):\n        def inner():\n{deeper}\n        return 1\n"
     assert long_functions(over) == [("C.g", 2, 82)]  # inner: its def + 79 lines, 80
     assert long_functions(over, limit=79) == [("C.g", 2, 82), ("C.g.inner", 3, 80)]
 

@@ -196,8 +196,8 @@ HOW_BARS_ARE_JUDGED = (
     "Each bar is checked per schedule on the cell of its sampler and step counts with the "
     "lowest FD ratio among those meeting every criterion, else among them all (a bar over several step "
     "counts asks that some step count meet it); it passes when some schedule meets every criterion, or, "
-    "for a bar that lists schedules, when each listed schedule does. A criterion is met on its point estimate; \"unresolved\" "
-    "marks one whose 95 % interval straddles the limit, so the verdict on it could turn with another seed "
+    "for a bar that lists schedules, when each listed schedule does. A criterion is met on its point estimate; "
+    "\"unresolved\" marks one whose 95 % interval straddles the limit, so the verdict on it could turn with another seed "
     "(NN ratio = median distance of samples to their nearest training image / the same for held-out "
     "images).")
 
@@ -232,10 +232,10 @@ def _model_lines(models: list[str], setups: dict, skipped: dict) -> list[str]:
 def _grid_section(grid: Grid, grids: dict, setups: dict) -> list[str]:
     """"## The grid": samplers, schedules and steps, the narrower grids, how conditional models' cells sample."""
     conditional = [name for name, s in setups.items() if s.conditional]
-    random_classes = [f"- Class-conditional models ({', '.join(conditional)}) sample every cell with random classes: each "
-                      "sample's class drawn uniformly from the cell's seed (the training sets' class prior), then the image "
-                      "given it at w = 1, so the cells sample p(x) = Σ_c p(c) p(x | c) like the unconditional models'. "
-                      "Their null class ∅ (w = 0) is measured in the guidance sweep below."] if conditional else []
+    random_classes = [f"- Class-conditional models ({', '.join(conditional)}) sample every cell with random classes: "
+                      "each sample's class drawn uniformly from the cell's seed (the training sets' class prior), then "
+                      "the image given it at w = 1, so the cells sample p(x) = Σ_c p(c) p(x | c) like the unconditional "
+                      "models'. Their null class ∅ (w = 0) is measured in the guidance sweep below."] if conditional else []
     return ["## The grid", "", *grid_lines(grid), *_narrowed_lines(grids, setups), *random_classes, "",
             "![ᾱ_t and log-SNR of the schedules](results/schedules.png)", ""]
 
