@@ -48,6 +48,13 @@ def fn_index(root: str, api_name: str) -> int:
     raise KeyError(api_name)
 
 
+def api_inputs(client, api_name: str, values: dict) -> list:
+    """An endpoint's inputs in the page's order, as the browser sends them: ``values`` by parameter name, every
+    other input at its default (read from the app's API, so the list follows the page's controls)."""
+    params = client.view_api(return_format="dict", print_info=False)["named_endpoints"][api_name]["parameters"]
+    return [values.get(p["parameter_name"], p.get("parameter_default")) for p in params]
+
+
 def sse_request(http, root: str, fn: int, data: list) -> tuple[float, float | None]:
     """One request made as the browser makes it: POST /gradio_api/queue/join, then read the event stream of
     /gradio_api/queue/data as it arrives. Returns (seconds to ``process_completed``, seconds to the first streamed
@@ -146,20 +153,107 @@ def imports_s() -> float:
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
 
+def _added(num: list[float], den: list[float]) -> Spread:
+    """The time ``num`` adds to ``den``, per repetition: num / den − 1."""
+    return Spread([v - 1 for v in ratio(num, den).values])
+
+
+def _more_timings(http, root: str, fn: int, client, settings: dict, model, more) -> dict:
+    """{label: (settings, timings)}: each of ``more``'s changes to the settings timed as the browser makes the
+    request, against the bare engine."""
+    extra = {}
+    for label, change, k in more:
+        other = dict(settings, **change)
+        other_data = api_inputs(client, "/generate", other)
+        other_engine = {key: v for key, v in other.items() if key != "model"}
+        tt = interleaved({"browser": lambda: sse_request(http, root, fn, other_data),
+                          "engine": lambda: engine.sample(model, **other_engine)}, k)
+        extra[label] = (other, tt)
+    return extra
+
+
+def _timings(root: str, model, handler, settings: dict, reps: int, download_reps: int, more) -> dict:
+    """Every timing made against the app served at ``root``: /generate through gradio_client, as the browser makes
+    it, in-process and on the bare engine (interleaved), the ``more`` settings, the first frame, and the default
+    (downloading) client."""
+    import httpx
+    from gradio_client import Client
+
+    engine_settings = {k: v for k, v in settings.items() if k != "model"}
+    browser_first: list[float] = []
+
+    def browser() -> None:
+        total, first_s = sse_request(http, root, fn, data)
+        browser_first.append(first_s)
+
+    client = Client(root, verbose=False, download_files=False)
+    fn = fn_index(root, "generate")
+    data = api_inputs(client, "/generate", settings)
+    with httpx.Client(timeout=120) as http:
+        t = interleaved({"app": lambda: client.predict(**settings, eta=0.0, api_name="/generate"),
+                         "browser": browser, "handler": handler,
+                         "engine": lambda: engine.sample(model, **engine_settings)}, reps)
+        extra = _more_timings(http, root, fn, client, settings, model, more)
+    first = Spread([first_frame(client, settings) for _ in range(reps)])
+    downloading = Client(root, verbose=False)
+    default_client = Spread([timed(lambda: downloading.predict(**settings, eta=0.0, api_name="/generate"))
+                             for _ in range(download_reps)])
+    return {"t": t, "browser_first": Spread(browser_first[-reps:]),  # the warm-up call's is left out
+            "extra": extra, "first": first, "default_client": default_client}
+
+
+def _cold_starts(reps: int) -> tuple[Spread, Spread]:
+    """(cold start of ``python app.py``, the imports alone), ``reps`` of each, alternating."""
+    cold, imports = Spread([]), Spread([])
+    for _ in range(reps):
+        imports.values.append(imports_s())
+        cold.values.append(cold_start())
+    return cold, imports
+
+
+def _table(title: str, f: dict, t: dict, extra: dict, reps: int, cold_reps: int, download_reps: int) -> Table:
+    """The section's table from its figures ``f``, the interleaved timings ``t`` and the ``more`` timings."""
+    table = Table(title, ["measure", "value", "reps"])
+    table.add("engine.sample", Spread(t["engine"]).fmt(".3f", " s"), reps)
+    table.add("/generate through gradio_client (streamed, to the end)", Spread(t["app"]).fmt(".3f", " s"), reps)
+    table.add("time the app adds", f["added"].fmt("+.0%"), reps)
+    table.add("/generate as the browser makes it (queue join + event stream, plain HTTP)",
+              Spread(t["browser"]).fmt(".3f", " s"), reps)
+    table.add("… time the app adds, as the browser receives it", f["browser_added"].fmt("+.0%"), reps)
+    table.add("… of which the handler in-process (frames, gallery PNGs, plot, GIF; no server)",
+              f["handler_added"].fmt("+.0%"), reps)
+    for label, (other, tt) in extra.items():
+        table.add(f"{label} (n={other['n']}, {other['steps']} steps): engine.sample / as the browser receives it",
+                  f"{median(tt['engine']):.2f} s / {median(tt['browser']):.2f} s", len(tt["engine"]))
+        table.add("… time the app adds, as the browser receives it", f["more"][label][1].fmt("+.0%"),
+                  len(tt["engine"]))
+    table.add("request → first streamed frame (gradio_client)", f["first"].fmt(".3f", " s"), reps)
+    table.add("request → first streamed frame, as the browser receives it", f["browser_first"].fmt(".3f", " s"),
+              reps)
+    table.add("transport floor: a no-op 5-update request through gradio_client", f["floor_client"].fmt(".3f", " s"),
+              reps)
+    table.add("… the same as the browser makes it", f["floor_browser"].fmt(".3f", " s"), reps)
+    table.add("/generate, default Client (downloads every streamed file)", f["default_client"].fmt(".2f", " s"),
+              download_reps)
+    table.add("cold start: python app.py → GET / 200", f["cold"].fmt(".1f", " s"), cold_reps)
+    table.add("… of which python -c 'import app' (imports alone)", f["imports"].fmt(".1f", " s"), cold_reps)
+    table.note = ("time the app adds = /generate time / engine time − 1, per repetition (it includes the live "
+                  "frames, the gallery PNGs, the schedule plot, the GIF and the PNG download the app makes). "
+                  "Client(download_files=False) except in the default-Client row. gradio_client looks at the event "
+                  "stream at most every 50 ms: the transport-floor rows show what that adds to any request.")
+    return table
+
+
 def section(model_name: str = "mnist-ddpm", reps: int = 5, steps: int = 50, cold_reps: int = 3,
             download_reps: int = 2, more=(("Generate's defaults", dict(n=4), 3),
                                           ("a long run", dict(steps=1000), 2))) -> Section:
     """``more``: further settings (label, changes to n / steps, repetitions) timed as the browser makes the
     request, against the bare engine."""
-    import httpx
-    from gradio_client import Client
-
     from space import CSS, build_demo
     from space.handlers import Handlers
     from space.models import ModelStore
 
     settings = dict(SETTINGS, model=model_name, steps=steps)
-    engine_settings = {k: v for k, v in settings.items() if k != "model"}
     model = engine.load_model(model_name)
     handlers = Handlers(ModelStore())
 
@@ -170,82 +264,21 @@ def section(model_name: str = "mnist-ddpm", reps: int = 5, steps: int = 50, cold
     demo = build_demo()
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=CSS)
-    root = f"http://127.0.0.1:{port}/"
-    data = [settings["model"], settings["schedule"], settings["sampler"], steps, settings["seed"], settings["n"],
-            "leading", 0.0, "fixed_small", 5, 0.5, 0.16, 1]  # /generate's inputs in the page's order
-    browser_first: list[float] = []
-
-    def browser() -> None:
-        total, first_s = sse_request(http, root, fn, data)
-        browser_first.append(first_s)
-
     try:
-        client = Client(root, verbose=False, download_files=False)
-        fn = fn_index(root, "generate")
-        http = httpx.Client(timeout=120)
-        t = interleaved({"app": lambda: client.predict(**settings, eta=0.0, api_name="/generate"),
-                         "browser": browser, "handler": handler,
-                         "engine": lambda: engine.sample(model, **engine_settings)}, reps)
-        browser_first = browser_first[-reps:]  # the warm-up call's is left out
-        extra = {}
-        for label, change, k in more:
-            other = dict(settings, **change)
-            other_data = list(data)
-            other_data[3], other_data[5] = other["steps"], other["n"]
-            other_engine = {key: v for key, v in other.items() if key != "model"}
-            tt = interleaved({"browser": lambda: sse_request(http, root, fn, other_data),
-                              "engine": lambda: engine.sample(model, **other_engine)}, k)
-            extra[label] = (other, tt)
-        http.close()
-        first = Spread([first_frame(client, settings) for _ in range(reps)])
-        downloading = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        default_client = Spread([timed(lambda: downloading.predict(**settings, eta=0.0, api_name="/generate"))
-                                 for _ in range(download_reps)])
+        timings = _timings(f"http://127.0.0.1:{port}/", model, handler, settings, reps, download_reps, more)
     finally:
         demo.close()
+    t, extra = timings["t"], timings["extra"]
     floor_client, floor_browser = noop_floor(reps)
-    cold, imports = Spread([]), Spread([])
-    for _ in range(cold_reps):
-        imports.values.append(imports_s())
-        cold.values.append(cold_start())
-    added = Spread([v - 1 for v in ratio(t["app"], t["engine"]).values])
-    table = Table(f"App overhead ({model_name}, {settings['schedule']} ddim {steps} steps, n=1 unless said, "
-                  f"{threads()}; median, min–max)", ["measure", "value", "reps"])
-    table.add("engine.sample", Spread(t["engine"]).fmt(".3f", " s"), reps)
-    table.add("/generate through gradio_client (streamed, to the end)", Spread(t["app"]).fmt(".3f", " s"), reps)
-    table.add("time the app adds", added.fmt("+.0%"), reps)
-    browser_added = Spread([v - 1 for v in ratio(t["browser"], t["engine"]).values])
-    table.add("/generate as the browser makes it (queue join + event stream, plain HTTP)",
-              Spread(t["browser"]).fmt(".3f", " s"), reps)
-    table.add("… time the app adds, as the browser receives it", browser_added.fmt("+.0%"), reps)
-    handler_added = Spread([v - 1 for v in ratio(t["handler"], t["engine"]).values])
-    table.add("… of which the handler in-process (frames, gallery PNGs, plot, GIF; no server)",
-              handler_added.fmt("+.0%"), reps)
-    more_added = {}
-    for label, (other, tt) in extra.items():
-        more_added[label] = Spread([v - 1 for v in ratio(tt["browser"], tt["engine"]).values])
-        table.add(f"{label} (n={other['n']}, {other['steps']} steps): engine.sample / as the browser receives it",
-                  f"{median(tt['engine']):.2f} s / {median(tt['browser']):.2f} s", len(tt["engine"]))
-        table.add("… time the app adds, as the browser receives it", more_added[label].fmt("+.0%"),
-                  len(tt["engine"]))
-    table.add("request → first streamed frame (gradio_client)", first.fmt(".3f", " s"), reps)
-    table.add("request → first streamed frame, as the browser receives it", Spread(browser_first).fmt(".3f", " s"),
-              reps)
-    table.add("transport floor: a no-op 5-update request through gradio_client", floor_client.fmt(".3f", " s"),
-              reps)
-    table.add("… the same as the browser makes it", floor_browser.fmt(".3f", " s"), reps)
-    table.add("/generate, default Client (downloads every streamed file)", default_client.fmt(".2f", " s"),
-              download_reps)
-    table.add("cold start: python app.py → GET / 200", cold.fmt(".1f", " s"), cold_reps)
-    table.add("… of which python -c 'import app' (imports alone)", imports.fmt(".1f", " s"), cold_reps)
-    table.note = ("time the app adds = /generate time / engine time − 1, per repetition (it includes the live "
-                  "frames, the gallery PNGs, the schedule plot, the GIF and the PNG download the app makes). "
-                  "Client(download_files=False) except in the default-Client row. gradio_client looks at the event "
-                  "stream at most every 50 ms: the transport-floor rows show what that adds to any request.")
-    figures = {"updates": handler(), "added": added, "first": first, "cold": cold, "imports": imports,
-               "engine": median(t["engine"]), "app": median(t["app"]), "handler_added": handler_added,
-               "default_client": default_client, "steps": steps, "browser": median(t["browser"]),
-               "browser_added": browser_added, "browser_first": Spread(browser_first),
-               "floor_client": floor_client, "floor_browser": floor_browser,
-               "more": {label: (other, more_added[label]) for label, (other, _) in extra.items()}}
-    return Section("4. App overhead", [table], figures=figures)
+    cold, imports = _cold_starts(cold_reps)
+    figures = {"updates": handler(), "added": _added(t["app"], t["engine"]), "first": timings["first"],
+               "cold": cold, "imports": imports, "engine": median(t["engine"]), "app": median(t["app"]),
+               "handler_added": _added(t["handler"], t["engine"]), "default_client": timings["default_client"],
+               "steps": steps, "browser": median(t["browser"]), "browser_added": _added(t["browser"], t["engine"]),
+               "browser_first": timings["browser_first"], "floor_client": floor_client,
+               "floor_browser": floor_browser,
+               "more": {label: (other, _added(tt["browser"], tt["engine"])) for label, (other, tt) in extra.items()}}
+    title = (f"App overhead ({model_name}, {settings['schedule']} ddim {steps} steps, n=1 unless said, "
+             f"{threads()}; median, min–max)")
+    return Section("4. App overhead", [_table(title, figures, t, extra, reps, cold_reps, download_reps)],
+                   figures=figures)

@@ -132,132 +132,154 @@ class Target:
         return [self.goal, self.measured, status, self.bound]
 
 
+def _diffusers_bound(figs: dict, served: dict, precision: str, results: dict[str, Section]) -> str:
+    """What bounds the speed-up over diffusers' loops: the bare network's share of their time, what compiling
+    alone gives (Levers), and the convolutions' share at the batches below the target (Section 2)."""
+    floors = [(k, v) for k, v in figs.items() if v["network"]]
+    if not floors:
+        return ""
+    shares = [v["network"] / v["diffusers"] for _, v in floors]
+    share = ", ".join(f"{lab} {x:.0%}" for ((lab, _), _), x in zip(floors, shares))
+    noise = " (over 100%: load noise)" if max(shares) > 1 else ""
+    bound = (f"the network: at batch {floors[0][0][1]} the same number of bare float32 network calls take "
+             f"{share} of diffusers' loop time{noise}: a better loop alone saves at most the rest, so the "
+             "speed-up has to come from the network: the app serves it compiled" +
+             (f", in {precision} (bfloat16 autocast: this CPU runs bfloat16 natively)"
+              if "bfloat16" in precision else ", in float32"))
+    lv = results.get("levers")
+    if lv and "torch.compile" in lv.figures:
+        comp = ", ".join(f"{v:.2f}× at batch {n}" for n, v in lv.figures["torch.compile"].items())
+        bound += f"; torch.compile alone measured {comp} on the bare network (see Levers)"
+        graphs = [v for k, v in lv.figures.items() if isinstance(k, str) and "the app's" in k]
+        if graphs:
+            bound += (", the app's graphs " + " and ".join(
+                ", ".join(f"{v:.2f}× at batch {n}" for n, v in g.items()) for g in graphs) +
+                " (float32, bfloat16): the most the app can gain over a loop around the eager network")
+    short = sorted({n for (_, n), v in served.items() if v < 1.5})
+    c = results.get("ceiling")
+    if short and c and c.figures and c.figures["top_ops"].get(max(short)):
+        n = max(short)
+        conv = sum(share for op, share, _ in c.figures["top_ops"][n] if "conv" in op)
+        bound += (f". At batch {n} the convolutions (ATen's and oneDNN's kernels, the same for diffusers and "
+                  f"the engine) take {conv:.0%} of the eager network's time (Section 2); compiling fuses only "
+                  "the elementwise rest" + ("" if "bfloat16" in precision else
+                                            "; bfloat16 (Levers) would go further on a CPU that runs it natively"))
+    return bound
+
+
+def _diffusers_targets(d: Section, results: dict[str, Section]) -> list[Target]:
+    figs = {k: v for k, v in d.figures.items() if isinstance(k, tuple)}  # (method, batch) → timings
+    precision = d.figures.get("precision", "float32")
+    batches = sorted({n for _, n in figs})
+    speeds = {k: v["speedup"].median for k, v in figs.items()}
+    served = {k: v["app"].median for k, v in figs.items()}
+    same = all(v["diff"].startswith("—") or float(v["diff"]) < 1e-3 for v in figs.values())
+    fd = d.figures.get("quality", {})
+    fd_ok = all(0.95 <= r <= 1.05 for r in fd.values())
+    measured = "; ".join(f"batch {n}: " + ", ".join(f"{lab} {speeds[lab, m]:.2f}× (app: {served[lab, m]:.2f}×)"
+                                                    for lab, m in figs if m == n) for n in batches)
+    measured += f" (engine = load_model default, eager float32; app = compiled, {precision})"
+    measured += "; engine's float32 samples equal diffusers' (max |Δ| < 1e-3)" if same else "; SAMPLES DIFFER"
+    if fd:
+        measured += (f"; app's FD / float32's: " + ", ".join(f"{r:.3f} ({smp} {sch} {st})"
+                                                             for (smp, sch, st), r in fd.items()))
+    return [Target("≥ 1.5× diffusers' loops at batch 1 and 16, samples of unchanged quality (FD within 5%)",
+                   measured, all(s >= 1.5 for s in served.values()) and same and fd_ok,
+                   _diffusers_bound(figs, served, precision, results))]
+
+
+def _ceiling_targets(c: Section, results: dict[str, Section]) -> list[Target]:
+    big = max(c.figures["rate"])
+    rate, app = c.figures["rate"][big].median, c.figures["app_rate"][big].median
+    ceil = c.figures["ceiling"]
+    tops = c.figures["top_ops"].get(big) or next(iter(c.figures["top_ops"].values()))
+    best = max(rate, app)
+    return [Target(f"≥ 30% of the measured bfloat16 matmul ceiling at batch {big}",
+                   f"the app's graph (compiled, {c.figures['precision'][big]}): {app:.1f} GFLOP/s = "
+                   f"{app / ceil['bfloat16']:.0%} of bf16 mm ({ceil['bfloat16']:.1f} GFLOP/s); load_model "
+                   f"default (eager float32): {rate:.1f} GFLOP/s = {rate / ceil['bfloat16']:.0%} of bf16 mm, "
+                   f"{rate / ceil['float32']:.0%} of fp32 mm ({ceil['float32']:.1f} GFLOP/s)",
+                   best >= 0.3 * ceil["bfloat16"],
+                   (f"met trivially: bfloat16 mm runs at {ceil['bfloat16'] / ceil['float32']:.1%} of float32's "
+                    "rate here; " if ceil["bfloat16"] < min(ceil["float32"], best / 0.3) else "") +
+                   "the eager network's top operators: " +
+                   ", ".join(f"{op} {share:.0%}" for op, share, _ in tops[:3]) +
+                   "; the convolutions are oneDNN's, GroupNorm and the elementwise rest are what compiling "
+                   "fuses")]
+
+
+def _lockstep_targets(lk: Section, results: dict[str, Section]) -> list[Target]:
+    first = next(iter(lk.figures))[0]  # the Compare tab's default panels
+    rows = {label: f for (name, label), f in lk.figures.items() if name == first}
+    app_label = next(label for label, f in rows.items() if f["served"])
+    f = rows[app_label]
+    cost = (f["batched"] / f["batches"]) / (f["sequential"] / f["nfe"])
+    return [Target("lock-step 6 panels ≥ 2× sequential", "; ".join(
+                       f"{label}: {g['speedup'].median:.2f}×" for label, g in rows.items()) +
+                   f" ({first}; {f['batches']} batched calls for {f['nfe']} NFE)", f["speedup"].median >= 2,
+                   f"{f['nfe'] / f['batches']:.1f}× fewer network calls, but on the app's network a call of "
+                   f"{f['rows']:.1f} rows on average costs {cost:.1f}× a one-row call (the CPU's convolutions "
+                   "scale with the batch once past the per-op overhead)")]
+
+
+def _app_targets(a: Section, results: dict[str, Section]) -> list[Target]:
+    f = a.figures
+    steps = f["steps"]
+    return [Target("app: first frame < 0.3 s after the request", f"{f['first'].median:.3f} s",
+                   f["first"].median < 0.3,
+                   f"one engine step takes ~{f['engine'] / steps * 1e3:.0f} ms; the rest is the request's round "
+                   "trip through Gradio's queue (join, first streamed message) and the first frame's PNG"),
+            Target("app: streaming adds < 10% to the engine's time", "as the browser receives it: " + "; ".join(
+                       f"{label} (n={o['n']}, {o['steps']} steps) {a.median:+.0%}"
+                       for label, (o, a) in f["more"].items()) +
+                   f"; n=1, {steps} steps {f['browser_added'].median:+.0%} ({f['browser']:.2f} s vs "
+                   f"{f['engine']:.2f} s; {f['added'].median:+.0%} through gradio_client)",
+                   all(a.median < 0.10 for _, a in f["more"].values()) and f["browser_added"].median < 0.10,
+                   f"the handler's own work (frames, gallery PNGs, schedule plot, GIF) adds "
+                   f"{f['handler_added'].median:+.0%} in-process; a no-op request with as many updates costs "
+                   f"{f['floor_browser'].median * 1e3:.0f} ms as the browser makes it and "
+                   f"{f['floor_client'].median * 1e3:.0f} ms through gradio_client (it polls the event stream "
+                   f"every 50 ms); the rest is Gradio's processing of the run's {f['updates']} updates. "
+                   "These are costs per request and per update (at most 5 updates a second), so their share "
+                   "falls as the run gets longer"),
+            Target("app: cold start < 10 s", f"{f['cold'].median:.1f} s", f["cold"].median < 10,
+                   f"`python -c 'import app'` alone takes {f['imports'].median:.1f} s (torch, gradio, timm…; "
+                   "matplotlib is imported after the page is served; separate runs under the same load): " + (
+                       "the imports are nearly all of it" if f["imports"].median >= 0.7 * f["cold"].median else
+                       f"the other {f['cold'].median - f['imports'].median:.1f} s build the UI and start the "
+                       "server"))]
+
+
+def _toytrain_targets(tt: Section, results: dict[str, Section]) -> list[Target]:
+    hits = {k: f["hit"] for k, f in tt.figures.items()}
+    return [Target("toy training: 2,000 drawn points to within 2× a fresh sample's SWD in ≤ 30 s on one "
+                   "thread, both objectives (the browser tool: ~10 s)",
+                   "; ".join(f"{shape} {obj}: " + (f"{h[0]:.1f} s ({h[1]} steps)" if h else "not reached")
+                             for (shape, obj), h in hits.items()),
+                   all(h is not None and h[0] <= 30 for h in hits.values()))]
+
+
+def _gpu_targets(g: Section, results: dict[str, Section]) -> list[Target]:
+    if g.skipped:
+        return [Target("GPU: compiled / CUDA graphs ≥ 3× eager at batch 1", f"skipped: {g.skipped}", None)]
+    f = g.figures[min(k for k in g.figures if isinstance(k, int))]
+    return [Target("GPU: compiled / CUDA graphs ≥ 3× eager at batch 1",
+                   f"compiled {f['compiled'].median:.2f}×, graphs {f['graph'].median:.2f}×",
+                   max(f["compiled"].median, f["graph"].median) >= 3)]
+
+
+TARGETS = (("diffusers", _diffusers_targets), ("ceiling", _ceiling_targets), ("lockstep", _lockstep_targets),
+           ("app", _app_targets), ("toytrain", _toytrain_targets), ("gpu", _gpu_targets))
+"""Each section's targets, in the page's order: a function of the section (run, with figures) and of every
+section's results (a bound may cite another section's figures)."""
+
+
 def targets(results: dict[str, Section]) -> list[Target]:
     out = []
-    d = results.get("diffusers")
-    if d and d.figures:
-        figs = {k: v for k, v in d.figures.items() if isinstance(k, tuple)}  # (method, batch) → timings
-        precision = d.figures.get("precision", "float32")
-        batches = sorted({n for _, n in figs})
-        speeds = {k: v["speedup"].median for k, v in figs.items()}
-        served = {k: v["app"].median for k, v in figs.items()}
-        same = all(v["diff"].startswith("—") or float(v["diff"]) < 1e-3 for v in figs.values())
-        fd = d.figures.get("quality", {})
-        fd_ok = all(0.95 <= r <= 1.05 for r in fd.values())
-        measured = "; ".join(f"batch {n}: " + ", ".join(f"{lab} {speeds[lab, m]:.2f}× (app: {served[lab, m]:.2f}×)"
-                                                        for lab, m in figs if m == n) for n in batches)
-        measured += f" (engine = load_model default, eager float32; app = compiled, {precision})"
-        measured += "; engine's float32 samples equal diffusers' (max |Δ| < 1e-3)" if same else "; SAMPLES DIFFER"
-        if fd:
-            measured += (f"; app's FD / float32's: " + ", ".join(f"{r:.3f} ({smp} {sch} {st})"
-                                                                 for (smp, sch, st), r in fd.items()))
-        floors = [(k, v) for k, v in figs.items() if v["network"]]
-        bound = ""
-        if floors:
-            shares = [v["network"] / v["diffusers"] for _, v in floors]
-            share = ", ".join(f"{lab} {x:.0%}" for ((lab, _), _), x in zip(floors, shares))
-            noise = " (over 100%: load noise)" if max(shares) > 1 else ""
-            bound = (f"the network: at batch {floors[0][0][1]} the same number of bare float32 network calls take "
-                     f"{share} of diffusers' loop time{noise}: a better loop alone saves at most the rest, so the "
-                     "speed-up has to come from the network: the app serves it compiled" +
-                     (f", in {precision} (bfloat16 autocast: this CPU runs bfloat16 natively)"
-                      if "bfloat16" in precision else ", in float32"))
-            lv = results.get("levers")
-            if lv and "torch.compile" in lv.figures:
-                comp = ", ".join(f"{v:.2f}× at batch {n}" for n, v in lv.figures["torch.compile"].items())
-                bound += f"; torch.compile alone measured {comp} on the bare network (see Levers)"
-                graphs = [v for k, v in lv.figures.items() if isinstance(k, str) and "the app's" in k]
-                if graphs:
-                    bound += (", the app's graphs " + " and ".join(
-                        ", ".join(f"{v:.2f}× at batch {n}" for n, v in g.items()) for g in graphs) +
-                        " (float32, bfloat16): the most the app can gain over a loop around the eager network")
-            short = sorted({n for (_, n), v in served.items() if v < 1.5})
-            c = results.get("ceiling")
-            if short and c and c.figures and c.figures["top_ops"].get(max(short)):
-                n = max(short)
-                conv = sum(share for op, share, _ in c.figures["top_ops"][n] if "conv" in op)
-                bound += (f". At batch {n} the convolutions (ATen's and oneDNN's kernels, the same for diffusers and "
-                          f"the engine) take {conv:.0%} of the eager network's time (Section 2); compiling fuses only "
-                          "the elementwise rest" + ("" if "bfloat16" in precision else
-                                                    "; bfloat16 (Levers) would go further on a CPU that runs it natively"))
-        out.append(Target("≥ 1.5× diffusers' loops at batch 1 and 16, samples of unchanged quality (FD within 5%)",
-                          measured, all(s >= 1.5 for s in served.values()) and same and fd_ok, bound))
-    c = results.get("ceiling")
-    if c and c.figures:
-        big = max(c.figures["rate"])
-        rate, app = c.figures["rate"][big].median, c.figures["app_rate"][big].median
-        ceil = c.figures["ceiling"]
-        tops = c.figures["top_ops"].get(big) or next(iter(c.figures["top_ops"].values()))
-        best = max(rate, app)
-        out.append(Target(f"≥ 30% of the measured bfloat16 matmul ceiling at batch {big}",
-                          f"the app's graph (compiled, {c.figures['precision'][big]}): {app:.1f} GFLOP/s = "
-                          f"{app / ceil['bfloat16']:.0%} of bf16 mm ({ceil['bfloat16']:.1f} GFLOP/s); load_model "
-                          f"default (eager float32): {rate:.1f} GFLOP/s = {rate / ceil['bfloat16']:.0%} of bf16 mm, "
-                          f"{rate / ceil['float32']:.0%} of fp32 mm ({ceil['float32']:.1f} GFLOP/s)",
-                          best >= 0.3 * ceil["bfloat16"],
-                          (f"met trivially: bfloat16 mm runs at {ceil['bfloat16'] / ceil['float32']:.1%} of float32's "
-                           "rate here; " if ceil["bfloat16"] < min(ceil["float32"], best / 0.3) else "") +
-                          "the eager network's top operators: " +
-                          ", ".join(f"{op} {share:.0%}" for op, share, _ in tops[:3]) +
-                          "; the convolutions are oneDNN's, GroupNorm and the elementwise rest are what compiling "
-                          "fuses"))
-    lk = results.get("lockstep")
-    if lk and lk.figures:
-        first = next(iter(lk.figures))[0]  # the Compare tab's default panels
-        rows = {label: f for (name, label), f in lk.figures.items() if name == first}
-        app_label = next(label for label, f in rows.items() if f["served"])
-        f = rows[app_label]
-        cost = (f["batched"] / f["batches"]) / (f["sequential"] / f["nfe"])
-        out.append(Target("lock-step 6 panels ≥ 2× sequential", "; ".join(
-                              f"{label}: {g['speedup'].median:.2f}×" for label, g in rows.items()) +
-                          f" ({first}; {f['batches']} batched calls for {f['nfe']} NFE)", f["speedup"].median >= 2,
-                          f"{f['nfe'] / f['batches']:.1f}× fewer network calls, but on the app's network a call of "
-                          f"{f['rows']:.1f} rows on average costs {cost:.1f}× a one-row call (the CPU's convolutions "
-                          "scale with the batch once past the per-op overhead)"))
-    a = results.get("app")
-    if a and a.figures:
-        f = a.figures
-        steps = f["steps"]
-        out += [Target("app: first frame < 0.3 s after the request", f"{f['first'].median:.3f} s",
-                       f["first"].median < 0.3,
-                       f"one engine step takes ~{f['engine'] / steps * 1e3:.0f} ms; the rest is the request's round "
-                       "trip through Gradio's queue (join, first streamed message) and the first frame's PNG"),
-                Target("app: streaming adds < 10% to the engine's time", "as the browser receives it: " + "; ".join(
-                           f"{label} (n={o['n']}, {o['steps']} steps) {a.median:+.0%}"
-                           for label, (o, a) in f["more"].items()) +
-                       f"; n=1, {steps} steps {f['browser_added'].median:+.0%} ({f['browser']:.2f} s vs "
-                       f"{f['engine']:.2f} s; {f['added'].median:+.0%} through gradio_client)",
-                       all(a.median < 0.10 for _, a in f["more"].values()) and f["browser_added"].median < 0.10,
-                       f"the handler's own work (frames, gallery PNGs, schedule plot, GIF) adds "
-                       f"{f['handler_added'].median:+.0%} in-process; a no-op request with as many updates costs "
-                       f"{f['floor_browser'].median * 1e3:.0f} ms as the browser makes it and "
-                       f"{f['floor_client'].median * 1e3:.0f} ms through gradio_client (it polls the event stream "
-                       f"every 50 ms); the rest is Gradio's processing of the run's {f['updates']} updates. "
-                       "These are costs per request and per update (at most 5 updates a second), so their share "
-                       "falls as the run gets longer"),
-                Target("app: cold start < 10 s", f"{f['cold'].median:.1f} s", f["cold"].median < 10,
-                       f"`python -c 'import app'` alone takes {f['imports'].median:.1f} s (torch, gradio, timm…; "
-                       "matplotlib is imported after the page is served; separate runs under the same load): " + (
-                           "the imports are nearly all of it" if f["imports"].median >= 0.7 * f["cold"].median else
-                           f"the other {f['cold'].median - f['imports'].median:.1f} s build the UI and start the "
-                           "server"))]
-    tt = results.get("toytrain")
-    if tt and tt.figures:
-        hits = {k: f["hit"] for k, f in tt.figures.items()}
-        out.append(Target("toy training: 2,000 drawn points to within 2× a fresh sample's SWD in ≤ 30 s on one "
-                          "thread, both objectives (the browser tool: ~10 s)",
-                          "; ".join(f"{shape} {obj}: " + (f"{h[0]:.1f} s ({h[1]} steps)" if h else "not reached")
-                                    for (shape, obj), h in hits.items()),
-                          all(h is not None and h[0] <= 30 for h in hits.values())))
-    g = results.get("gpu")
-    if g:
-        if g.skipped:
-            out.append(Target("GPU: compiled / CUDA graphs ≥ 3× eager at batch 1", f"skipped: {g.skipped}", None))
-        else:
-            f = g.figures[min(k for k in g.figures if isinstance(k, int))]
-            out.append(Target("GPU: compiled / CUDA graphs ≥ 3× eager at batch 1",
-                              f"compiled {f['compiled'].median:.2f}×, graphs {f['graph'].median:.2f}×",
-                              max(f["compiled"].median, f["graph"].median) >= 3))
+    for name, section_targets in TARGETS:
+        section = results.get(name)
+        if section is not None and (section.figures or section.skipped):  # a skipped section says why
+            out += section_targets(section, results)
     return out
 
 

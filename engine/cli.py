@@ -211,10 +211,7 @@ def cmd_info(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _sample_parser(sub) -> None:
     s = sub.add_parser("sample", help="sample from a shipped model and save a grid")
     s.add_argument("--model", required=True)
     s.add_argument("--schedule", default="linear")
@@ -230,6 +227,8 @@ def main(argv=None) -> int:
     s.add_argument("--out", default="samples.png")
     s.set_defaults(func=cmd_sample)
 
+
+def _train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a model from a JSON config (resumes from its run directory)")
     t.add_argument("--config", required=True)
     t.add_argument("--steps", type=int, default=None, help="train until this step (default: the config's)")
@@ -237,6 +236,8 @@ def main(argv=None) -> int:
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 
+
+def _train_classifier_parser(sub) -> None:
     c = sub.add_parser("train-classifier", help="train the evaluator's classifier for a dataset (DATASET-classifier)")
     c.add_argument("--dataset", required=True, choices=["mnist", "fashion-mnist", "digits8"])
     c.add_argument("--epochs", type=int, default=30)
@@ -245,6 +246,8 @@ def main(argv=None) -> int:
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=cmd_train_classifier)
 
+
+def _eval_parser(sub) -> None:
     e = sub.add_parser("eval", help="score a model's samples against the training split, beside held-out real images (FD ratio, KID, ...)")
     e.add_argument("--model", required=True)
     e.add_argument("--schedule", default="linear")
@@ -264,6 +267,8 @@ def main(argv=None) -> int:
                    help="the compiled graphs' arithmetic (engine/serving.py; auto = bfloat16 where native)")
     e.set_defaults(func=cmd_eval)
 
+
+def _report_parser(sub) -> None:
     r = sub.add_parser("report", help="evaluate the sampler × schedule × steps grid; write RESULTS.md and its figures "
                                       "(under torchrun the ranks share the cells)")
     r.add_argument("--models", default=None, help="comma-separated model names (default mnist-ddpm,mnist-ncsn,fashion-ddpm)")
@@ -285,6 +290,8 @@ def main(argv=None) -> int:
                    help="only these samplers of each model's family" + per_model)
     r.set_defaults(func=cmd_report)
 
+
+def _inpaint_study_parser(sub) -> None:
     i = sub.add_parser("inpaint-study", help="RePaint against simple replacement on held-out images, scored by the "
                        "evaluator (engine/report/inpainting.py); writes OUT/results/inpainting.json and .png")
     i.add_argument("--model", default="mnist-ddpm")
@@ -293,6 +300,8 @@ def main(argv=None) -> int:
     i.add_argument("--out", default="docs")
     i.set_defaults(func=cmd_inpaint_study)
 
+
+def _validate_evaluator_parser(sub) -> None:
     v = sub.add_parser("validate-evaluator", help="score known corruptions of real images: the evaluator's own test")
     v.add_argument("--dataset", action="append", required=True, metavar="DATASET[:N]",
                    help="a dataset and the images per corruption (default 250); repeat for more")
@@ -300,10 +309,23 @@ def main(argv=None) -> int:
     v.add_argument("--out", default=None, help="also write the Markdown here")
     v.set_defaults(func=cmd_validate_evaluator)
 
+
+def _info_parser(sub) -> None:
     i = sub.add_parser("info", help="list models, schedules and samplers, or print a model card")
     i.add_argument("name", nargs="?")
     i.set_defaults(func=cmd_info)
 
+
+PARSERS = (_sample_parser, _train_parser, _train_classifier_parser, _eval_parser, _report_parser,
+           _inpaint_study_parser, _validate_evaluator_parser, _info_parser)
+"""Each adds its subcommand to the parser, in the order ``--help`` lists them."""
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in PARSERS:
+        add(sub)
     args = p.parse_args(argv)
     try:
         return args.func(args)

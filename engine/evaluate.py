@@ -5,7 +5,7 @@
 instrument's own test. In short, with features f = the classifier's feature layer:
 
   FD        Fréchet distance of a Gaussian fitted to the n images' features to one fitted to the *whole* training
-            split's (cached per classifier, ``reference_statistics``): ‖μ_g − μ_ref‖² + Tr(Σ_g + Σ_ref −
+            split's (cached per classifier, ``reference.reference_statistics``): ‖μ_g − μ_ref‖² + Tr(Σ_g + Σ_ref −
             2 (Σ_g Σ_ref)^{1/2}) (Heusel et al. 2017, on our features instead of Inception's), torchmetrics'
             ``FrechetInceptionDistance`` with our features
   fd_real   the same for n held-out real images (the mean over disjoint n-image sets): FD has a finite-sample
@@ -32,25 +32,19 @@ distance as the baseline.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 import time
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from .checkpoints import checkpoint_dir
 from .classifier import Classifier, classifier_features, load_classifier
 from .data import load_dataset, toy_sample
 from .generate import generate, model_device
+from .reference import LOCAL, Passthrough, Reference, classifier_identity, reference_statistics
+from .reference import frechet_distance  # noqa: F401  (re-exported: evaluate.frechet_distance)
 from .samplers import SAMPLERS
 from .serving import resolve_precision, serve
 
@@ -58,165 +52,10 @@ if TYPE_CHECKING:
     from torchmetrics.image.fid import FrechetInceptionDistance
 
 
-def frechet_distance(f1: np.ndarray | torch.Tensor, f2: np.ndarray | torch.Tensor) -> float:
-    """‖μ1 − μ2‖² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^{1/2}) of Gaussians fitted to two feature sets (torchmetrics' FID on
-    the given features; see ``_fd_metric``)."""
-    f1, f2 = (torch.as_tensor(f, dtype=torch.float64) for f in (f1, f2))
-    metric = _fd_metric(f1.shape[1])
-    metric.update(f1, real=True)
-    metric.update(f2, real=False)
-    return float(metric.compute())
-
-
 def _nn_distances(x: torch.Tensor, ref: torch.Tensor, batch: int = 500) -> torch.Tensor:
     """Euclidean distance (pixel space) from each image of ``x`` to its nearest image in ``ref``."""
     return torch.cat([torch.cdist(x[i:i + batch].flatten(1), ref.flatten(1)).min(dim=1).values
                       for i in range(0, len(x), batch)])
-
-
-# ------------------------------------------------------------------------------------- the reference ---
-
-class _Passthrough(nn.Module):
-    """The ``feature`` module handed to torchmetrics. The classifier's features are computed once, batched, by
-    ``classifier_features``, and passed through here: the bootstrap scores hundreds of resamples of the same
-    features, and running the classifier again for each would cost more than the statistics themselves."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.num_features = dim  # torchmetrics reads this instead of probing the module with a random image
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1)
-
-
-_LOCAL = {"sync_on_compute": False}
-"""torchmetrics' keyword that keeps a metric to this process. By default ``compute()`` sums the states of every
-rank when a process group is up, so under ``torchrun -m engine report`` each rank's FD and KID mixed in the other
-rank's features: the cells the two ranks scored in the same round read the same FD, and the held-out baseline on
-the tiny digits fixture read 1.568 instead of 1.605 (and a rank that computes while the other does not would wait
-for it). Here every rank scores its own images (report/ranks.py)."""
-
-
-def _fd_metric(dim: int) -> FrechetInceptionDistance:
-    """torchmetrics' FID over ``dim``-d features: float64 sums of f and f fᵀ, then ‖μ_r − μ_g‖² + Tr Σ_r + Tr Σ_g
-    − 2 Σ √eig(Σ_r Σ_g). That trace of the matrix square root from eigenvalues is exact for a product of two
-    covariances (its eigenvalues are real and ≥ 0); scipy's ``sqrtm`` of the same product, which this module used
-    before, was off by 0.8 % on synthetic 128-d features (500 against 4,500: 9.40 against 9.48, the eigenvalue
-    form agreeing with the symmetric √Σ_r Σ_g √Σ_r to 4 digits). ``reset_real_features=False``: the reference survives ``reset()``."""
-    from torchmetrics.image.fid import FrechetInceptionDistance  # here: torchmetrics imports matplotlib, which
-    # the app's cold start leaves for later (tests/test_app.py)
-
-    return FrechetInceptionDistance(feature=_Passthrough(dim), reset_real_features=False, **_LOCAL)
-
-
-@dataclass
-class Reference:
-    """Feature statistics of a dataset's whole training split under one classifier: ``total`` = Σ f and
-    ``outer`` = Σ f fᵀ (float64, torchmetrics' FID state), ``count`` images, and ``sample``: up to
-    ``REFERENCE_SAMPLE`` of the features (a seeded draw, float32), which KID's kernel needs one by one."""
-
-    total: torch.Tensor
-    outer: torch.Tensor
-    count: int
-    sample: torch.Tensor
-
-    def moments(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """μ_ref, Σ_ref (unbiased, as torchmetrics') and Σ_ref^{1/2}, computed once."""
-        if not hasattr(self, "_moments"):
-            mu = self.total / self.count
-            sigma = (self.outer - self.count * torch.outer(mu, mu)) / (self.count - 1)
-            values, vectors = torch.linalg.eigh(sigma)
-            self._moments = mu, sigma, (vectors * values.clamp(min=0).sqrt()) @ vectors.T
-        return self._moments
-
-    def fd_metric(self) -> FrechetInceptionDistance:
-        metric = _fd_metric(len(self.total))
-        metric.real_features_sum.copy_(self.total)
-        metric.real_features_cov_sum.copy_(self.outer)
-        metric.real_features_num_samples.fill_(self.count)
-        return metric
-
-
-REFERENCE_SAMPLE = 2000
-_REFERENCES: dict[tuple[str, str], Reference] = {}
-
-
-def _classifier_identity(classifier: Classifier) -> str:
-    """The sha256 of the classifier's weights: its card's (the file's bytes) when it was loaded from a checkpoint,
-    else a hash of its parameters in memory (a classifier trained in this process)."""
-    card = getattr(classifier, "card", None)
-    if card and card.get("sha256"):
-        return card["sha256"]
-    digest = hashlib.sha256()
-    for key, value in classifier.state_dict().items():
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return "memory-" + digest.hexdigest()
-
-
-def _reference_path(classifier: Classifier) -> Path | None:
-    source = getattr(classifier, "source", None)  # (name, directory) set by load_classifier
-    if source is None:
-        return None
-    name, directory = source
-    return checkpoint_dir(directory) / f"{name}.reference.safetensors"
-
-
-def reference_statistics(classifier: Classifier, dataset: str) -> Reference:
-    """The training split's feature statistics under ``classifier``, computed once and cached in memory and, for
-    a classifier loaded from a checkpoint, in ``NAME.reference.safetensors`` next to it. The file records the
-    classifier's sha256 and is recomputed (and rewritten) when it does not match: new weights, new reference.
-
-    Why the whole training split: FD between two n-image sets carries a finite-sample bias of order Tr Σ / n on
-    *each* side (the covariance estimates' noise), which at n = 500 was as large as the differences it was meant
-    to show; against the whole split the reference's share of that bias is gone (4,500 MNIST or 60,000
-    Fashion-MNIST images), and what remains is the same for the samples and for the n held-out images that give
-    ``fd_real``, so their ratio reads ≈ 1 for real data."""
-    sha = _classifier_identity(classifier)
-    key = (sha, dataset)
-    if key in _REFERENCES:
-        return _REFERENCES[key]
-    path = _reference_path(classifier)
-    ref = _read_reference(path, sha, dataset) if path is not None else None
-    if ref is None:
-        train_x, _ = load_dataset(dataset, "train")
-        f = classifier_features(classifier, train_x).double()
-        pick = torch.randperm(len(f), generator=torch.Generator().manual_seed(0))[:REFERENCE_SAMPLE]
-        ref = Reference(f.sum(0), f.T @ f, len(f), f[pick].float().contiguous())
-        if path is not None:
-            _write_reference(path, ref, sha, dataset)
-    _REFERENCES[key] = ref
-    return ref
-
-
-def _read_reference(path: Path, sha: str, dataset: str) -> Reference | None:
-    try:
-        data = path.read_bytes()
-        meta = _metadata(data)
-        if meta.get("classifier_sha256") != sha or meta.get("dataset") != dataset:
-            return None
-        t = load_safetensors(data)
-        ref = Reference(t["total"], t["outer"], int(meta["count"]), t["sample"])
-        return ref if len(ref.sample) == min(ref.count, REFERENCE_SAMPLE) else None
-    except (OSError, ValueError, KeyError, RuntimeError):  # absent, unreadable or malformed: computed again
-        return None
-
-
-def _metadata(data: bytes) -> dict:
-    """The ``__metadata__`` of a safetensors file's header (8-byte little-endian length, then JSON)."""
-    size = int.from_bytes(data[:8], "little")
-    return json.loads(data[8:8 + size]).get("__metadata__", {})
-
-
-def _write_reference(path: Path, ref: Reference, sha: str, dataset: str) -> None:
-    data = save_safetensors({"total": ref.total, "outer": ref.outer, "sample": ref.sample},
-                            metadata={"classifier_sha256": sha, "dataset": dataset, "count": str(ref.count)})
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError:  # a read-only checkpoint folder: the reference stays in memory only
-        pass
 
 
 # ---------------------------------------------------------------------------------------- scoring ---
@@ -265,14 +104,25 @@ def _resampled_fd(metric: FrechetInceptionDistance, ref: Reference, f: torch.Ten
 def _fd_batch(ref: Reference, f: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
     """FD to the reference of each resample f[draws[b]], all at once: with S = Σ_ref^{1/2} (symmetric),
     Tr (Σ_g Σ_ref)^{1/2} = Σ √eig(S Σ_g S), a symmetric eigenvalue problem (``eigvalsh``), the same trace as
-    torchmetrics' Σ √eig(Σ_ref Σ_g) (``test_resampled_fd_matches_torchmetrics``)."""
+    torchmetrics' Σ √eig(Σ_ref Σ_g) (``test_resampled_fd_matches_torchmetrics``).
+
+    With fewer images than features (n < d), S Σ_g S = Mᵀ M for M = C S / √(n − 1) (C the centred features) has
+    rank below n, and its nonzero eigenvalues are those of the n × n matrix M Mᵀ: that one is solved instead (at
+    n = 10, d = 128 it took the tiny report of tests/test_report.py from 14 s of eigenvalue problems to well under
+    one). From n = d on, the d × d form as before."""
     mu_r, sigma_r, sqrt_r = ref.moments()
     x = f[draws]  # (B, n, d)
+    n, d = x.shape[1:]
     mu = x.mean(1)
     centred = x - mu[:, None]
-    sigma = centred.transpose(1, 2) @ centred / (x.shape[1] - 1)
-    root = torch.linalg.eigvalsh(sqrt_r @ sigma @ sqrt_r).clamp(min=0).sqrt().sum(-1)
-    trace = sigma.diagonal(dim1=1, dim2=2).sum(-1)
+    if n < d:
+        m = centred @ sqrt_r
+        root = torch.linalg.eigvalsh(m @ m.transpose(1, 2) / (n - 1)).clamp(min=0).sqrt().sum(-1)
+        trace = (centred ** 2).sum((1, 2)) / (n - 1)
+    else:
+        sigma = centred.transpose(1, 2) @ centred / (n - 1)
+        root = torch.linalg.eigvalsh(sqrt_r @ sigma @ sqrt_r).clamp(min=0).sqrt().sum(-1)
+        trace = sigma.diagonal(dim1=1, dim2=2).sum(-1)
     return ((mu - mu_r) ** 2).sum(-1) + trace + sigma_r.trace() - 2 * root
 
 
@@ -283,12 +133,12 @@ def _kid(ref: Reference, f: torch.Tensor, m: int, seed: int, subsets: int) -> tu
     images, and the variance of this U-statistic falls as 1/m, so the error of an estimate from n is that
     spread / √2. The draws come from ``seed`` (torchmetrics draws from torch's global generator: it is forked,
     seeded and restored around the call)."""
-    from torchmetrics.image.kid import KernelInceptionDistance  # here, as in _fd_metric
+    from torchmetrics.image.kid import KernelInceptionDistance  # here, as in reference.empty_fd_metric
 
     m = min(m, len(ref.sample))
     with warnings.catch_warnings():  # its note that it keeps every feature: here at most REFERENCE_SAMPLE + 2 n
         warnings.simplefilter("ignore", UserWarning)
-        metric = KernelInceptionDistance(feature=_Passthrough(f.shape[1]), subsets=subsets, subset_size=m, **_LOCAL)
+        metric = KernelInceptionDistance(feature=Passthrough(f.shape[1]), subsets=subsets, subset_size=m, **LOCAL)
     metric.update(ref.sample.double(), real=True)
     metric.update(f.double(), real=False)
     with torch.random.fork_rng(devices=[]):
@@ -338,7 +188,7 @@ def _heldout_figures(classifier, ref, heldout, n, train_x, seed, bootstrap, kid_
     memoised, since every cell of a results page scores against the same held-out images."""
     k = min(len(heldout) // n, MAX_HELDOUT_SETS)
     digest = hashlib.sha256(heldout[:k * n].numpy().tobytes()).hexdigest()
-    key = (_classifier_identity(classifier), digest, n, seed, bootstrap, kid_subsets)
+    key = (classifier_identity(classifier), digest, n, seed, bootstrap, kid_subsets)
     if key not in _HELDOUT:
         gen = torch.Generator().manual_seed(seed + 1)  # not the samples' draws
         sets = list(heldout[:k * n].split(n))

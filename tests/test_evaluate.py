@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import engine
-from engine import classifier, evaluate, validation
+from engine import classifier, evaluate, reference, serving, validation
 from engine.data import load_dataset, toy_sample
 from engine.train import TrainConfig, Trainer
 
@@ -74,6 +74,7 @@ def test_image_evaluation_reports_every_figure(tiny_digits):
 def test_long_evaluations_sample_through_the_compiled_graph_with_eager_results_and_short_ones_do_not(
         tiny_digits, monkeypatch):
     directory, _ = tiny_digits
+    monkeypatch.setattr(serving, "COMPILE_NICENESS", 0)  # waited for here: not niced (see test_serving's fixture)
     model = engine.load_model("tiny-digits", directory=directory)
     clf = classifier.load_classifier("digits8-classifier", directory)
     run = dict(sampler="ddim", schedule="cosine", steps=3, n=20, batch=10, seed=1)
@@ -102,15 +103,15 @@ def test_long_evaluations_sample_through_the_compiled_graph_with_eager_results_a
 def test_reference_statistics_are_cached_beside_the_classifier_and_tied_to_its_weights(tiny_digits):
     directory, _ = tiny_digits
     clf = classifier.load_classifier("digits8-classifier", directory)
-    evaluate._REFERENCES.clear()
+    reference._REFERENCES.clear()
     ref = evaluate.reference_statistics(clf, "digits8")
     path = directory / "digits8-classifier.reference.safetensors"
-    meta = evaluate._metadata(path.read_bytes())
+    meta = reference._metadata(path.read_bytes())
     assert meta["classifier_sha256"] == clf.card["sha256"] and ref.count == 1617  # the whole training split
     train_x, _ = load_dataset("digits8", "train")
     f = classifier.classifier_features(clf, train_x).double()
     assert torch.allclose(ref.total, f.sum(0)) and torch.allclose(ref.outer, f.T @ f)
-    evaluate._REFERENCES.clear()  # from the file now
+    reference._REFERENCES.clear()  # from the file now
     again = evaluate.reference_statistics(clf, "digits8")
     assert torch.equal(again.outer, ref.outer) and torch.equal(again.sample, ref.sample)
     # other weights under the same name: the file does not match them and is computed again
@@ -121,7 +122,7 @@ def test_reference_statistics_are_cached_beside_the_classifier_and_tied_to_its_w
         other.body[0].weight.mul_(2.0)
     fresh = evaluate.reference_statistics(other, "digits8")
     assert not torch.allclose(fresh.total, ref.total)
-    assert evaluate._metadata(path.read_bytes())["classifier_sha256"] == "f" * 64
+    assert reference._metadata(path.read_bytes())["classifier_sha256"] == "f" * 64
 
 
 def test_scores_are_drawn_from_the_seed(tiny_digits):
@@ -190,3 +191,6 @@ def test_resampled_fd_matches_torchmetrics():
     batch = evaluate._fd_batch(ref, f.double(), draws)
     assert batch.tolist() == pytest.approx(direct[1:], rel=1e-6)
     assert float(fd[1:].mean()) == pytest.approx(float(fd[0]))  # re-centred on the estimate
+    few = torch.randint(200, (3, 9), generator=gen)  # fewer images than features: the n × n form
+    assert evaluate._fd_batch(ref, f.double(), few).tolist() == pytest.approx(
+        [evaluate.frechet_distance(train, f[idx]) for idx in few], rel=1e-6)

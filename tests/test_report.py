@@ -2,6 +2,7 @@
 lists every cell and the quality-bar verdicts, and the figures are written."""
 import json
 import os
+import random
 import shlex
 import shutil
 import socket
@@ -163,7 +164,7 @@ def test_overlapping_intervals_are_never_ranked():
            ("ddim", 50, "linear"): (1.3, 0.4), ("ddim", 50, "cosine"): (1.2, 0.4)}  # overlapping
     records = [_record(c, fd, half_width=hw) for c in report.plan_cells("mnist-ddpm", "ddpm", grid)
                for fd, hw in [fds.get((c.sampler, c.steps, c.schedule), (6.0, 0.3))]]
-    lines = report.page._findings(records, 500)
+    lines = report.findings.findings(records, 500)
     assert lines[0] == ("Lowest FD: 2 settings are indistinguishable at n = 500 (their FD intervals overlap the "
                         "lowest's) — ddim · cosine · 50 steps (1.20 [0.80, 1.60]×); ddim · linear · 50 steps "
                         "(1.30 [0.90, 1.70]×).")
@@ -174,13 +175,13 @@ def test_overlapping_intervals_are_never_ranked():
     assert lines[3].startswith("Fewest NFE within 3× real: 10 — ddim · cosine · 10 steps (2.00 [1.80, 2.20]×); ddim · linear")
     assert "ddim: cosine at 10, indistinguishable (cosine, linear) at 50" in lines[4]
     assert lines[5].startswith("The schedule matters most for ")  # some group is resolved (6.0 vs 2.0 and others)
-    table = "\n".join(report.page._cross_table(records))
+    table = "\n".join(report.findings.cross_table(records))
     assert "| ddim | 10 | 10 | 3.00 [2.80, 3.20]× · 0.1 s | **2.00 [1.80, 2.20]× · 0.1 s** |" in table
     assert "| ddim | 50 | 50 | 1.30 [0.90, 1.70]× · 0.5 s | 1.20 [0.80, 1.60]× · 0.5 s |" in table  # no bold
-    budget = report.page._budget_table(records)
+    budget = report.findings.budget_table(records)
     assert budget[-1].startswith("| ≤ 100 | ddim · cosine · 50 steps | 50 | 1.20 [0.80, 1.60]× | ddim · linear · 50")
     tight = [dict(r, fd_ci=[r["fd"] - 0.01, r["fd"] + 0.01]) for r in records]
-    assert report.page._findings(tight, 500)[0].startswith("Lowest FD: ddim · cosine · 50 steps (1.20 [0.80, 1.60]×)")
+    assert report.findings.findings(tight, 500)[0].startswith("Lowest FD: ddim · cosine · 50 steps (1.20 [0.80, 1.60]×)")
 
 
 def test_a_bar_over_any_step_count_passes_when_some_step_count_meets_it():
@@ -269,7 +270,7 @@ def test_trust_section_states_the_validation_and_its_weak_spots():
     rows = [row("real", 1.09, 0.44, 3.0, 0.92), row("noise 0.1", 1.36, 0.62, 3.49, 0.91),
             row("noise 0.3", 5.07, 3.1, 11.0, 0.84), row("blur 5x5", 47.0, 28.0, 97.0, 0.77),
             row("half noise", 23.0, 13.0, 52.0, 0.96)]
-    text = "\n".join(report.page.trust_lines({"mnist": rows}))
+    text = "\n".join(report.trust.trust_lines({"mnist": rows}))
     assert "## How far to trust these numbers" in text and "- pass: ranked real < noise 0.1 < noise 0.3 < half noise" in text
     assert ("- mnist, n = 250: noise 0.1 and noise 0.3 are not separable from real images (the FD intervals overlap: real FD 10.90 "
             "[2.20, 45.00] (1.09 [0.44, 3.00]× real), noise 0.1 FD 13.60 [3.10, 52.35]") in text
@@ -278,7 +279,7 @@ def test_trust_section_states_the_validation_and_its_weak_spots():
     rows[1] = row("noise 0.1", 4.0, 9.1, 6.0, 0.91)  # FD interval [45.5, 90]: clear of real's [2.2, 45]
     rows[2] = row("noise 0.3", 5.07, 9.2, 11.0, 0.84)
     rows[4] = row("half noise", 23.0, 13.0, 52.0, 0.5)
-    text = "\n".join(report.page.trust_lines({"mnist": rows}))
+    text = "\n".join(report.trust.trust_lines({"mnist": rows}))
     assert "every damage's FD interval clears real images'" in text and "half uniform noise" not in text
 
 
@@ -421,9 +422,17 @@ def test_the_committed_page_command_finds_every_cell_in_the_committed_cache(monk
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below Linux's ephemeral range (32768–60999), which the operating system never hands out by
+    itself: the rank that binds it starts seconds after this check, and meanwhile a port of the ephemeral range can
+    go to any outgoing connection of the other test worker."""
+    for port in random.sample(range(20_000, 32_000), 100):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 31999")
 
 
 def _report(launcher: list, ckpt, out, models="tiny-eps,tiny-score", **env) -> subprocess.Popen:
@@ -445,9 +454,10 @@ def _measured(out) -> dict:
     return {key: {k: v for k, v in r.items() if k not in ("seconds", "date")} for key, r in _cells(out).items()}
 
 
+@pytest.mark.xdist_group("subprocesses")
 def test_ranks_under_torchrun_share_the_cells_and_give_the_same_cells_as_one_process(ckpt, tmp_path):
     runs = [_report(launcher, ckpt, tmp_path / out) for launcher, out in (
-        ([], "one"), (["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"], "two"))]
+        ([], "one"), (["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"], "two"))]
     one, two = map(_finished, runs)
     assert one[0] == 0 and two[0] == 0, one[2][-3000:] + two[2][-3000:]
     grid = report.FULL.narrowed(steps=(2,), schedules=("linear",))
@@ -461,6 +471,7 @@ def test_ranks_under_torchrun_share_the_cells_and_give_the_same_cells_as_one_pro
     assert files.count("RESULTS.md") == 1 and not [f for f in files if f.endswith(".tmp")]
 
 
+@pytest.mark.xdist_group("subprocesses")
 def test_ranks_on_two_nodes_need_the_same_checkpoints_and_only_rank_0_writes(ckpt, tmp_path):
     """Two ranks as torchrun starts them on two machines that share no filesystem: each with the environment torchrun
     gives it, its own checkpoints and its own --out."""

@@ -114,12 +114,13 @@ def test_damaged_checkpoints_give_clear_errors(tmp_path):
         load_model("tiny", directory=d)
 
 
+@pytest.mark.xdist_group("subprocesses")
 def test_torchrun_two_ranks_end_identical(tmp_path):
     cfg = tiny(tmp_path, steps=4, save_every=4)
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(cfg.__dict__))
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "engine", "train", "--config", str(path), "--quiet"]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -10,7 +10,8 @@ eval`` runs. The package, a concept a module:
     figure's interval straddles the limit;
   * ``figures``: the schedules, FD against NFE, and samples from each model's best cell;
   * ``page``: the markdown, every table and sentence computed from the cells, the evaluator's validation and the
-    samplers' registry; no two settings whose intervals overlap are ranked;
+    samplers' registry; ``findings`` writes each model's section (no two settings whose intervals overlap are
+    ranked), ``trust`` the evaluator's validation and weak spots, ``text`` the numbers' one format;
   * ``guidance``: the guidance-scale sweep of each class-conditional model (recognised class and FD against w),
     cached in ``OUT/results/guidance.json``;
   * ``likelihood``: held-out bits/dim per model and schedule (the variational bound, and the probability-flow ODE

@@ -12,7 +12,7 @@ next gather) with the cache as the last round left it, so the next run resumes f
 
 A cell's figures depend only on the cell and the seed, never on the rank that computed it or on how many ranks
 there are: every draw of ``evaluate.evaluate_images`` comes from generators seeded with the cell's seed, and its
-torchmetrics figures are computed from this rank's images alone (``evaluate._LOCAL``: by default torchmetrics sums
+torchmetrics figures are computed from this rank's images alone (``reference.LOCAL``: by default torchmetrics sums
 the metric's state over every rank of the process group).
 """
 from __future__ import annotations

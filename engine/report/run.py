@@ -150,6 +150,68 @@ def command_line(models, n: int, seed: int, out, device: str, quick: bool, narro
     return "python -m engine report " + shlex.join(args + (["--quick"] if quick else []))
 
 
+def _checked_n(grid: Grid, n) -> int:
+    n = grid.n if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an integer of at least 2; got {n!r}")
+    return n
+
+
+def _prepare_all(models: list[str], team: Team, n: int, directory) -> tuple[dict, dict]:
+    """({model: Setup}, {model: why it is skipped}); every rank must hold rank 0's checkpoints, or every rank stops,
+    each saying why, rather than wait for a missing one."""
+    setups, skipped = {}, {}
+    for name in models:
+        try:
+            setups[name] = prepare(name, team.device, n, directory)
+        except NotEvaluated as why:
+            skipped[name] = str(why)
+    weights = {name: (s.card["sha256"], s.classifier_card["sha256"]) for name, s in setups.items()}
+    every = team.gather(weights)
+    odd = [rank for rank, theirs in enumerate(every) if theirs != every[0]]
+    if odd:
+        raise ValueError(f"rank(s) {', '.join(map(str, odd))} have other checkpoints than rank 0 (model: sha256 of "
+                         f"its weights and its classifier's: {every[odd[0]]} against {every[0]}); every node "
+                         "needs rank 0's checkpoints")
+    return setups, skipped
+
+
+def _missing(cache: dict, planned: dict) -> list:
+    """The keys of the cells the cache lacks, dearest first, so that the cells of a round cost alike (see ranks)."""
+    return sorted((key for key, (s, _) in planned.items()
+                   if not is_fresh(cache.get(key), s.card["sha256"], s.classifier_card["sha256"])),
+                  key=lambda key: -planned[key][1].nfe)
+
+
+def _plot(results: dict, setups: dict, schedules: list[str], seed: int, results_dir: Path) -> tuple[list, dict]:
+    """The schedules' figure, and per model FD against NFE and samples from its lowest-FD cell: (figure paths,
+    {model: that cell})."""
+    figures = [results_dir / "schedules.png"]
+    plot_schedules(schedules, figures[0])
+    samples = {}
+    for name, records in results.items():
+        figures.append(results_dir / f"fd_vs_nfe_{name}.png")
+        plot_fd_vs_nfe(name, records, figures[-1])
+        samples[name] = min(records, key=lambda r: r["fd"])
+        figures.append(results_dir / f"samples_{name}.png")
+        plot_samples(setups[name].model, samples[name], seed, figures[-1])
+    return figures, samples
+
+
+def _studies(setups: dict, grid: Grid, grids: dict, n: int, seed: int, results_dir: Path) -> tuple[dict, list, list]:
+    """The page's sections after the grid's, each cached beside the cells: the guidance sweeps and held-out bits/dim
+    (measured here), and the inpainting study (``python -m engine inpaint-study`` measures it). Returns (the sweeps,
+    their markdown lines, their figures)."""
+    swept = guidance.sweeps(setups, n, seed, results_dir / "guidance.json")
+    guided = guidance.section(swept, setups, results_dir)
+    bits = likelihood.measure(setups, likelihood.schedules_of(setups, grid, grids), min(n, likelihood.N_IMAGES), seed,
+                              results_dir / "likelihood.json")
+    figures = [results_dir / f"guidance_{name}.png" for name in swept]
+    figures += [results_dir / f"likelihood_{name}.png" for name, records in bits.items()
+                if any(r["method"] == "vlb" for r in records)]
+    return swept, guided + likelihood.section(bits, results_dir) + inpainting.section(results_dir), figures
+
+
 def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None, seed: int = 0, out="docs",
                device: str = "auto", directory=None, command: str | None = None, grids: dict | None = None) -> dict:
     """Evaluate every cell of the grid (reusing fresh cached cells), then write the page and its figures.
@@ -162,9 +224,7 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
     models = list(models)
     if not models:
         raise ValueError("name at least one model")
-    n = grid.n if n is None else n
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an integer of at least 2; got {n!r}")
+    n = _checked_n(grid, n)
     grids = {name: g for name, g in (grids or {}).items() if name in models and g != grid}
     out = Path(out)
     results_dir = out / "results"
@@ -173,29 +233,12 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
         if team.leader:
             results_dir.mkdir(parents=True, exist_ok=True)
         cache = load_cache(cache_path) if team.leader else {}
-        setups, skipped = {}, {}
-        for name in models:
-            try:
-                setups[name] = prepare(name, team.device, n, directory)
-            except NotEvaluated as why:
-                skipped[name] = str(why)
-        weights = {name: (s.card["sha256"], s.classifier_card["sha256"]) for name, s in setups.items()}
-        every = team.gather(weights)  # every rank stops, each saying why, rather than wait for a missing one
-        odd = [rank for rank, theirs in enumerate(every) if theirs != every[0]]
-        if odd:
-            raise ValueError(f"rank(s) {', '.join(map(str, odd))} have other checkpoints than rank 0 (model: sha256 of "
-                             f"its weights and its classifier's: {every[odd[0]]} against {every[0]}); every node "
-                             "needs rank 0's checkpoints")
+        setups, skipped = _prepare_all(models, team, n, directory)
         plans = {name: [(c, c.key(n, seed, team.device.type))
                         for c in plan_cells(name, s.card["objective"], grids.get(name, grid), s.conditional)]
                  for name, s in setups.items()}
         planned = {key: (setups[name], cell) for name, plan in plans.items() for cell, key in plan}
-        todo = None
-        if team.leader:  # the cells the cache lacks, dearest first, so that the cells of a round cost alike (see ranks)
-            todo = sorted((key for key, (s, _) in planned.items()
-                           if not is_fresh(cache.get(key), s.card["sha256"], s.classifier_card["sha256"])),
-                          key=lambda key: -planned[key][1].nfe)
-        todo = team.agree(todo)
+        todo = team.agree(_missing(cache, planned) if team.leader else None)
         mine = _evaluate_missing(team, todo, planned, cache, cache_path, n, seed)
     total = len(planned)
     if not team.leader:
@@ -203,31 +246,16 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
                 "skipped": skipped}
 
     results = {name: [cache[key] for _, key in plan] for name, plan in plans.items()}
-    figures = [results_dir / "schedules.png"]
-    plot_schedules(list(dict.fromkeys(s for g in (grid, *grids.values()) for s in g.all_schedules)), figures[0])
-    samples = {}
-    for name, records in results.items():
-        figures.append(results_dir / f"fd_vs_nfe_{name}.png")
-        plot_fd_vs_nfe(name, records, figures[-1])
-        samples[name] = min(records, key=lambda r: r["fd"])
-        figures.append(results_dir / f"samples_{name}.png")
-        plot_samples(setups[name].model, samples[name], seed, figures[-1])
-
+    schedules = list(dict.fromkeys(s for g in (grid, *grids.values()) for s in g.all_schedules))
+    figures, samples = _plot(results, setups, schedules, seed, results_dir)
     page = out / "RESULTS.md"
     command = command or f"engine.report.run_report({models!r}, n={n}, seed={seed}, out={str(out)!r}, device={device!r})"
     validation = _validation(setups, n, seed, results_dir / "validation.json")
-    swept = guidance.sweeps(setups, n, seed, results_dir / "guidance.json")
-    guided = guidance.section(swept, setups, results_dir)
-    figures += [results_dir / f"guidance_{name}.png" for name in swept]
-    bits = likelihood.measure(setups, likelihood.schedules_of(setups, grid, grids), min(n, likelihood.N_IMAGES), seed,
-                              results_dir / "likelihood.json")
-    bits_lines = likelihood.section(bits, results_dir)
-    figures += [results_dir / f"likelihood_{name}.png" for name, records in bits.items()
-                if any(r["method"] == "vlb" for r in records)]
+    swept, study_lines, study_figures = _studies(setups, grid, grids, n, seed, results_dir)
     page.write_text(render_page(command=command, grid=grid, n=n, seed=seed, results=results, setups=setups,
                                 skipped=skipped, samples=samples, models=models, grids=grids, validation=validation)
-                    + "\n".join(guided + bits_lines + inpainting.section(results_dir)))
+                    + "\n".join(study_lines))
     record_bars(results, n, directory)
     guidance.record_in_cards(swept, directory)
     return {"page": page, "cache": cache_path, "computed": len(todo), "reused": total - len(todo),
-            "figures": figures, "skipped": skipped}
+            "figures": figures + study_figures, "skipped": skipped}

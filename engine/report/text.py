@@ -33,3 +33,24 @@ def interval(x: float, ci, digits: int = 2) -> str:
 def overlap(a, b) -> bool:
     """Whether two intervals [lo, hi] share a point."""
     return a[0] <= b[1] and b[0] <= a[1]
+
+
+def ratio_text(r: dict) -> str:
+    """"1.23 [0.80, 2.10]×": a cell's FD / real with its 95 % interval."""
+    return interval(r["fd_ratio"], r["fd_ratio_ci"]) + "×"
+
+
+def named(r: dict) -> str:
+    return f"{label(r)} ({ratio_text(r)})"
+
+
+def kid_text(r: dict, real: bool = False) -> str:
+    """KID ± its standard error (×1 as the evaluator reports it), of the samples or of the held-out images."""
+    kid, se = (r["kid_real"], r["kid_real_std"]) if real else (r["kid"], r["kid_std"])
+    return f"{num(kid)} ± {se:.2g}"
+
+
+def spoken_list(items) -> str:
+    """"a", "a and b", "a, b and c"."""
+    items = [str(x) for x in items]
+    return " and ".join(filter(None, (", ".join(items[:-1]), items[-1])))
