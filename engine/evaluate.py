@@ -196,6 +196,48 @@ def _heldout_figures(classifier, ref, heldout, n, train_x, seed, bootstrap, kid_
     return _HELDOUT[key], k
 
 
+# σ of the noise-equivalent scale's rungs: fine up to 0.2, where the bars lie, then coarse, so that a model far off
+# is placed on measured rungs too (FD grows faster than linearly in σ: an extended segment would overstate it)
+NOISE_LADDER = (0.0, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+
+
+def _noise_ladder(classifier, ref, heldout, n, seed) -> list[list[float]]:
+    """[[σ, FD], …] over ``NOISE_LADDER``: the FD of real held-out n-image sets with N(0, σ²) per pixel added (on
+    the [−1, 1] scale, clipped, as ``validation.corrupt``), the mean over the same K disjoint sets as ``fd_real``,
+    so the σ = 0 rung is ``fd_real``. Every rung adds σ times the same draw (from ``seed``), so the rungs differ
+    only in σ. Memoised with the held-out figures."""
+    k = min(len(heldout) // n, MAX_HELDOUT_SETS)
+    digest = hashlib.sha256(heldout[:k * n].numpy().tobytes()).hexdigest()
+    key = ("ladder", classifier_identity(classifier), digest, n, seed)
+    if key not in _HELDOUT:
+        gen = torch.Generator().manual_seed(seed + 2)  # neither the samples' draws nor the held-out bootstrap's
+        sets = list(heldout[:k * n].split(n))
+        noise = [torch.randn(x.shape, generator=gen) for x in sets]
+        metric, point_only = ref.fd_metric(), torch.empty((0, n), dtype=torch.long)
+
+        def fd(x: torch.Tensor) -> float:  # the point estimate as every other FD here (torchmetrics)
+            return float(_resampled_fd(metric, ref, classifier_features(classifier, x), point_only)[0])
+        _HELDOUT[key] = [[sigma, sum(fd((x + sigma * z).clamp(-1, 1)) for x, z in zip(sets, noise)) / k]
+                         for sigma in NOISE_LADDER]
+    return _HELDOUT[key]
+
+
+def noise_equivalent_sigma(fd: float, ladder: list[list[float]]) -> float:
+    """The σ of Gaussian noise on real held-out images that scores ``fd``: linear between the ``ladder``'s rungs
+    (its FDs made non-decreasing, so a rung that reads below the one before it is not a step back), 0 at or below
+    the clean rung, and beyond the last rung its last segment extended. Unlike FD / real, it reads the same
+    whatever feature network measures it, and it can be pictured."""
+    sigmas = [r[0] for r in ladder]
+    fds = [max(r[1] for r in ladder[:i + 1]) for i in range(len(ladder))]
+    if fd <= fds[0]:
+        return 0.0
+    for (s0, f0), (s1, f1) in zip(zip(sigmas, fds), zip(sigmas[1:], fds[1:])):
+        if fd <= f1 and f1 > f0:
+            return s0 + (s1 - s0) * (fd - f0) / (f1 - f0)
+    (s0, f0), (s1, f1) = (sigmas[-2], fds[-2]), (sigmas[-1], fds[-1])
+    return s1 + (s1 - s0) * (fd - f1) / max(f1 - f0, 1e-12)
+
+
 def score_images(images: torch.Tensor, dataset: str, *, seed: int = 0, classifier: Classifier | None = None,
                  directory=None, heldout: torch.Tensor | None = None, bootstrap: int = 200,
                  kid_subsets: int = 100) -> dict:
@@ -217,6 +259,10 @@ def score_images(images: torch.Tensor, dataset: str, *, seed: int = 0, classifie
       coverage_min_class  the smallest class's share of the predicted labels (1/10 when balanced)
       nn_distance_samples median pixel distance from each image to its nearest training image; against
                 ``nn_distance_heldout`` (``nn_ratio``): well below 1 means copies of the training set
+      noise_sigma  the noise-equivalent σ, the headline figure: the σ of Gaussian noise on real held-out images
+                that scores the same FD (``noise_equivalent_sigma`` on ``noise_ladder``, the [σ, FD] rungs of
+                ``_noise_ladder``); ≈ 0 for real images, ≈ 0.05 for real images with σ = 0.05 noise. Its
+                interval ``noise_sigma_ci`` maps fd_ci's ends through the same ladder
 
     Intervals ``X_ci`` = [lo, hi]: the percentile bootstrap (Efron & Tibshirani 1993), ``bootstrap`` resamples
     with replacement of the n images and, independently, of each held-out set, drawn from ``seed``; a ratio's
@@ -249,6 +295,10 @@ def score_images(images: torch.Tensor, dataset: str, *, seed: int = 0, classifie
         out[ratio] = samples[key][0] / real[key][0]
         out[ratio + "_ci"] = _interval(samples[key][1] / real[key][1])
     (out["kid"], out["kid_std"]), (out["kid_real"], out["kid_real_std"]) = samples["kid"], real["kid"]
+    ladder = _noise_ladder(classifier, ref, heldout, n, seed)
+    out["noise_sigma"] = noise_equivalent_sigma(out["fd"], ladder)
+    out["noise_sigma_ci"] = [noise_equivalent_sigma(v, ladder) for v in out["fd_ci"]]
+    out["noise_ladder"] = ladder
     out.update(n=n, seed=seed, bootstrap=bootstrap, heldout_sets=k, reference_n=ref.count)
     return out
 
