@@ -250,12 +250,13 @@ def section(model_name: str = "mnist-ddpm", reps: int = 5, steps: int = 50, cold
     """``more``: further settings (label, changes to n / steps, repetitions) timed as the browser makes the
     request, against the bare engine."""
     from space import CSS, build_demo
-    from space.handlers import Handlers
+    from space.context import AppContext
     from space.models import ModelStore
+    from space.tabs.generate import Generate
 
     settings = dict(SETTINGS, model=model_name, steps=steps)
     model = engine.load_model(model_name)
-    handlers = Handlers(ModelStore())
+    handlers = Generate(AppContext(ModelStore()))
 
     def handler() -> int:
         """The /generate handler in-process; returns the number of updates it yields (streamed + final)."""

@@ -185,16 +185,17 @@ import torch
 from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, os.getcwd())
 import space.models
-from space.handlers import Handlers
+from space.context import AppContext
 from space.models import ModelStore
+from space.tabs.generate import Generate
 name, compiled, mode, threads, steps, n = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
 if threads != "default":
     torch.set_num_threads(int(threads))
 if mode == "before":
     space.models.in_passing_thread = lambda fn, *args, **kwargs: fn(*args, **kwargs)
 store = ModelStore(background_compile=compiled)
-h = Handlers(store)
-handler = functools.partial(Handlers.generate.__wrapped__, h) if mode == "before" else h.generate
+h = Generate(AppContext(store))
+handler = functools.partial(Generate.generate.__wrapped__, h) if mode == "before" else h.generate
 request = ThreadPoolExecutor(1)
 run = lambda: request.submit(lambda: list(handler(model=name, schedule="cosine", sampler="ddim", steps=steps, seed=0,
                                                   n=n))).result()

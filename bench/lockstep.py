@@ -2,7 +2,7 @@
 
 Batched: ``engine.compare(model, panels, seed, n)`` iterated to the end (one network call serves every panel that
 needs ε̂ at that moment). Sequential: ``engine.sample`` of each panel in turn, same seed. Two sets: the Compare
-tab's six default panels (space/ui.py PANEL_DEFAULTS: mixed samplers and NFE, so batches empty as panels finish),
+tab's six default panels (space/tabs/compare.py PANEL_DEFAULTS: mixed samplers and NFE, so batches empty as panels finish),
 and six schedules with DDIM at 50 steps each (the same NFE per round: batches stay full). Each on two networks:
 ``load_model`` (eager float32) and the network as the app serves it (``torch.compile`` in the background,
 bfloat16 autocast on a CPU that runs it natively; timed once every batch shape is compiled), which is what the
@@ -15,7 +15,7 @@ from engine.compare import Comparison, Panel, compare
 
 from .common import Section, Table, interleaved, median, ratio, threads
 
-# space/ui.py PANEL_DEFAULTS, with the spacing the UI uses for DPM-Solver++
+# space/tabs/compare.py PANEL_DEFAULTS, with the spacing the UI uses for DPM-Solver++
 UI_PANELS = [Panel("cosine", "ddim", 50), Panel("linear", "ddim", 50), Panel("karras", "ode", 25),
              Panel("cosine", "dpm-solver++", 20, spacing="trailing"), Panel("linear", "ddpm", 100),
              Panel("ve-geometric", "pc", 50)]
