@@ -10,7 +10,7 @@ from . import checkpoints
 from .generate import generate, sampler_options
 from .models import RANDOM_LABEL
 from .samplers import SAMPLERS
-from .schedules import SCHEDULES, SPACINGS
+from .schedules import SCHEDULES, SPACINGS, get_schedule
 
 
 def _step_counts(text: str) -> tuple[int, ...]:
@@ -111,7 +111,8 @@ def cmd_eval(args) -> int:
     else:
         classifier_name = args.classifier or f"{dataset}-classifier"
         classifier = evaluate.load_classifier(classifier_name)
-        spacing = args.spacing or SAMPLERS[args.sampler].spacing  # recorded with the figures
+        # recorded with the figures; the default is generate's: the schedule's own (flow), else the sampler's
+        spacing = args.spacing or get_schedule(args.schedule).spacing or SAMPLERS[args.sampler].spacing
         result = evaluate.evaluate_images(model, classifier, dataset, spacing=spacing, compile=args.compile,
                                           precision=args.precision, **common)
         result["classifier"] = {"name": classifier_name, "sha256": checkpoints.model_card(classifier_name)["sha256"]}
@@ -219,7 +220,7 @@ def _sample_parser(sub) -> None:
     s.add_argument("--steps", type=int, default=50)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--n", type=int, default=16)
-    s.add_argument("--spacing", default=None, choices=list(SPACINGS), help="default: the sampler's own (trailing for dpm-solver++, else leading)")
+    s.add_argument("--spacing", default=None, choices=list(SPACINGS), help="default: the schedule's own (trailing for flow), else the sampler's (trailing for dpm-solver++, euler, heun; else leading)")
     s.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE", help="sampler option, e.g. eta=0.5")
     s.add_argument("--label", type=_label, default=None, help="a class-conditional model's class, or random (each sample's class drawn from the seed)")
     s.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance w (with --label)")
@@ -253,7 +254,7 @@ def _eval_parser(sub) -> None:
     e.add_argument("--schedule", default="linear")
     e.add_argument("--sampler", default="ddim", choices=list(SAMPLERS))
     e.add_argument("--steps", type=int, default=50)
-    e.add_argument("--spacing", default=None, choices=list(SPACINGS), help="default: the sampler's own (trailing for dpm-solver++, else leading)")
+    e.add_argument("--spacing", default=None, choices=list(SPACINGS), help="default: the schedule's own (trailing for flow), else the sampler's (trailing for dpm-solver++, euler, heun; else leading)")
     e.add_argument("--n", type=int, default=500)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--classifier", default=None, help="default: DATASET-classifier")

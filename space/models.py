@@ -36,7 +36,6 @@ class ModelStore:
         self._lock = threading.RLock()
         self._classifiers: dict = {}
         self._checked: dict[str, tuple] = {}  # name → (files' signature, kind, problem or None)
-        self._said_withdrawn: set[str] = set()  # withdrawn models the log has named
         self.verify()
 
     # ------------------------------------------------------------------------------------ verification ---
@@ -117,21 +116,8 @@ class ModelStore:
             return sorted(n for n, (_, k, problem) in self._checked.items() if k == kind and problem is None)
 
     def names(self) -> list[str]:
-        """The intact denoising models the app offers: a card's ``withdrawn`` (why the model falls short of the
-        results page's bars, e.g. fashion-ddpm's) keeps its model out of every picker; the report still scores it."""
-        names = self._names("denoiser")
-        withdrawn = {n: why for n in names if (why := self._withdrawn(n))}
-        for name, why in withdrawn.items():
-            if name not in self._said_withdrawn:
-                self._said_withdrawn.add(name)
-                log.info("checkpoint %s is not offered: %s", name, why)
-        return [n for n in names if n not in withdrawn]
-
-    def _withdrawn(self, name: str) -> str | None:
-        try:
-            return self.card(name).get("withdrawn")
-        except Exception:  # an unreadable card is the damage check's business
-            return None
+        """The intact denoising models."""
+        return self._names("denoiser")
 
     # ---------------------------------------------------------------------------------------- offering ---
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .. import checkpoints, classifier, evaluate, validation
 from ..data import TOYS, load_dataset
 from ..devices import describe_device
-from . import guidance, inpainting, likelihood
+from . import guidance, inpainting, likelihood, nfe
 from .bars import record_bars
 from .cache import EVALUATOR_VERSION, is_fresh, load_cache, write_cache
 from .figures import plot_fd_vs_nfe, plot_samples, plot_schedules
@@ -199,17 +199,20 @@ def _plot(results: dict, setups: dict, schedules: list[str], seed: int, results_
 
 
 def _studies(setups: dict, grid: Grid, grids: dict, n: int, seed: int, results_dir: Path) -> tuple[dict, list, list]:
-    """The page's sections after the grid's, each cached beside the cells: the guidance sweeps and held-out bits/dim
-    (measured here), and the inpainting study (``python -m engine inpaint-study`` measures it). Returns (the sweeps,
+    """The page's sections after the grid's, each cached beside the cells: the guidance sweeps, quality against
+    network evaluations (``nfe``: its models among ``setups``) and held-out bits/dim (measured here), and the inpainting study (``python -m engine inpaint-study`` measures it). Returns (the sweeps,
     their markdown lines, their figures)."""
     swept = guidance.sweeps(setups, n, seed, results_dir / "guidance.json")
     guided = guidance.section(swept, setups, results_dir)
     bits = likelihood.measure(setups, likelihood.schedules_of(setups, grid, grids), min(n, likelihood.N_IMAGES), seed,
                               results_dir / "likelihood.json")
+    study = nfe.measure(setups, n, seed, results_dir / "nfe.json")
     figures = [results_dir / f"guidance_{name}.png" for name in swept]
     figures += [results_dir / f"likelihood_{name}.png" for name, records in bits.items()
                 if any(r["method"] == "vlb" for r in records)]
-    return swept, guided + likelihood.section(bits, results_dir) + inpainting.section(results_dir), figures
+    figures += [results_dir / "quality_vs_nfe.png"] if study["records"] else []
+    return swept, (guided + nfe.section(study, results_dir) + likelihood.section(bits, results_dir)
+                   + inpainting.section(results_dir)), figures
 
 
 def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None, seed: int = 0, out="docs",
