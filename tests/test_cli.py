@@ -115,7 +115,8 @@ def test_report_narrows_the_grid_per_model(monkeypatch):
     a, b = seen["grids"]["a"], seen["grids"]["b"]
     assert seen["grid"] == a and a.steps == (10, 1000) and a.long_run_schedules == ("linear",)
     assert a.schedules == report.FULL.schedules
-    assert b.steps == (20,) and b.schedules == {"ddpm": ("linear",), "dsm": ("linear", "ve-geometric")}
+    assert b.steps == (20,) and b.schedules == {"ddpm": ("linear",), "dsm": ("linear", "ve-geometric"),
+                                                             "fm": ()}
     assert [c.steps for c in report.plan_cells("b", "dsm", b)] == [20] * 8
     assert seen["command"].endswith("--steps b=20 --steps 10,1000 --schedules b=linear,ve-geometric "
                                     "--long-run-schedules linear")

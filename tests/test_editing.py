@@ -39,7 +39,7 @@ def test_img2img_keeps_more_of_the_image_at_lower_strength(model, digits):
     ({"strength": 0}, r"strength must be in \(0, 1\]"),
     ({"strength": 1.5}, r"strength must be in \(0, 1\]"),
     ({"strength": 0.01}, "runs no step"),
-    ({"sampler": "heun"}, "unknown sampler"),
+    ({"sampler": "rk45"}, "unknown sampler"),
 ])
 def test_img2img_refuses_bad_settings(model, digits, kwargs, message):
     args = {"strength": 0.5, "schedule": "cosine", "sampler": "ddim", "steps": 20, "seed": 0, **kwargs}

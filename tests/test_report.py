@@ -266,19 +266,23 @@ def test_trust_section_states_the_validation_and_its_weak_spots():
                 "kid_std": 0.001, "confident": confident, "confident_ci": [confident - 0.02, confident + 0.02],
                 "coverage_min_class": 0.08, "nn_ratio": 1.0, "n": 250, "seed": 0, "bootstrap": 200,
                 "heldout_sets": sets, "reference_n": 4500, "fd_real": 10.0, "fd_real_ci": [5.0, 17.0],
-                "kid_real": 0.0, "kid_real_std": 0.001, "confident_heldout": 0.97}
-    rows = [row("real", 1.09, 0.44, 3.0, 0.92), row("noise 0.1", 1.36, 0.62, 3.49, 0.91),
+                "kid_real": 0.0, "kid_real_std": 0.001, "confident_heldout": 0.97,
+                "noise_sigma": validation.KNOWN_NOISE.get(kind, 0.5), "noise_sigma_ci": [0.0, 0.6],
+                "noise_ladder": [[0.0, 10.0], [0.1, 12.0]]}
+    rows = [row("real", 1.09, 0.44, 3.0, 0.92), row("noise 0.05", 1.2, 0.5, 3.2, 0.92),
+            row("noise 0.1", 1.36, 0.62, 3.49, 0.91),
             row("noise 0.3", 5.07, 3.1, 11.0, 0.84), row("blur 5x5", 47.0, 28.0, 97.0, 0.77),
             row("half noise", 23.0, 13.0, 52.0, 0.96)]
     text = "\n".join(report.trust.trust_lines({"mnist": rows}))
     assert "## How far to trust these numbers" in text and "- pass: ranked real < noise 0.1 < noise 0.3 < half noise" in text
-    assert ("- mnist, n = 250: noise 0.1 and noise 0.3 are not separable from real images (the FD intervals overlap: real FD 10.90 "
-            "[2.20, 45.00] (1.09 [0.44, 3.00]× real), noise 0.1 FD 13.60 [3.10, 52.35]") in text
+    assert ("- mnist, n = 250: noise 0.05, noise 0.1 and noise 0.3 are not separable from real images (the FD intervals "
+            "overlap: real FD 10.90 [2.20, 45.00] (1.09 [0.44, 3.00]× real), noise 0.05 FD 12.00 [2.50, 48.00]") in text
     assert "the real baseline is a single held-out set" in text
     assert "images that are half uniform noise read 96.0 % confident against 92.0 % for real ones" in text
-    rows[1] = row("noise 0.1", 4.0, 9.1, 6.0, 0.91)  # FD interval [45.5, 90]: clear of real's [2.2, 45]
-    rows[2] = row("noise 0.3", 5.07, 9.2, 11.0, 0.84)
-    rows[4] = row("half noise", 23.0, 13.0, 52.0, 0.5)
+    rows[1] = row("noise 0.05", 4.0, 9.1, 6.0, 0.92)
+    rows[2] = row("noise 0.1", 4.0, 9.1, 6.0, 0.91)  # FD interval [45.5, 90]: clear of real's [2.2, 45]
+    rows[3] = row("noise 0.3", 5.07, 9.2, 11.0, 0.84)
+    rows[5] = row("half noise", 23.0, 13.0, 52.0, 0.5)
     text = "\n".join(report.trust.trust_lines({"mnist": rows}))
     assert "every damage's FD interval clears real images'" in text and "half uniform noise" not in text
 

@@ -123,15 +123,16 @@ def _validation(setups: dict, n: int, seed: int, path: Path) -> dict:
     """{dataset: rows of ``validation.validate``} for the datasets of the evaluated models, each at n_v = min(n, half
     the held-out images) (``validate`` scores n_v damaged held-out images against the other held-out images, so
     it needs both halves), cached in ``path`` like the cells: under "DATASET|n=N|seed=S", reused while the
-    classifier's sha256 and the evaluator's version (``cache.EVALUATOR_VERSION``) are unchanged, so a re-run of
-    the page does not recompute it."""
+    classifier's sha256, the evaluator's version (``cache.EVALUATOR_VERSION``) and the corruptions validated
+    (``validation.CORRUPTIONS``) are unchanged, so a re-run of the page does not recompute it."""
     cache = load_cache(path)
     out = {}
     for s in {s.dataset: s for s in setups.values()}.values():
         n_v = min(n, len(load_dataset(s.dataset, "test")[0]) // 2)
         key = f"{s.dataset}|n={n_v}|seed={seed}"
         record = cache.get(key)
-        if record is None or record["classifier_sha256"] != s.classifier_card["sha256"]:
+        if (record is None or record["classifier_sha256"] != s.classifier_card["sha256"]
+                or [r["corruption"] for r in record["rows"]] != list(validation.CORRUPTIONS)):
             rows = validation.validate(s.dataset, n_v, seed, classifier=s.classifier)
             cache[key] = record = {"rows": rows, "classifier_sha256": s.classifier_card["sha256"],
                                    "evaluator": EVALUATOR_VERSION, "date": datetime.date.today().isoformat()}

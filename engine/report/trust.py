@@ -26,7 +26,9 @@ def trust_lines(validation: dict) -> list[str]:
     lines = ["## How far to trust these numbers", "",
              "Before it judges the models, the evaluator is tested on known damage to real held-out images: real "
              "images should read 0.8–1.25× real, the damage should rank real < noise σ 0.1 < noise σ 0.3 < half "
-             "noise (half the images replaced by uniform noise), and a 5×5 blur should read worse than noise σ 0.1. "
+             "noise (half the images replaced by uniform noise), a 5×5 blur should read worse than noise σ 0.1, and "
+             "the noise-equivalent σ (the σ of noise on real images that scores the same) should read the noise "
+             "that was added. "
              "The damaged images are scored against the other held-out images as the baseline, exactly as a model's "
              "samples are (`engine.validation.validate`; cached in `results/validation.json`).", ""]
     if not validation:
