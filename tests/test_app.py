@@ -90,7 +90,8 @@ REMOVED_ELEM_IDS = {"c-guidance"}
 
 def api_as_saved(info: dict) -> dict:
     """``view_api``'s answer as tests/data/api_before.json keeps it: Gradio's upload folder (where a component's
-    default picture is cached) written as {GRADIO_TEMP_DIR}, and a choice list that is exactly the engine's schedules
+    default picture is cached) written as {GRADIO_TEMP_DIR}, the cached file's folder (a hash that differs from one
+    checkout to another) as {HASH}, and a choice list that is exactly the engine's schedules
     samplers or training objectives (as a JSON enum or a Literal type) written as {SCHEDULES} / {SAMPLERS} /
     {OBJECTIVES}, so that one added to the engine's registries (the flow issue's ``flow``, ``euler``, ``heun``, ``fm``)
     reaches every picker without restating the API, while a picker that drops one still differs. The rest as it
@@ -98,6 +99,7 @@ def api_as_saved(info: dict) -> dict:
     from gradio.utils import get_upload_folder
 
     text = json.dumps(info, ensure_ascii=False, sort_keys=True).replace(get_upload_folder(), "{GRADIO_TEMP_DIR}")
+    text = re.sub(r"\{GRADIO_TEMP_DIR\}/[0-9a-f]{64}/", "{GRADIO_TEMP_DIR}/{HASH}/", text)
     for name, values in (("{SCHEDULES}", list(engine.SCHEDULES)), ("{SAMPLERS}", list(engine.SAMPLERS)),
                          ("{OBJECTIVES}", list(engine.models.OBJECTIVES))):
         text = text.replace(json.dumps(values, ensure_ascii=False), json.dumps([name]))
