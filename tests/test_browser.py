@@ -392,9 +392,26 @@ def test_class_picker_follows_the_model_and_a_link(server, page):
     assert page.errors == [], f"page errors: {page.errors[:5]}"
 
 
+def test_compare_runs_flow_panels_from_a_link(server, page):
+    """Compare from a link: Euler and Heun on the flow schedule beside DDIM on cosine, 8 steps each, from the same
+    noise; each panel's NFE is its sampler's (Heun: 2 per step, 1 on the last)."""
+    page.goto(server + "?tab=compare&model=tiny-digits&seed=0&panels=3&n=1&schedule_1=flow&sampler_1=euler&steps_1=8"
+              "&schedule_2=flow&sampler_2=heun&steps_2=8&schedule_3=cosine&sampler_3=ddim&steps_3=8",
+              wait_until="load")
+    wait_done(page, "#c-status textarea")
+    page.wait_for_selector("#c-gallery img", timeout=30_000)
+    assert page.locator("#c-gallery img").count() >= 3
+    table = page.locator("#c-table").inner_text()
+    for setting, nfe in (("flow · euler · 8 steps", 8), ("flow · heun · 8 steps", 15), ("cosine · ddim · 8 steps", 8)):
+        assert f"{setting}\n{nfe}\n" in table, table  # heun: 2 evaluations a step, 1 on the last
+    assert page.errors == [], f"page errors: {page.errors[:5]}"
+
+
 def test_train_tab_draws_trains_and_animates(server, page):
-    """The Train tab: a shape drawn on the canvas trains a small model for 300 steps (the loss curve and the live
-    view of samples appear), then sampling it shows the trajectories with their time slider, which moves them."""
+    """The Train tab: a shape drawn on the canvas trains a small flow-matching model for 300 steps (the loss curve
+    and the live view of samples appear, the status gives its paths' straightness), then sampling it shows the
+    trajectories with their time slider, which moves them. (ddpm and dsm train through the same endpoint:
+    tests/test_train_tab.py.)"""
     page.goto(server + "?tab=train", wait_until="load")
     page.wait_for_selector("#t-sketch canvas", state="visible")
     ring = [(0.5 + 0.08 * math.cos(k * math.pi / 8), 0.5 + 0.25 * math.sin(k * math.pi / 8)) for k in range(17)]
@@ -402,8 +419,10 @@ def test_train_tab_draws_trains_and_animates(server, page):
     set_number(page, "#t-steps", 300)
     set_number(page, "#t-width", 32)
     set_number(page, "#t-batch", 128)
+    page.locator("#t-objective label", has_text="fm").click()
     page.click("#t-run")
     wait_done(page, "#t-status textarea", "done: step 300/300")
+    assert " · fm · path straightness S = " in value_of(page, "#t-status textarea")
     page.wait_for_selector("#t-loss .js-plotly-plot", timeout=30_000)
     page.wait_for_selector("#t-view .js-plotly-plot .scatterlayer", timeout=30_000)
     shot(page, "12-train.png")
