@@ -93,12 +93,15 @@ class AppContext:
     def guidance(self, model, label, guidance_scale, where: str = "",
                  random_classes: bool = True) -> tuple[int | str | None, float]:
         """(the engine's label, w) for a checked model name: ``label`` is a class index of a conditional model,
-        NO_CLASS (-1, unconditional) or, where ``random_classes`` (runs from noise), RANDOM_CLASS (-2: each image's
-        class drawn from the seed); ``guidance_scale`` w in [0, MAX_GUIDANCE], other than 1 only with a class."""
+        NO_CLASS (-1, the null class ∅) or, where ``random_classes`` (runs from noise), RANDOM_CLASS (-2: each
+        image's class drawn from the seed, the pickers' default there; for an unconditional model it asks for no
+        class, as -1 does); ``guidance_scale`` w in [0, MAX_GUIDANCE], other than 1 only with a class."""
         classes = self.store.classes(model)
-        if not classes and label not in (NO_CLASS, None):
+        if not classes and label not in (NO_CLASS, None) and not (random_classes and label == RANDOM_CLASS):
             raise gr.Error(f"model {model} is unconditional: label must be {NO_CLASS} (none); pick a "
                            f"class-conditional model (e.g. mnist-cond) to ask for a class{where}")
+        if not classes:  # the pickers' defaults (none, or random where a run starts from noise) ask for no class
+            label = NO_CLASS
         lowest = RANDOM_CLASS if random_classes else NO_CLASS
         label = NO_CLASS if label is None else as_int(f"label{where}", label, lowest, len(classes) - 1)
         w = as_float(f"guidance_scale{where}", guidance_scale, 0.0, MAX_GUIDANCE)

@@ -96,11 +96,12 @@ def base_url(request: gr.Request | None) -> str:
         return ""
 
 
-def class_settings(settings: dict) -> tuple[dict, str]:
-    """A run's settings for its link and PNG, and the file name's class part. An unconditional run (label None)
-    says nothing of classes, so its link reads as before classes existed; a conditional one names its class (the
-    picker's value: RANDOM_CLASS for random classes) and w."""
-    if settings["label"] is None:
+def class_settings(settings: dict, conditional: bool = False) -> tuple[dict, str]:
+    """A run's settings for its link and PNG, and the file name's class part. A run of an unconditional model says
+    nothing of classes, so its link reads as before classes existed; a conditional model's names its class (the
+    picker's value: RANDOM_CLASS for random classes, NO_CLASS for the null class, which a link must say since a
+    run from noise defaults to random classes) and w."""
+    if settings["label"] is None and not conditional:
         return {k: v for k, v in settings.items() if k not in ("label", "guidance_scale")}, ""
     return ({**settings, "label": picker_value(settings["label"])},
-            f"_class{settings['label']}_w{settings['guidance_scale']:g}")
+            f"_class{'null' if settings['label'] is None else settings['label']}_w{settings['guidance_scale']:g}")

@@ -72,11 +72,18 @@ def model_update(models: list[str], value: str | None) -> dict:
 
 
 def class_choices(classes: list[str], random_classes: bool = True) -> list[tuple[str, int]]:
-    """The class picker's (shown name, value) pairs: "none" (NO_CLASS), "random" (RANDOM_CLASS, when
-    ``random_classes``: the pickers of runs from noise) and then each class with its index."""
-    drawn = [("random (each image's class drawn from the seed)", RANDOM_CLASS)] if random_classes else []
-    return [("none (unconditional)", NO_CLASS), *drawn] + [(f"{i}: {c}" if c != str(i) else c, i)
-                                                           for i, c in enumerate(classes)]
+    """The class picker's (shown name, value) pairs: "random" (RANDOM_CLASS, when ``random_classes``: the pickers
+    of runs from noise, where it is the default), the null class (NO_CLASS) and then each class with its index."""
+    drawn = [("random: each image's class drawn from the seed (the model's p(x) at w = 1)", RANDOM_CLASS)
+             ] if random_classes else []
+    return [*drawn, ("none: the null class ∅ alone (the unconditional branch)", NO_CLASS)] + [
+        (f"{i}: {c}" if c != str(i) else c, i) for i, c in enumerate(classes)]
+
+
+def default_class(random_classes: bool = True) -> int:
+    """What a class picker starts at: random classes where a run starts from noise (a conditional model's good
+    unconditional mode, Σ_c p(c) p(x | c)), else the null class (an edit starts from an image)."""
+    return RANDOM_CLASS if random_classes else NO_CLASS
 
 
 def model_classes(app: AppContext, model) -> list[str]:
@@ -92,7 +99,8 @@ def class_picker(app: AppContext, model, prefix: str, random_classes: bool = Tru
     info = "a class-conditional model samples the class you pick" + (
         "; random: each image's class drawn from the seed, which at w = 1 samples the whole data distribution"
         if random_classes else "")
-    return gr.Dropdown(class_choices([str(i) for i in range(widest)], random_classes), value=NO_CLASS, label="class",
+    return gr.Dropdown(class_choices([str(i) for i in range(widest)], random_classes), value=default_class(random_classes),
+                       label="class",
                        visible=bool(model_classes(app, model)), info=info, elem_id=f"{prefix}-class")
 
 
@@ -103,14 +111,15 @@ def guidance_slider(app: AppContext, model, elem_id: str | None = None, label: s
                      info=info, elem_id=elem_id)
 
 
-def class_updates(app: AppContext, model, sliders: int, label: int = NO_CLASS, w=(1.0,) * MAX_PANELS,
+def class_updates(app: AppContext, model, sliders: int, label: int | None = None, w=(1.0,) * MAX_PANELS,
                   random_classes: bool = True) -> list:
     """The class picker and ``sliders`` guidance sliders for ``model``: shown with its classes when it is
-    conditional (at ``label`` and the scales ``w``; "random" among them where ``random_classes``), hidden at "none"
-    and w = 1 otherwise."""
+    conditional (at ``label``, by default ``default_class``, and the scales ``w``; "random" among them where
+    ``random_classes``), hidden at the default and w = 1 otherwise."""
     classes = model_classes(app, model)
-    if not (0 <= label < len(classes) or (random_classes and classes and label == RANDOM_CLASS)):
-        label, w = NO_CLASS, (1.0,) * sliders
+    label = default_class(random_classes) if label is None else label
+    if not (0 <= label < len(classes) or (classes and label in (NO_CLASS, default_class(random_classes)))):
+        label, w = default_class(random_classes), (1.0,) * sliders
     return ([gr.update(choices=class_choices(classes, random_classes), value=label, visible=bool(classes))]
             + [gr.update(value=w[k], visible=bool(classes)) for k in range(sliders)])
 

@@ -110,6 +110,8 @@ The class picker's **random** draws each image's class $c \sim p(c)$ from the se
 hold as many images of every class) and then samples $x \sim p(x \mid c)$. At $w = 1$ that is a sample of
 $p(x) = \sum_c p(c)\,p(x \mid c)$, the whole data distribution — the other way to sample unconditionally, through
 the class branches instead of $\varnothing$ (on the results page the class branches give more legible samples).
+So **random** is where Generate and Compare start for a conditional model; **none** is the null class
+$\varnothing$ alone, the branch every guided sample leans on (also reached with a class at $w = 0$).
 """
 
 

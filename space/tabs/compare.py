@@ -19,7 +19,7 @@ from ..engine_thread import on_engine_thread
 from ..guard import validator
 from ..links import Link, base_url, query_string
 from ..room import Room
-from ..settings import (COMPARE_MAX_N, DEFAULT_MODEL, MAX_PANELS, MAX_STEPS, NO_CLASS, SAMPLERS, SCHEDULES, WORKERS,
+from ..settings import (COMPARE_MAX_N, DEFAULT_MODEL, MAX_PANELS, MAX_STEPS, RANDOM_CLASS, SAMPLERS, SCHEDULES, WORKERS,
                         pick)
 from ..widgets import (class_picker, class_updates, follow_model, guidance_slider, model_picker, model_update,
                        run_controls, seed_number, stops)
@@ -61,9 +61,10 @@ def scrub(position, state):
     return out
 
 
-def _link(model, seed: int, n: int, specs: list) -> dict:
+def _link(model, seed: int, n: int, specs: list, conditional: bool) -> dict:
+    """Compare's link: a conditional model's names its class (the null class too: the default is random)."""
     query = {"tab": "compare", "model": model, "seed": seed, "n": n, "panels": len(specs),
-             "label": None if specs[0].label is None else picker_value(specs[0].label)}
+             "label": picker_value(specs[0].label) if conditional else None}
     for k, p in enumerate(specs, 1):
         query.update({f"schedule_{k}": p.schedule, f"sampler_{k}": p.sampler, f"steps_{k}": p.steps})
         if p.label is not None:
@@ -77,7 +78,7 @@ class Compare:
     def __init__(self, app: AppContext):
         self.app = app
 
-    def panels(self, model, seed, panels, n, label=NO_CLASS, **panel_values) -> tuple[int, int, list]:
+    def panels(self, model, seed, panels, n, label=RANDOM_CLASS, **panel_values) -> tuple[int, int, list]:
         """Compare's checks: (seed, n, panel settings), or gr.Error naming the parameter (the panels' budget of
         network evaluations included). ``label`` is every panel's class (a conditional model), ``guidance_K``
         panel K's guidance scale."""
@@ -135,9 +136,9 @@ class Compare:
         state = {"traj": traj, "labels": [p.title() for p in specs], "steps": [p.steps for p in specs]}
         status = (f"done: {comp.rounds} rounds · {comp.batches} batched network calls · "
                   f"{live.elapsed:.2f} s · same x_T and noise (seed {seed})")
+        link = _link(model, seed, n, specs, bool(self.app.store.classes(model)))
         yield (_gallery(latest, comp, specs, live), plot, rows, status, state,
-               gr.update(maximum=longest, value=longest, interactive=True),
-               base_url(request) + query_string(_link(model, seed, n, specs)))
+               gr.update(maximum=longest, value=longest, interactive=True), base_url(request) + query_string(link))
 
     compare.__doc__ = compare.__doc__.format(panels=MAX_PANELS)  # the API's description of /compare
 
@@ -198,7 +199,7 @@ def build(app: AppContext, opened: gr.State) -> Room:
         images = app.store.image_models()
         chosen = pick(images, settings.get("model") if settings.get("model") in images else model)
         shown = settings.get("panels", PANELS_SHOWN)
-        classes = class_updates(app, chosen, MAX_PANELS, settings.get("label", NO_CLASS),
+        classes = class_updates(app, chosen, MAX_PANELS, settings.get("label"),
                                 [settings.get(f"guidance_{k}", 1.0) for k in range(1, MAX_PANELS + 1)])
         return {head["model"]: model_update(images, chosen), **dict(zip([head["label"], *guidance], classes)),
                 **{row: gr.update(visible=k < shown) for k, row in enumerate(rows)}}

@@ -23,7 +23,7 @@ from ..guard import validator
 from ..links import Link, base_url, class_settings, query_string
 from ..models import ModelStore
 from ..room import Room
-from ..settings import (DEFAULT_MODEL, DEFAULTS, MAX_N, MAX_STEPS, NO_CLASS, OPTION_SLIDERS, OPTIONS, SAMPLERS,
+from ..settings import (DEFAULT_MODEL, DEFAULTS, MAX_N, MAX_STEPS, OPTION_SLIDERS, OPTIONS, RANDOM_CLASS, SAMPLERS,
                         SCHEDULES, SPACINGS, WORKERS, pick)
 from ..widgets import (class_picker, class_updates, follow_model, guidance_slider, model_picker, model_update,
                        run_controls, seed_number, stops, streamed_result)
@@ -43,7 +43,7 @@ class Generate:
         self._kept_lock = threading.Lock()
 
     def settings(self, model, schedule, sampler, steps, seed, n, spacing, eta, variance, n_steps_each,
-                 step_size, snr, n_corrector, label=NO_CLASS, guidance_scale=1.0) -> dict:
+                 step_size, snr, n_corrector, label=RANDOM_CLASS, guidance_scale=1.0) -> dict:
         """Generate's checks: the run's settings ({model, schedule, sampler, steps, seed, n, spacing, label,
         guidance_scale, options}), or gr.Error naming the parameter and what is allowed (the network-evaluation
         budget included: a guided step is two evaluations per image)."""
@@ -65,7 +65,7 @@ class Generate:
     @on_engine_thread
     def generate(self, model, schedule, sampler, steps, seed, n=1, spacing="leading", eta=OPTIONS["eta"],
                  variance=OPTIONS["variance"], n_steps_each=OPTIONS["n_steps_each"], step_size=OPTIONS["step_size"],
-                 snr=OPTIONS["snr"], n_corrector=OPTIONS["n_corrector"], label=NO_CLASS, guidance_scale=1.0,
+                 snr=OPTIONS["snr"], n_corrector=OPTIONS["n_corrector"], label=RANDOM_CLASS, guidance_scale=1.0,
                  request: gr.Request = None):
         """Stream a sampling run. Yields (image, gallery, gif, png, plot, status, link).
 
@@ -87,7 +87,8 @@ class Generate:
         total, live, frames = s["steps"], streaming.Stream(self.app.time_budget_s), []
         step = yield from streaming.drive(run, total, drawn, live, frames)
         elapsed = live.elapsed
-        settings, named_class = class_settings({k: v for k, v in s.items() if k != "options"})
+        settings, named_class = class_settings({k: v for k, v in s.items() if k != "options"},
+                                               conditional=bool(self.app.store.classes(s["model"])))
         settings.update(s["options"])
         link = base_url(request) + query_string({"tab": "generate", **settings})
         stem = f"{s['model']}_{s['schedule']}_{s['sampler']}_{s['steps']}_seed{s['seed']}{named_class}"
@@ -105,7 +106,7 @@ class Generate:
             return None
         d = DEFAULTS
         return [model, d["schedule"], d["sampler"], d["steps"], d["seed"], d["n"], d["spacing"], *OPTIONS.values(),
-                NO_CLASS, 1.0]
+                RANDOM_CLASS, 1.0]
 
     def default_result(self, request: gr.Request | None = None) -> tuple | None:
         """Generate's outputs at the default settings (``default_values``), made by the first call in this process
@@ -211,7 +212,7 @@ def build(app: AppContext, opened: gr.State) -> Room:
     def derive(settings: dict) -> dict:
         images = app.store.image_models()
         chosen = pick(images, settings.get("model") if settings.get("model") in images else model)
-        picker, slider = class_updates(app, chosen, 1, settings.get("label", NO_CLASS),
+        picker, slider = class_updates(app, chosen, 1, settings.get("label"),
                                        (settings.get("guidance_scale", 1.0),))
         return {fields["model"]: model_update(images, chosen), fields["label"]: picker,
                 fields["guidance_scale"]: slider}
