@@ -36,6 +36,7 @@ class ModelStore:
         self._lock = threading.RLock()
         self._classifiers: dict = {}
         self._checked: dict[str, tuple] = {}  # name → (files' signature, kind, problem or None)
+        self._said_withdrawn: set[str] = set()  # withdrawn models the log has named
         self.verify()
 
     # ------------------------------------------------------------------------------------ verification ---
@@ -116,8 +117,23 @@ class ModelStore:
             return sorted(n for n, (_, k, problem) in self._checked.items() if k == kind and problem is None)
 
     def names(self) -> list[str]:
-        """The intact denoising models."""
-        return self._names("denoiser")
+        """The intact denoising models the app offers: one whose card says ``withdrawn`` (why it falls short of the
+        results page's bars) is left out of every picker, and the log says why; the report still scores it."""
+        offered = []
+        for name in self._names("denoiser"):
+            why = self._card_field(name, "withdrawn")
+            if why is None:
+                offered.append(name)
+            elif name not in self._said_withdrawn:
+                self._said_withdrawn.add(name)
+                log.info("checkpoint %s is not offered: %s", name, why)
+        return offered
+
+    def _card_field(self, name: str, key: str):
+        try:
+            return self.card(name).get(key)
+        except Exception:  # an unreadable card is the damage check's business
+            return None
 
     # ---------------------------------------------------------------------------------------- offering ---
 

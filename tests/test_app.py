@@ -523,3 +523,19 @@ def test_default_result_is_made_once_and_kept(fixture_checkpoints):
     again = h.default_result()
     assert len(runs) == 1 and again[0] != image and np.array_equal(pixels(again[0]), first)
     assert all(os.path.exists(p) for p in (again[2], again[3], *(g for g, _ in again[1])))
+
+
+def test_a_withdrawn_model_is_not_offered_but_stays_loadable(tmp_path, caplog):
+    """A card's ``withdrawn`` (why the model falls short of our bars) keeps it out of every picker, and the log
+    says why; the weights still load for the report (test_report: its section states the reason)."""
+    from space.models import ModelStore
+
+    directory = make_fixture_checkpoints(str(tmp_path))
+    card_path = Path(directory) / "tiny-digits-cond.json"
+    card = json.loads(card_path.read_text())
+    card_path.write_text(json.dumps({**card, "withdrawn": "its samples miss the bar"}))
+    with caplog.at_level("INFO", logger="denoisery"):
+        store = ModelStore(directory)
+        assert store.image_models() == ["tiny-digits"] and store.skipped() == []
+    assert "checkpoint tiny-digits-cond is not offered: its samples miss the bar" in caplog.text
+    assert engine.load_model("tiny-digits-cond", directory=directory).num_classes == 10

@@ -548,3 +548,11 @@ def test_guidance_sweep_section_for_conditional_models(ckpt, tmp_path, monkeypat
     again = guidance.sweeps({"tiny-cond": report.run.prepare("tiny-cond", torch.device("cpu"), 20, d)}, 20, 0,
                             out / "results" / "guidance.json")
     assert [r["guidance_scale"] for r in again["tiny-cond"]] == list(guidance.SCALES)
+
+
+def test_a_withdrawn_models_section_says_why_first():
+    cell = report.plan_cells("fashion-ddpm", "ddpm", TINY)[0]
+    r = _record(cell, 1.0)
+    lines = report.findings.model_section("fashion-ddpm", [r], 500, 0, r, "its samples miss the bar")
+    assert lines[:4] == ["## fashion-ddpm", "", "**Not offered in the app:** its samples miss the bar", ""]
+    assert "Not offered" not in "\n".join(report.findings.model_section("fashion-ddpm", [r], 500, 0, r))

@@ -150,10 +150,13 @@ def baseline_line(records: list[dict], n: int) -> str:
     return "Baseline: " + "; ".join(lines) + "."
 
 
-def model_section(name: str, records: list[dict], n: int, seed: int, best: dict) -> list[str]:
-    """The page's section on one model: ``best`` is the cell whose samples it shows (the lowest FD point estimate)."""
+def model_section(name: str, records: list[dict], n: int, seed: int, best: dict,
+                  withdrawn: str | None = None) -> list[str]:
+    """The page's section on one model: ``best`` is the cell whose samples it shows (the lowest FD point estimate);
+    ``withdrawn``, its card's reason for not being offered in the app, is said first."""
     return [
         f"## {name}", "",
+        *([f"**Not offered in the app:** {withdrawn}", ""] if withdrawn else []),
         baseline_line(records, n), "",
         *[f"- {x}" for x in findings(records, n)], "",
         "Each cell: FD / real [95 % CI] · seconds; bold: the row's lowest FD when its interval clears the row's "
