@@ -264,5 +264,6 @@ def render_page(*, command: str, grid: Grid, n: int, seed: int, results: dict, s
     lines = [*_head_lines(command, results, n, seed), *_model_lines(models, setups, skipped), "",
              *_grid_section(grid, grids or {}, setups), *_bars_section(results, n), *trust_lines(validation or {})]
     for name, records in results.items():
-        lines += model_section(name, records, n, seed, samples[name], setups[name].card.get("withdrawn"))
+        withdrawn = setups[name].card.get("withdrawn") if name in setups else None
+        lines += model_section(name, records, n, seed, samples[name], withdrawn)
     return "\n".join(lines)
