@@ -48,3 +48,9 @@ def test_the_section_draws_the_figure_and_judges_the_target(tmp_path: Path):
     assert "**met**" in text
     records[nfe.TARGET[0]] = _record(8, 2.0, 1.5, 2.5)
     assert "**not met**" in "\n".join(nfe.section({"records": records, "straightness": {}}, tmp_path))
+
+
+def test_every_line_starts_from_pure_noise_and_the_target_runs_as_the_bars_judge():
+    assert nfe.spacing_of(("mnist-ddpm", "ddim", "cosine", 128)) == "trailing"  # leading would start at t = 889
+    assert nfe.spacing_of(nfe.TARGET[1]) == "leading"  # DDIM 50 as the results page's bars run it
+    assert nfe.spacing_of(nfe.TARGET[0]) == "trailing"  # the flow schedule's own
