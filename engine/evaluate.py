@@ -183,17 +183,21 @@ MAX_HELDOUT_SETS = 20
 _HELDOUT: dict[tuple, dict] = {}
 
 
-def _heldout_figures(classifier, ref, heldout, n, train_x, seed, bootstrap, kid_subsets) -> tuple[dict, int]:
-    """``_figures`` of up to MAX_HELDOUT_SETS disjoint n-image sets of ``heldout`` (the first K·n images), and K;
-    memoised, since every cell of a results page scores against the same held-out images."""
+def _heldout_sets(heldout: torch.Tensor, n: int) -> tuple[list[torch.Tensor], str]:
+    """Up to MAX_HELDOUT_SETS disjoint n-image sets of ``heldout`` (the first K·n images) and the sha256 of those
+    images: the memo key of what is computed on them, since every cell of a results page scores against the same
+    held-out images."""
     k = min(len(heldout) // n, MAX_HELDOUT_SETS)
-    digest = hashlib.sha256(heldout[:k * n].numpy().tobytes()).hexdigest()
-    key = (classifier_identity(classifier), digest, n, seed, bootstrap, kid_subsets)
+    return list(heldout[:k * n].split(n)), hashlib.sha256(heldout[:k * n].numpy().tobytes()).hexdigest()
+
+
+def _heldout_figures(classifier, ref, sets, digest, train_x, seed, bootstrap, kid_subsets) -> dict:
+    """``_figures`` of the held-out ``sets`` (``_heldout_sets``, whose images ``digest`` names); memoised."""
+    key = (classifier_identity(classifier), digest, len(sets[0]), seed, bootstrap, kid_subsets)
     if key not in _HELDOUT:
         gen = torch.Generator().manual_seed(seed + 1)  # not the samples' draws
-        sets = list(heldout[:k * n].split(n))
         _HELDOUT[key] = _figures(classifier, ref, sets, train_x, gen, bootstrap, seed, kid_subsets)
-    return _HELDOUT[key], k
+    return _HELDOUT[key]
 
 
 # σ of the noise-equivalent scale's rungs: fine up to 0.2, where the bars lie, then coarse, so that a model far off
@@ -201,23 +205,21 @@ def _heldout_figures(classifier, ref, heldout, n, train_x, seed, bootstrap, kid_
 NOISE_LADDER = (0.0, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 
 
-def _noise_ladder(classifier, ref, heldout, n, seed) -> list[list[float]]:
+def _noise_ladder(classifier, ref, sets, digest, seed) -> list[list[float]]:
     """[[σ, FD], …] over ``NOISE_LADDER``: the FD of real held-out n-image sets with N(0, σ²) per pixel added (on
     the [−1, 1] scale, clipped, as ``validation.corrupt``), the mean over the same K disjoint sets as ``fd_real``,
     so the σ = 0 rung is ``fd_real``. Every rung adds σ times the same draw (from ``seed``), so the rungs differ
     only in σ. Memoised with the held-out figures."""
-    k = min(len(heldout) // n, MAX_HELDOUT_SETS)
-    digest = hashlib.sha256(heldout[:k * n].numpy().tobytes()).hexdigest()
+    n = len(sets[0])
     key = ("ladder", classifier_identity(classifier), digest, n, seed)
     if key not in _HELDOUT:
         gen = torch.Generator().manual_seed(seed + 2)  # neither the samples' draws nor the held-out bootstrap's
-        sets = list(heldout[:k * n].split(n))
         noise = [torch.randn(x.shape, generator=gen) for x in sets]
         metric, point_only = ref.fd_metric(), torch.empty((0, n), dtype=torch.long)
 
         def fd(x: torch.Tensor) -> float:  # the point estimate as every other FD here (torchmetrics)
             return float(_resampled_fd(metric, ref, classifier_features(classifier, x), point_only)[0])
-        _HELDOUT[key] = [[sigma, sum(fd((x + sigma * z).clamp(-1, 1)) for x, z in zip(sets, noise)) / k]
+        _HELDOUT[key] = [[sigma, sum(fd((x + sigma * z).clamp(-1, 1)) for x, z in zip(sets, noise)) / len(sets)]
                          for sigma in NOISE_LADDER]
     return _HELDOUT[key]
 
@@ -283,7 +285,8 @@ def score_images(images: torch.Tensor, dataset: str, *, seed: int = 0, classifie
     train_x, _ = load_dataset(dataset, "train")
     gen = torch.Generator().manual_seed(seed)
     samples = _figures(classifier, ref, [images], train_x, gen, bootstrap, seed, kid_subsets)
-    real, k = _heldout_figures(classifier, ref, heldout, n, train_x, seed, bootstrap, kid_subsets)
+    sets, digest = _heldout_sets(heldout, n)
+    real = _heldout_figures(classifier, ref, sets, digest, train_x, seed, bootstrap, kid_subsets)
     names = {"fd": ("fd", "fd_real"), "confident": ("confident", "confident_heldout"),
              "coverage_min_class": ("coverage_min_class", "coverage_min_class_heldout"),
              "nn_distance": ("nn_distance_samples", "nn_distance_heldout")}
@@ -295,11 +298,11 @@ def score_images(images: torch.Tensor, dataset: str, *, seed: int = 0, classifie
         out[ratio] = samples[key][0] / real[key][0]
         out[ratio + "_ci"] = _interval(samples[key][1] / real[key][1])
     (out["kid"], out["kid_std"]), (out["kid_real"], out["kid_real_std"]) = samples["kid"], real["kid"]
-    ladder = _noise_ladder(classifier, ref, heldout, n, seed)
+    ladder = _noise_ladder(classifier, ref, sets, digest, seed)
     out["noise_sigma"] = noise_equivalent_sigma(out["fd"], ladder)
     out["noise_sigma_ci"] = [noise_equivalent_sigma(v, ladder) for v in out["fd_ci"]]
     out["noise_ladder"] = ladder
-    out.update(n=n, seed=seed, bootstrap=bootstrap, heldout_sets=k, reference_n=ref.count)
+    out.update(n=n, seed=seed, bootstrap=bootstrap, heldout_sets=len(sets), reference_n=ref.count)
     return out
 
 

@@ -25,7 +25,7 @@ import math
 import torch
 
 from .data import TOYS, toy_sample
-from .generate import generate
+from .generate import generate, model_device
 from .models import velocity
 from .samplers import Step
 from .schedules import alpha_bar_from_flow_time
@@ -67,7 +67,7 @@ def score_field(model, sigma: float, lim: float = 3.0, n: int = 21) -> dict:
     xs, pts = grid(lim, n)
     a = 1.0 / (1.0 + sigma**2)
     alpha = torch.full((pts.shape[0],), a, dtype=torch.float64)
-    device = next(iter(model.parameters())).device if hasattr(model, "parameters") else torch.device("cpu")
+    device = model_device(model)
     eps = model.eps((pts * math.sqrt(a)).to(device), alpha.to(device)).float().cpu()
     return {"xs": xs, "points": pts, "score": SDES["ve"].score(eps, a), "sigma": sigma, "alpha_bar": a}
 
@@ -82,7 +82,7 @@ def velocity_field(model, t: float, lim: float = 3.0, n: int = 21) -> dict:
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1:
         raise ValueError(f"t must be a number in (0, 1); got {t!r}")
     xs, pts = grid(lim, n)
-    device = next(iter(model.parameters())).device if hasattr(model, "parameters") else torch.device("cpu")
+    device = model_device(model)
     times = torch.full((pts.shape[0],), float(t), dtype=torch.float64, device=device)
     v = velocity(model, pts.to(device), times).float().cpu()
     return {"xs": xs, "points": pts, "velocity": v, "t": float(t),
@@ -163,7 +163,7 @@ def state_score(model, y, alpha_bar: float) -> torch.Tensor:
         raise ValueError("the score needs a noise level: alpha_bar < 1")
     mean, scale = _frame(model)
     x = ((torch.as_tensor(y, dtype=torch.float64) - mean) / scale).float()
-    device = next(iter(model.parameters())).device if hasattr(model, "parameters") else torch.device("cpu")
+    device = model_device(model)
     alpha = torch.full((len(x),), a, dtype=torch.float64)
     eps = model.eps(x.to(device), alpha.to(device)).float().cpu()
     return -eps / (scale * math.sqrt(1 - a))

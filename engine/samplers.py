@@ -240,7 +240,7 @@ def dpm_solver_pp(net: Net, x, levels: Levels, noise: Noise) -> Iterator[Step]:
         yield Step(i, t, a, _sigma(a), x, x0, eps, None, net.nfe, _sigma(a_next))
 
 
-def _flow_coords(a: float) -> tuple[float, float]:
+def flow_coords(a: float) -> tuple[float, float]:
     """(t, k) of VP level ᾱ on the flow path x_t = (1 − t) x_0 + t ε: t = √(1−ᾱ)/(√ᾱ + √(1−ᾱ)) and the scale
     k = √ᾱ + √(1−ᾱ) with x_vp = k x_flow (``schedules.flow_time``)."""
     k = math.sqrt(a) + math.sqrt(1 - a)
@@ -256,7 +256,7 @@ def euler(net: Net, x, levels: Levels, noise: Noise) -> Iterator[Step]:
     for i, t_idx, a, a_next in _pairs(levels):
         eps = net(x, a)
         x0 = _x0(x, eps, a)
-        (t, k), (t_next, k_next) = _flow_coords(a), _flow_coords(a_next)
+        (t, k), (t_next, k_next) = flow_coords(a), flow_coords(a_next)
         x = (x / k + (t_next - t) * (eps - x0)) * k_next
         yield Step(i, t_idx, a, _sigma(a), x, x0, eps, None, net.nfe, _sigma(a_next))
 
@@ -270,7 +270,7 @@ def heun(net: Net, x, levels: Levels, noise: Noise) -> Iterator[Step]:
     for i, t_idx, a, a_next in _pairs(levels):
         eps = net(x, a)
         x0 = _x0(x, eps, a)
-        (t, k), (t_next, k_next) = _flow_coords(a), _flow_coords(a_next)
+        (t, k), (t_next, k_next) = flow_coords(a), flow_coords(a_next)
         v = eps - x0
         xf = x / k + (t_next - t) * v
         if t_next > 0:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from .generate import plan
-from .samplers import _flow_coords
+from .samplers import flow_coords
 
 
 @torch.inference_mode()
@@ -26,8 +26,8 @@ def straightness(model, *, steps: int = 100, n: int = 256, seed: int = 0) -> flo
         raise ValueError(f"n must be an integer from 1 to 100000; got {n!r}")
     run = plan(model, schedule="flow", sampler="euler", steps=steps, seed=seed)
     x_T = torch.randn((n, *model.data_shape), generator=run.gen)
-    t0, k0 = _flow_coords(run.levels[0][1])
-    times = [_flow_coords(a)[0] for _, a in run.levels] + [0.0]
+    t0, k0 = flow_coords(run.levels[0][1])
+    times = [flow_coords(a)[0] for _, a in run.levels] + [0.0]
     velocities, x = [], None
     for step in run.start(model, x_T):
         velocities.append((step.eps_pred - step.x0_pred).double())

@@ -63,10 +63,10 @@ def spacing_of(run: tuple) -> str:
     return "trailing"
 
 
-def _record(setup, sampler: str, schedule: str, steps: int, n: int, seed: int) -> dict:
-    spacing = spacing_of((setup.name, sampler, schedule, steps))
+def _record(setup, run: tuple, n: int, seed: int) -> dict:
+    _, sampler, schedule, steps = run
     r = evaluate.evaluate_images(setup.model, setup.classifier, setup.dataset, sampler=sampler, schedule=schedule,
-                                 steps=steps, n=n, seed=seed, spacing=spacing)
+                                 steps=steps, n=n, seed=seed, spacing=spacing_of(run))
     r.update(model=setup.name, fd_ratio=r["fd"] / r["fd_baseline"], sha256=setup.card["sha256"],
              classifier_sha256=setup.classifier_card["sha256"], evaluator=EVALUATOR_VERSION,
              date=datetime.date.today().isoformat())
@@ -81,7 +81,7 @@ def measure(setups: dict, n: int, seed: int, path: Path, nfes=NFES) -> dict:
     todo = [run for run, key in keys.items()
             if not is_fresh(cache.get(key), setups[run[0]].card["sha256"], setups[run[0]].classifier_card["sha256"])]
     for run in tqdm(todo, desc="NFE study", unit="cell", disable=not todo):
-        cache[keys[run]] = _record(setups[run[0]], *run[1:], n, seed)
+        cache[keys[run]] = _record(setups[run[0]], run, n, seed)
         write_cache(path, cache)
     straight = {}
     for name in dict.fromkeys(run[0] for run in keys):

@@ -1,6 +1,7 @@
 """The Score field tab: the learned score s(x̃, σ) = −ε̂/σ of a 2-D toy model (a flow model's −velocity) as arrows
-(length normalised, colour = log magnitude) over the noised data density p_σ, and particles moved from noise by a sampler, animated with a time
-slider (endpoint ``/score_field``). Instant: the tab shows its default result when it is opened.
+(length normalised, colour = log magnitude) over the noised data density p_σ, and particles moved from noise by a
+sampler, animated with a time slider (endpoint ``/score_field``). Instant: the tab shows its default result when it
+is opened.
 """
 from __future__ import annotations
 
