@@ -224,6 +224,24 @@ def _noise_ladder(classifier, ref, sets, digest, seed) -> list[list[float]]:
     return _HELDOUT[key]
 
 
+def noise_ladder(dataset: str, n: int, *, seed: int = 0, classifier: Classifier | None = None, directory=None,
+                 heldout: torch.Tensor | None = None) -> list[list[float]]:
+    """The [σ, FD] rungs (``_noise_ladder``) that ``score_images`` places n images on: the same held-out sets,
+    classifier and seed, memoised, so a figure scored before ``noise_sigma`` existed is placed on exactly the
+    ladder a fresh score would use (``with_noise_sigma``)."""
+    classifier = classifier if classifier is not None else load_classifier(f"{dataset}-classifier", directory)
+    heldout = _test_split(dataset, n) if heldout is None else heldout.float().cpu().clamp(-1, 1)
+    sets, digest = _heldout_sets(heldout, n)
+    return _noise_ladder(classifier, reference_statistics(classifier, dataset), sets, digest, seed)
+
+
+def with_noise_sigma(record: dict, ladder: list[list[float]]) -> dict:
+    """``record`` (a dict with "fd" and "fd_ci") with its noise-equivalent σ, its interval and ``ladder`` added:
+    σ = ``noise_equivalent_sigma`` of FD, the interval maps fd_ci's ends through the same ladder."""
+    return {**record, "noise_sigma": noise_equivalent_sigma(record["fd"], ladder),
+            "noise_sigma_ci": [noise_equivalent_sigma(v, ladder) for v in record["fd_ci"]], "noise_ladder": ladder}
+
+
 def noise_equivalent_sigma(fd: float, ladder: list[list[float]]) -> float:
     """The σ of Gaussian noise on real held-out images that scores ``fd``: linear between the ``ladder``'s rungs
     (its FDs made non-decreasing, so a rung that reads below the one before it is not a step back), 0 at or below
@@ -298,10 +316,7 @@ def score_images(images: torch.Tensor, dataset: str, *, seed: int = 0, classifie
         out[ratio] = samples[key][0] / real[key][0]
         out[ratio + "_ci"] = _interval(samples[key][1] / real[key][1])
     (out["kid"], out["kid_std"]), (out["kid_real"], out["kid_real_std"]) = samples["kid"], real["kid"]
-    ladder = _noise_ladder(classifier, ref, sets, digest, seed)
-    out["noise_sigma"] = noise_equivalent_sigma(out["fd"], ladder)
-    out["noise_sigma_ci"] = [noise_equivalent_sigma(v, ladder) for v in out["fd_ci"]]
-    out["noise_ladder"] = ladder
+    out = with_noise_sigma(out, _noise_ladder(classifier, ref, sets, digest, seed))
     out.update(n=n, seed=seed, bootstrap=bootstrap, heldout_sets=len(sets), reference_n=ref.count)
     return out
 

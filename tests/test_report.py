@@ -58,7 +58,8 @@ def test_full_grid_is_what_the_page_promises():
     assert len(eps) == 5 * (4 * 4 + 2) and len(score) == 6 * (4 * 4 + 2)
     assert "ve-geometric" in {c.schedule for c in score}
     # every bar is judged on cells the full grid runs
-    objective = {"mnist-ddpm": "ddpm", "fashion-ddpm": "ddpm", "mnist-ncsn": "dsm", "fashion-cond": "ddpm"}
+    objective = {"mnist-ddpm": "ddpm", "fashion-ddpm": "ddpm", "mnist-ncsn": "dsm", "fashion-cond": "ddpm",
+                 "mnist-cond": "ddpm", "mnist-fm": "fm"}
     for bar in report.BARS:
         plan = {(c.sampler, c.steps) for c in report.plan_cells(bar.model, objective[bar.model], report.FULL)}
         assert all((bar.sampler, s) in plan for s in bar.steps)
@@ -78,16 +79,19 @@ def test_full_grid_is_what_the_page_promises():
 def _record(cell: report.Cell, fd: float, nn_ratio: float = 1.0, half_width: float = 0.05,
             confident: float = 0.9) -> dict:
     """A cell's record as the evaluator writes it, with real held-out FD 1 (so fd_ratio = fd) and intervals
-    fd ± half_width."""
+    fd ± half_width, on the noise ladder FD = 1 + 10 σ (so σ = (fd − 1) / 10, 0 at or below real)."""
     nfe = engine.SAMPLERS[cell.sampler].nfe(cell.steps, cell.options)
     ci = [fd - half_width, fd + half_width]
+    ladder = [[s, 1 + 10 * s] for s in evaluate.NOISE_LADDER]
     return {"model": cell.model, "sampler": cell.sampler, "schedule": cell.schedule, "steps": cell.steps,
             "spacing": cell.spacing, "options": cell.options, "n": 500, "nfe": nfe, "fd": fd, "fd_ci": ci,
             "fd_real": 1.0, "fd_real_ci": [0.8, 1.2], "fd_baseline": 1.0, "fd_ratio": fd, "fd_ratio_ci": ci,
             "heldout_sets": 1, "reference_n": 4500, "kid": 0.01, "kid_std": 0.002, "kid_real": 0.0,
             "kid_real_std": 0.002, "confident": confident, "confident_ci": [confident - 0.02, confident + 0.02],
             "confident_heldout": 0.95, "coverage_min_class": 0.08, "nn_ratio": nn_ratio,
-            "nn_ratio_ci": [nn_ratio - 0.05, nn_ratio + 0.05], "seconds": 0.01 * nfe, "device": "cpu (test)", "seed": 0}
+            "nn_ratio_ci": [nn_ratio - 0.05, nn_ratio + 0.05], "seconds": 0.01 * nfe, "device": "cpu (test)", "seed": 0,
+            "noise_sigma": evaluate.noise_equivalent_sigma(fd, ladder),
+            "noise_sigma_ci": [evaluate.noise_equivalent_sigma(v, ladder) for v in ci], "noise_ladder": ladder}
 
 
 def _bar_rows(page: str) -> list[str]:
@@ -95,27 +99,28 @@ def _bar_rows(page: str) -> list[str]:
 
 
 def test_bar_verdicts_follow_the_numbers(tmp_path):
+    """The bars judge noise-equivalent σ (here σ = (FD − 1) / 10, ``_record``), MNIST's at ≤ 0.08."""
     cells = report.plan_cells("mnist-ddpm", "ddpm", report.FULL)
     records = []
     for c in cells:
         fd = 5.0
         if (c.sampler, c.steps) == ("ddim", 50):
-            fd = 1.35 if c.schedule == "cosine" else 1.7  # passes (≤ 1.5×) on cosine only
+            fd = 1.35 if c.schedule == "cosine" else 1.9  # σ 0.035 passes on cosine; 0.09 fails on linear
         if (c.sampler, c.steps) == ("ddpm", 1000):
-            fd = 1.2  # FD passes, memorisation fails below
+            fd = 1.2  # σ 0.02 passes, memorisation fails below
         if c.sampler == "dpm-solver++" and c.steps == 20:
-            fd = 1.7 if c.schedule == "linear" else 1.9  # 1.7 / 1.2 = 1.42 ≤ 1.5 on linear; 1.58 elsewhere
+            fd = 1.3 if c.schedule == "linear" else 1.9  # σ 0.03 − 0.02 ≤ 0.02 on linear; 0.07 elsewhere
         records.append(_record(c, fd, nn_ratio=0.5 if (c.sampler, c.steps) == ("ddpm", 1000) else 1.0))
     verdicts = {(b.model, b.sampler): report.judge_bar(b, records if b.model == "mnist-ddpm" else [], 500)
                 for b in report.BARS}
     ddim = verdicts["mnist-ddpm", "ddim"]
-    assert ddim["verdict"] == "pass" and ddim["passing"] == ["cosine"] and ddim["shown"]["schedule"] == "cosine"
+    assert ddim["verdict"] == "fail" and ddim["passing"] == ["cosine"] and ddim["shown"]["schedule"] == "linear"
     assert ddim["unresolved"] == []
     ddpm = verdicts["mnist-ddpm", "ddpm"]
     assert ddpm["verdict"] == "fail" and [ok for *_, ok in ddpm["figures"]] == [True, True, True, False]
     dpm = verdicts["mnist-ddpm", "dpm-solver++"]
-    assert dpm["verdict"] == "pass" and dpm["passing"] == ["linear"] and dpm["figures"][0][1] == pytest.approx(1.7 / 1.2)
-    assert dpm["figures"][0][2] is None  # a ratio of two cells' FD has no interval here
+    assert dpm["verdict"] == "pass" and dpm["passing"] == ["linear"] and dpm["figures"][0][1] == pytest.approx(0.01)
+    assert dpm["figures"][0][2] is None  # a difference of two cells' σ has no interval here
     assert verdicts["mnist-ncsn", "pc"]["verdict"] == "not run"
     assert report.judge_bar(report.BARS[0], records, 499)["verdict"] == "not judged (n < 500)"
 
@@ -124,18 +129,22 @@ def test_bar_verdicts_follow_the_numbers(tmp_path):
                               models=[])
     bar_rows = _bar_rows(page)
     assert len(bar_rows) == len(report.BARS)
-    assert "| cosine | ddim · cosine · 50 steps | FD/real 1.35 [1.30, 1.40]× ✓ ·" in bar_rows[0]
-    assert bar_rows[0].endswith("**pass** |") and "0.01 ± 0.002 (0 ± 0.002)" in bar_rows[0]
+    assert "| cosine | ddim · linear · 50 steps; ddim · cosine · 50 steps | linear: σ 0.090 [0.085, 0.095] ✗ ·" in bar_rows[0]
+    assert "cosine: σ 0.035 [0.030, 0.040] ✓ · confident − real -5.0 pts [-7.0, -3.0] ✓" in bar_rows[0]
+    assert bar_rows[0].endswith("**fail** |") and "0.01 ± 0.002 (0 ± 0.002)" in bar_rows[0]
     assert "NN ratio 0.50 [0.45, 0.55] ✗" in bar_rows[1] and bar_rows[1].endswith("**fail** |")
+    assert "σ − ddpm-1000 +0.010 ✓" in bar_rows[2] and bar_rows[2].endswith("**pass** |")
     assert all(row.endswith("**not run** |") for row in bar_rows[3:])
-    assert "- Not run: mnist-ncsn, pc, any step count: FD ≤ 2× real; confident ≥ 85 % — mnist-ncsn is not on this page." in page
-    assert "Verdicts: 2 pass, 1 fail, 4 not run." in page
-    # the five ddpm-1000 cells (1.2 ± 0.05) overlap one another and clear the rest (the next, ddim-50, is 1.35 ± 0.05)
-    assert ("- Lowest FD: 5 settings are indistinguishable at n = 500 (their FD intervals overlap the lowest's) — "
+    assert ("- Not run: mnist-ncsn, pc, any step count: noise-equivalent σ ≤ 0.08; confident within 10 points of real "
+            "held-out images — mnist-ncsn is not on this page.") in page
+    assert f"Verdicts: 2 fail, 1 pass, {len(report.BARS) - 3} not run." in page
+    # the grid's cells lead with σ
+    assert "| ddim | 50 | 50 | σ 0.090 [0.085, 0.095] · 1.90 [1.85, 1.95]× · 0.5 s | **σ 0.035 [0.030, 0.040] · " in page
+    # the five ddpm-1000 cells (1.2 ± 0.05) overlap one another and clear the rest (the next, ddpm-50 is 5.0)
+    # the five ddpm-1000 cells (1.2 ± 0.05) and dpm-solver++ 20 on linear (1.3 ± 0.05) touch; the rest are 1.35 and up
+    assert ("- Lowest FD: 6 settings are indistinguishable at n = 500 (their FD intervals overlap the lowest's) — "
             "ddpm · linear · 1000 steps (1.20 [1.15, 1.25]×); ddpm · cosine · 1000 steps") in page
-    assert "ddim · cosine · 50 steps (1.35" not in page.split("- Lowest FD:")[1].split("\n")[0]
-    assert "Fewest NFE within 1.5× real: 50 — ddim · cosine · 50 steps (1.35 [1.30, 1.40]×)." in page
-    assert "Fewest NFE within 2× real: 20 — dpm-solver++ · linear · 20 steps (1.70 [1.65, 1.75]×); dpm-solver++ · " in page
+    assert "Fewest NFE within 1.5× real: 20 — dpm-solver++ · linear · 20 steps (1.30 [1.25, 1.35]×)." in page
     assert "No cell reads better than real beyond its interval: the FD / real interval of every one of the " in page
     narrow = report.FULL.narrowed(steps=(20, 100), schedules=("linear", "ve-geometric"))
     page = report.render_page(command="c", grid=report.FULL, n=500, seed=0, results={}, setups={}, skipped={},
@@ -150,10 +159,10 @@ def test_bar_verdicts_follow_the_numbers(tmp_path):
     (tmp_path / "mnist-ddpm.json").write_text(json.dumps(card))
     report.record_bars({"mnist-ddpm": records}, 500, tmp_path)
     metrics = json.loads((tmp_path / "mnist-ddpm.json").read_text())["metrics"]
-    assert metrics["ddim/cosine/50/leading/n=500/seed=0/eta=0.0"]["verdict"] == "pass"
-    assert metrics["ddim/cosine/50/leading/n=500/seed=0/eta=0.0"]["fd_ratio_ci"] == pytest.approx([1.3, 1.4])
+    assert metrics["ddim/cosine/50/leading/n=500/seed=0/eta=0.0"]["verdict"] == "fail"  # the bar's, over both
+    assert metrics["ddim/cosine/50/leading/n=500/seed=0/eta=0.0"]["noise_sigma_ci"] == pytest.approx([0.03, 0.04])
     assert metrics["ddpm/linear/1000/leading/n=500/seed=0/variance=fixed_small"]["nn_ratio"] == 0.5
-    assert len(metrics) == 3 and "model" not in next(iter(metrics.values()))
+    assert len(metrics) == 4 and "model" not in next(iter(metrics.values()))
 
 
 def test_overlapping_intervals_are_never_ranked():
@@ -176,8 +185,10 @@ def test_overlapping_intervals_are_never_ranked():
     assert "ddim: cosine at 10, indistinguishable (cosine, linear) at 50" in lines[4]
     assert lines[5].startswith("The schedule matters most for ")  # some group is resolved (6.0 vs 2.0 and others)
     table = "\n".join(report.findings.cross_table(records))
-    assert "| ddim | 10 | 10 | 3.00 [2.80, 3.20]× · 0.1 s | **2.00 [1.80, 2.20]× · 0.1 s** |" in table
-    assert "| ddim | 50 | 50 | 1.30 [0.90, 1.70]× · 0.5 s | 1.20 [0.80, 1.60]× · 0.5 s |" in table  # no bold
+    assert ("| ddim | 10 | 10 | σ 0.200 [0.180, 0.220] · 3.00 [2.80, 3.20]× · 0.1 s | **σ 0.100 [0.080, 0.120] · "
+            "2.00 [1.80, 2.20]× · 0.1 s** |") in table
+    assert ("| ddim | 50 | 50 | σ 0.030 [0.000, 0.070] · 1.30 [0.90, 1.70]× · 0.5 s | σ 0.020 [0.000, 0.060] · "
+            "1.20 [0.80, 1.60]× · 0.5 s |") in table  # no bold
     budget = report.findings.budget_table(records)
     assert budget[-1].startswith("| ≤ 100 | ddim · cosine · 50 steps | 50 | 1.20 [0.80, 1.60]× | ddim · linear · 50")
     tight = [dict(r, fd_ci=[r["fd"] - 0.01, r["fd"] + 0.01]) for r in records]
@@ -203,17 +214,19 @@ def test_unresolved_every_schedule_bars_and_better_than_real():
     cells = {c.schedule: c for c in report.plan_cells("fashion-ddpm", "ddpm", grid) if c.sampler == "ddim"}
     bar = next(b for b in report.BARS if b.model == "fashion-ddpm")
     assert bar.schedules == ("linear", "cosine") and "on linear and cosine (each)" in bar.describe()
-    good, wide = _record(cells["linear"], 1.5), _record(cells["cosine"], 1.9, half_width=0.4)
+    good, wide = _record(cells["linear"], 1.3), _record(cells["cosine"], 1.35, half_width=0.4)  # σ 0.03, 0.035
     v = report.judge_bar(bar, [good, wide], 500)
-    assert v["verdict"] == "pass" and v["unresolved"] == ["cosine: FD/real"]
-    low_confidence = _record(cells["cosine"], 1.5, confident=0.8)  # 15 points below real 95 %
+    assert v["verdict"] == "pass" and v["unresolved"] == ["cosine: σ"]
+    low_confidence = _record(cells["cosine"], 1.3, confident=0.8)  # 15 points below real 95 %
     v = report.judge_bar(bar, [good, low_confidence], 500)
     assert v["verdict"] == "fail" and v["passing"] == ["linear"] and v["shown"]["schedule"] == "cosine"
-    assert [round(value, 2) for _, value, _, _ in v["figures"]] == [1.5, -0.15]
+    assert [round(value, 2) for _, value, _, _ in v["figures"]] == [0.03, -0.15]
     assert report.judge_bar(bar, [good], 500)["verdict"] == "not run"  # cosine missing: not judged on linear alone
-    row = report.page._bar_table([report.judge_bar(bar, [good, wide], 500)])[-1]
-    assert "cosine: FD/real 1.90 [1.50, 2.30]× ✓ (unresolved)" in row and "confident − real -5.0 pts [-7.0, -3.0] ✓" in row
-    assert row.endswith("**pass**, unresolved: cosine: FD/real |")
+    row = report.page._bar_table([report.judge_bar(bar, [good, wide], 500)], set())[-1]
+    assert "cosine: σ 0.035 [0.000, 0.075] ✓ (unresolved)" in row and "confident − real -5.0 pts [-7.0, -3.0] ✓" in row
+    assert row.endswith("**pass**, unresolved: cosine: σ |")
+    withdrawn = report.page._bar_table([report.judge_bar(bar, [good, wide], 500)], {"fashion-ddpm"})[-1]
+    assert withdrawn.endswith("; not offered in the app (its section says why) |")
 
     better = dict(good, fd_ratio=0.7, fd_ratio_ci=[0.6, 0.9])
     line = report.page._better_than_real_line({"fashion-ddpm": [better, wide]})
@@ -227,7 +240,7 @@ def test_a_failed_bar_says_what_bounds_it_and_which_model_meets_it_in_its_place(
     """fashion-cond's random-class cells stand in for fashion-ddpm on its bar; a failed bar's page line and card say
     whether any cell of the model's grid on that schedule meets the failed criterion."""
     grid = report.Grid(steps=(10, 50), schedules={"ddpm": ("linear", "cosine"), "dsm": ()}, n=500)
-    uncond = [_record(c, 1.5, confident=0.8 if c.schedule == "cosine" else 0.9)  # cosine: 15 points below real
+    uncond = [_record(c, 1.3, confident=0.8 if c.schedule == "cosine" else 0.9)  # cosine: 15 points below real
               for c in report.plan_cells("fashion-ddpm", "ddpm", grid)]
     cond = [dict(_record(c, 1.2), label=c.label) for c in report.plan_cells("fashion-cond", "ddpm", grid, conditional=True)]
     assert {c.label for c in report.plan_cells("fashion-cond", "ddpm", grid, conditional=True)} == {"random"}
@@ -245,7 +258,8 @@ def test_a_failed_bar_says_what_bounds_it_and_which_model_meets_it_in_its_place(
     assert "ddim · linear · 50 steps · random classes" in next(r for r in _bar_rows(page) if r.startswith("| fashion-cond"))
     one_passes = [dict(r, confident=0.9) if (r["sampler"], r["steps"], r["schedule"]) == ("ddpm", 10, "cosine") else r
                   for r in uncond]
-    (_, text), = report.bars.bounds(report.judge_bar(report.BARS[5], one_passes, 500), one_passes)
+    fashion_bar = next(b for b in report.BARS if b.model == "fashion-ddpm")
+    (_, text), = report.bars.bounds(report.judge_bar(fashion_bar, one_passes, 500), one_passes)
     assert ("1 of them meets the limit (ddpm · cosine · 10 steps), so on point estimates the network reaches it on "
             "this schedule with another sampler or step count") in text
     # the cards: the failed cell with its bound and its stand-in, the stand-in's cells under their label
@@ -537,7 +551,13 @@ def test_guidance_sweep_section_for_conditional_models(ckpt, tmp_path, monkeypat
     page = result["page"].read_text()
     assert "## Classifier-free guidance" in page and "| 3 | " in page
     assert "![guidance sweep of tiny-cond](results/guidance_tiny-cond.png)" in page
-    assert "Target w = 0 (unconditional): FD ≤ 2× real" in page  # digits8 has no accuracy target
+    assert "| 0 (null class ∅) | " in page and "| 1 (each class) | " in page  # digits8 has no σ bar or target
+    null = {"noise_sigma": 0.05, "noise_sigma_ci": [0.045, 0.06], "confident": 0.7, "confident_heldout": 0.76,
+            "confident_ci": [0.64, 0.74]}
+    assert guidance._null_class_line(null, 0.04) == (
+        "- Target w = 0 (the null class ∅ alone): noise-equivalent σ ≤ 0.04 — 0.050 [0.045, 0.060]: **not met**; "
+        "confident within 10 points of real — -6.0 pts [-12.0, -2.0]: **met (unresolved: the interval straddles "
+        "it)**.")
     assert (out / "results" / "guidance_tiny-cond.png").is_file()
     metrics = engine.model_card("tiny-cond", d)["metrics"]
     assert {f"guidance/w={w:g}/ddim/cosine/50/n=20/seed=0" for w in guidance.SCALES} <= set(metrics)

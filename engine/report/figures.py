@@ -20,7 +20,6 @@ from ..generate import sample  # noqa: E402
 from ..pictures import save_samples  # noqa: E402
 from ..samplers import SAMPLERS  # noqa: E402
 from ..schedules import get_schedule  # noqa: E402
-from .bars import fd_bar  # noqa: E402
 
 SAMPLE_GRID_N = 64
 _COLORS = matplotlib.colormaps["tab10"].colors
@@ -44,9 +43,10 @@ def plot_schedules(names: list[str], path) -> None:
     fig.savefig(path)
 
 
-def plot_fd_vs_nfe(model: str, records: list[dict], path) -> None:
+def plot_fd_vs_nfe(model: str, records: list[dict], path, bar: tuple[float, float] | None = None) -> None:
     """FD / real against NFE (log–log) with 95 % intervals: a panel per schedule, a line per sampler; the real
-    level (1×) dashed and the model's FD bar dotted."""
+    level (1×) dashed and ``bar`` = (σ limit, its FD / real on these features; ``bars.sigma_bar_as_ratio``)
+    dotted."""
     schedules = list(dict.fromkeys(r["schedule"] for r in records))
     samplers = list(dict.fromkeys(r["sampler"] for r in records))
     cols = min(3, len(schedules))
@@ -54,8 +54,7 @@ def plot_fd_vs_nfe(model: str, records: list[dict], path) -> None:
     fig = Figure(figsize=(3.8 * cols, 2.9 * rows + 0.9), dpi=100, layout="constrained")
     axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).flat
     ends = [v for r in records for v in r["fd_ratio_ci"] if v > 0]  # a re-centred bootstrap end can reach ≤ 0
-    bar = fd_bar(model)
-    lo, hi = min(ends + [1.0]) / 1.3, max(ends + [bar or 1.0]) * 1.3
+    lo, hi = min(ends + [1.0]) / 1.3, max(ends + [bar[1] if bar else 1.0]) * 1.3
     for ax, schedule in zip(axes, schedules):
         for sampler in samplers:
             pts = sorted((r["nfe"], r["fd_ratio"], *r["fd_ratio_ci"]) for r in records
@@ -69,7 +68,7 @@ def plot_fd_vs_nfe(model: str, records: list[dict], path) -> None:
                         ms=4, lw=1.4, capsize=2, elinewidth=0.8, label=sampler)
         ax.axhline(1.0, color="0.4", ls="--", lw=1, label="real held-out")
         if bar:
-            ax.axhline(bar, color="crimson", ls=":", lw=1.2, label=f"bar: {bar:g}×")
+            ax.axhline(bar[1], color="crimson", ls=":", lw=1.2, label=f"bar: σ ≤ {bar[0]:g} ({bar[1]:.2f}× here)")
         ax.set(xscale="log", yscale="log", ylim=(lo, hi), title=schedule)
         for axis in (ax.xaxis, ax.yaxis):  # plain numbers at 1, 2, 5 × 10^k instead of powers of ten
             axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import statistics
 
 from .figures import SAMPLE_GRID_N
-from .text import interval, kid_text, label, named, overlap, pct, ratio_text, secs
+from .text import interval, kid_text, label, named, overlap, pct, ratio_text, secs, sigma_text
 
 NFE_BUDGETS = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
@@ -85,7 +85,7 @@ def findings(records: list[dict], n: int) -> list[str]:
 
 
 def cross_table(records: list[dict]) -> list[str]:
-    """Rows sampler × steps, a column per schedule: FD / real [95 % CI] · seconds; in bold the row's lowest FD when
+    """Rows sampler × steps, a column per schedule: σ [95 % CI] · FD / real [95 % CI] · seconds; in bold the row's lowest FD when
     its interval clears the row's others (``leaders``), else nothing is bold."""
     schedules = list(dict.fromkeys(r["schedule"] for r in records))
     rows = {}
@@ -99,7 +99,7 @@ def cross_table(records: list[dict]) -> list[str]:
         cells = []
         for s in schedules:
             r = by_schedule.get(s)
-            text = "" if r is None else f"{ratio_text(r)} · {secs(r['seconds'])}"
+            text = "" if r is None else f"{sigma_text(r)} · {ratio_text(r)} · {secs(r['seconds'])}"
             cells.append(f"**{text}**" if r is best else text)
         out.append(f"| {sampler} | {steps} | {nfe} | " + " | ".join(cells) + " |")
     return out
@@ -125,13 +125,13 @@ def _heldout_confident(r: dict) -> str:
 
 
 def detail_table(records: list[dict]) -> list[str]:
-    out = ["| sampler | schedule | steps | spacing | NFE | FD [95 % CI] | FD / real [95 % CI] | KID ± se "
-           "| confident [95 % CI] | smallest class | NN ratio [95 % CI] | seconds |",
-           "|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    out = ["| sampler | schedule | steps | spacing | NFE | noise-equivalent σ [95 % CI] | FD [95 % CI] "
+           "| FD / real [95 % CI] | KID ± se | confident [95 % CI] | smallest class | NN ratio [95 % CI] | seconds |",
+           "|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in records:
         conf = interval(100 * r["confident"], [100 * v for v in r["confident_ci"]], 1)
         out.append(f"| {r['sampler']} | {r['schedule']} | {r['steps']} | {r['spacing']} | {r['nfe']} "
-                   f"| {interval(r['fd'], r['fd_ci'])} | {ratio_text(r)} | {kid_text(r)} | {conf} %{_heldout_confident(r)} "
+                   f"| {interval(r['noise_sigma'], r['noise_sigma_ci'], 3)} | {interval(r['fd'], r['fd_ci'])} | {ratio_text(r)} | {kid_text(r)} | {conf} %{_heldout_confident(r)} "
                    f"| {pct(r['coverage_min_class'])} | {interval(r['nn_ratio'], r['nn_ratio_ci'])} "
                    f"| {secs(r['seconds'])} |")
     return out
@@ -159,7 +159,7 @@ def model_section(name: str, records: list[dict], n: int, seed: int, best: dict,
         *([f"**Not offered in the app:** {withdrawn}", ""] if withdrawn else []),
         baseline_line(records, n), "",
         *[f"- {x}" for x in findings(records, n)], "",
-        "Each cell: FD / real [95 % CI] · seconds; bold: the row's lowest FD when its interval clears the row's "
+        "Each cell: noise-equivalent σ [95 % CI] · FD / real [95 % CI] · seconds; bold: the row's lowest FD when its interval clears the row's "
         "others (none bold: the schedules are indistinguishable at this n).", "",
         *cross_table(records), "",
         *budget_table(records), "",

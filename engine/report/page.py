@@ -19,6 +19,7 @@ from ..schedules import get_schedule
 from .bars import BARS, better_than_real, bounds, judge_bar, stand_ins
 from .findings import model_section
 from .grid import LONG_RUN_SAMPLERS, SAMPLERS_BY_OBJECTIVE, Grid, grid_samplers
+from .ladder import ladder_lines, placements
 from .text import kid_text, label, named, pct, spoken_list
 from .trust import trust_lines
 
@@ -30,7 +31,7 @@ def _figures_text(figures: list) -> str:
                       for c, value, ci, ok in figures)
 
 
-def _bar_table(verdicts: list[dict]) -> list[str]:
+def _bar_table(verdicts: list[dict], withdrawn: set) -> list[str]:
     out = ["| model | bar | schedules passing | setting judged | figures [95 % CI] | KID ± se (real) | verdict |",
            "|---|---|---|---|---|---|---|"]
     replaced = stand_ins(verdicts)
@@ -48,6 +49,8 @@ def _bar_table(verdicts: list[dict]) -> list[str]:
         verdict = f"**{v['verdict']}**" + (f", unresolved: {', '.join(v['unresolved'])}" if v["unresolved"] else "")
         if bar.model in replaced:
             verdict += f"; met in its place by {replaced[bar.model]}"
+        if bar.model in withdrawn:
+            verdict += "; not offered in the app (its section says why)"
         out.append(f"| {bar.model} | {bar.describe()} | {passing} | {shown} | {figs or '—'} | {kid} | {verdict} |")
     return out
 
@@ -175,6 +178,12 @@ def _narrowed_lines(grids: dict, setups: dict) -> list[str]:
 HOW_TO_READ = [
     "How to read the figures (engine/evaluate.py defines them):",
     "",
+    "- **Noise-equivalent σ**, the headline figure: the σ of Gaussian noise added to real held-out images (on the "
+    "[-1, 1] pixel scale) that scores the same FD as the cell, read off a ladder of noised real images (0, 0.01, "
+    "0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, …; the ladder and where the models sit are under How far to trust "
+    "these numbers). 0 reads as real; 0.05 looks like real images with faint grain. Unlike a ratio of FDs it "
+    "means the same whichever feature network measures it, so the bars are set in it: Fashion-MNIST σ ≤ 0.04, "
+    "MNIST σ ≤ 0.08 (MNIST's 500 held-out images resolve less).",
     "- **FD** is the Fréchet distance between Gaussians fitted to features of our own classifier (not "
     "Inception's): the n samples' against the dataset's *whole training split*.",
     "- **Real** (the baseline) is the same FD for n *held-out real images* against the same training split — "
@@ -194,7 +203,7 @@ HOW_TO_READ = [
 
 HOW_BARS_ARE_JUDGED = (
     "Each bar is checked per schedule on the cell of its sampler and step counts with the "
-    "lowest FD ratio among those meeting every criterion, else among them all (a bar over several step "
+    "lowest σ (ties broken by FD) among those meeting every criterion, else among them all (a bar over several step "
     "counts asks that some step count meet it); it passes when some schedule meets every criterion, or, "
     "for a bar that lists schedules, when each listed schedule does. A criterion is met on its point estimate; "
     "\"unresolved\" marks one whose 95 % interval straddles the limit, so the verdict on it could turn with another seed "
@@ -248,12 +257,12 @@ def _verdict_count(verdicts: list[dict]) -> str:
     return count + (f" ({'; '.join(replaced)})" if replaced else "")
 
 
-def _bars_section(results: dict, n: int) -> list[str]:
+def _bars_section(results: dict, n: int, withdrawn: set) -> list[str]:
     """"## Quality bars": each bar's verdict with its figures, what bounds a failed one, why one was not run, and the
     check that no cell reads better than real."""
     verdicts = [judge_bar(b, results.get(b.model, []), n) for b in BARS]
     return ["## Quality bars", "", f"Verdicts: {_verdict_count(verdicts)}. {HOW_BARS_ARE_JUDGED}", "",
-            *_bar_table(verdicts), "", *_bound_lines(verdicts, results), *_not_run_lines(verdicts, results),
+            *_bar_table(verdicts, withdrawn), "", *_bound_lines(verdicts, results), *_not_run_lines(verdicts, results),
             f"- {_better_than_real_line(results)}", ""]
 
 
@@ -262,7 +271,8 @@ def render_page(*, command: str, grid: Grid, n: int, seed: int, results: dict, s
     """The markdown of RESULTS.md (figure links relative to it, under results/); ``validation`` {dataset: rows of
     ``validation.validate``} fills "How far to trust these numbers"."""
     lines = [*_head_lines(command, results, n, seed), *_model_lines(models, setups, skipped), "",
-             *_grid_section(grid, grids or {}, setups), *_bars_section(results, n), *trust_lines(validation or {})]
+             *_grid_section(grid, grids or {}, setups), *_bars_section(results, n, {name for name, s in setups.items() if s.card.get("withdrawn")}), *trust_lines(validation or {}),
+             *ladder_lines(placements(results, {name: s.dataset for name, s in setups.items()}, n))]
     for name, records in results.items():
         withdrawn = setups[name].card.get("withdrawn") if name in setups else None
         lines += model_section(name, records, n, seed, samples[name], withdrawn)

@@ -23,10 +23,11 @@ from .. import checkpoints, classifier, evaluate, validation
 from ..data import TOYS, load_dataset
 from ..devices import describe_device
 from . import guidance, inpainting, likelihood, nfe
-from .bars import record_bars
+from .bars import record_bars, sigma_bar_as_ratio
 from .cache import EVALUATOR_VERSION, is_fresh, load_cache, write_cache
 from .figures import plot_fd_vs_nfe, plot_samples, plot_schedules
 from .grid import FULL, SAMPLERS_BY_OBJECTIVE, Cell, Grid, plan_cells
+from .ladder import placements, plot_ladder
 from .page import render_page
 from .ranks import Team, joined
 from .text import label
@@ -184,18 +185,35 @@ def _missing(cache: dict, planned: dict) -> list:
                   key=lambda key: -planned[key][1].nfe)
 
 
-def _plot(results: dict, setups: dict, schedules: list[str], seed: int, results_dir: Path) -> tuple[list, dict]:
-    """The schedules' figure, and per model FD against NFE and samples from its lowest-FD cell: (figure paths,
-    {model: that cell})."""
+def placed_on_noise(results: dict, setups: dict, n: int, seed: int) -> dict:
+    """``results`` with every record's noise-equivalent σ: a record scored before the figure existed (evaluator
+    version 2 keeps FD and its interval) is placed on the noise ladder of its dataset at this n and seed
+    (``evaluate.noise_ladder``), exactly the ladder ``score_images`` would use, so σ follows from its FD without
+    sampling again."""
+    ladders, out = {}, {}
+    for name, records in results.items():
+        s = setups[name]
+        if s.dataset not in ladders:
+            ladders[s.dataset] = evaluate.noise_ladder(s.dataset, n, seed=seed, classifier=s.classifier)
+        out[name] = [r if "noise_sigma" in r else evaluate.with_noise_sigma(r, ladders[s.dataset]) for r in records]
+    return out
+
+
+def _plot(results: dict, setups: dict, schedules: list[str], n: int, seed: int, results_dir: Path) -> tuple[list, dict]:
+    """The schedules' figure, per model FD against NFE and samples from its lowest-FD cell, and per dataset its noise
+    ladder with the bars' cells on it: (figure paths, {model: the samples' cell})."""
     figures = [results_dir / "schedules.png"]
     plot_schedules(schedules, figures[0])
     samples = {}
     for name, records in results.items():
         figures.append(results_dir / f"fd_vs_nfe_{name}.png")
-        plot_fd_vs_nfe(name, records, figures[-1])
+        plot_fd_vs_nfe(name, records, figures[-1], sigma_bar_as_ratio(setups[name].dataset, records[0]))
         samples[name] = min(records, key=lambda r: r["fd"])
         figures.append(results_dir / f"samples_{name}.png")
         plot_samples(setups[name].model, samples[name], seed, figures[-1])
+    for dataset, placed in placements(results, {name: s.dataset for name, s in setups.items()}, n).items():
+        figures.append(results_dir / f"noise_ladder_{dataset}.png")
+        plot_ladder(dataset, placed, figures[-1])
     return figures, samples
 
 
@@ -203,7 +221,7 @@ def _studies(setups: dict, grid: Grid, grids: dict, n: int, seed: int, results_d
     """The page's sections after the grid's, each cached beside the cells: the guidance sweeps, quality against
     network evaluations (``nfe``: its models among ``setups``) and held-out bits/dim (measured here), and the inpainting study (``python -m engine inpaint-study`` measures it). Returns (the sweeps,
     their markdown lines, their figures)."""
-    swept = guidance.sweeps(setups, n, seed, results_dir / "guidance.json")
+    swept = placed_on_noise(guidance.sweeps(setups, n, seed, results_dir / "guidance.json"), setups, n, seed)
     guided = guidance.section(swept, setups, results_dir)
     bits = likelihood.measure(setups, likelihood.schedules_of(setups, grid, grids), min(n, likelihood.N_IMAGES), seed,
                               results_dir / "likelihood.json")
@@ -249,9 +267,9 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
         return {"page": None, "cache": None, "computed": mine, "reused": total - len(todo), "figures": [],
                 "skipped": skipped}
 
-    results = {name: [cache[key] for _, key in plan] for name, plan in plans.items()}
+    results = placed_on_noise({name: [cache[key] for _, key in plan] for name, plan in plans.items()}, setups, n, seed)
     schedules = list(dict.fromkeys(s for g in (grid, *grids.values()) for s in g.all_schedules))
-    figures, samples = _plot(results, setups, schedules, seed, results_dir)
+    figures, samples = _plot(results, setups, schedules, n, seed, results_dir)
     page = out / "RESULTS.md"
     command = command or f"engine.report.run_report({models!r}, n={n}, seed={seed}, out={str(out)!r}, device={device!r})"
     validation = _validation(setups, n, seed, results_dir / "validation.json")

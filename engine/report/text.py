@@ -40,6 +40,11 @@ def ratio_text(r: dict) -> str:
     return interval(r["fd_ratio"], r["fd_ratio_ci"]) + "×"
 
 
+def sigma_text(r: dict) -> str:
+    """"σ 0.035 [0.000, 0.065]": a record's noise-equivalent σ with its 95 % interval, the page's headline figure."""
+    return "σ " + interval(r["noise_sigma"], r["noise_sigma_ci"], 3)
+
+
 def named(r: dict) -> str:
     return f"{label(r)} ({ratio_text(r)})"
 
