@@ -44,7 +44,8 @@ def _model_choices(models: list[str]) -> list[tuple[str, str]]:
 
 
 def _titles(specs: list, names: list[str]) -> list[str]:
-    """Each panel's setting, led by its model's name when the panels' models differ (else as before models could)."""
+    """Each panel's setting, led by its model's name when the panels' models differ (one model: the setting alone,
+    as the titles read before panels could name a model)."""
     mixed = len(set(names)) > 1
     return [f"{name} · {p.title()}" if mixed else p.title() for p, name in zip(specs, names)]
 
@@ -140,7 +141,7 @@ class Compare:
         net, specs = self._nets(model, specs, names)
         try:
             comp = engine_compare.compare(net, specs, seed=seed, n=n)
-        except ValueError as err:  # one of the panels' models makes images of another shape
+        except ValueError as err:  # e.g. a panel's model makes images of another shape than the tab's
             raise engine_error(err) from None
         titles = _titles(specs, names)
         traj: list[list[np.ndarray]] = [[] for _ in specs]
