@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 
 import gradio as gr
 
@@ -30,8 +31,8 @@ CSS = """
 .matplotlib.layout { padding-top: 28px; box-sizing: border-box; }  /* the block's floating label covered the top */
 """
 # the row of examples: each is a result link's settings (a query string), filled in and run like one; "score" stands
-# for a model trained by denoising score matching, "conditional" for a class-conditional one (a button is left out
-# when there is no such model)
+# for a model trained by denoising score matching, "conditional" for a class-conditional one, another name for that
+# model (the tab's "model" or a Compare panel's "model_K"); a button is left out when a model it needs is not offered
 EXAMPLES = [
     ("10 steps: cosine vs linear", {"tab": "compare", "panels": 2, "seed": 0, "n": 1, "schedule_1": "cosine",
                                     "sampler_1": "ddim", "steps_1": 10, "schedule_2": "linear", "sampler_2": "ddim",
@@ -43,7 +44,15 @@ EXAMPLES = [
                                     "label": 7, **{f"{key}_{k}": value for k in range(1, 5) for key, value in
                                                    (("schedule", "cosine"), ("sampler", "ddim"), ("steps", 50))},
                                     "guidance_1": 0, "guidance_2": 1, "guidance_3": 3, "guidance_4": 6}),
+    # a velocity model beside an ε-model from the same x_T, about 8 network evaluations each: Heun at 4 steps (7 NFE)
+    # rather than DDIM at 8, which on the flow path is exactly Euler (x_s = x_t − (t − s) v̂) and would repeat panel 1
+    ("8 steps: flow matching vs DDPM", {"tab": "compare", "model": "mnist-ddpm", "panels": 4, "seed": 0, "n": 2,
+                                        "model_1": "mnist-fm", "schedule_1": "flow", "sampler_1": "euler", "steps_1": 8,
+                                        "model_2": "mnist-fm", "schedule_2": "flow", "sampler_2": "heun", "steps_2": 4,
+                                        "schedule_3": "cosine", "sampler_3": "ddim", "steps_3": 8,
+                                        "schedule_4": "cosine", "sampler_4": "dpm-solver++", "steps_4": 8}),
 ]
+MODEL_KEY = re.compile(r"model(_\d+)?")  # an example's keys that name a model: the tab's, a Compare panel's
 
 
 def no_models_text(store: ModelStore) -> str:
@@ -64,15 +73,21 @@ def no_models_text(store: ModelStore) -> str:
 
 
 def offered_examples(store: ModelStore) -> list[tuple[str, dict]]:
-    """The examples this server can run, each with its model named: "score" and "conditional" become such a model
-    (an example is left out when there is none), any other the default model."""
+    """The examples this server can run, each with its models named: "score" and "conditional" become such a model,
+    another name stays if that model is offered, and an example that names no model gets the default one. An
+    example is left out when a model it needs is not offered (mnist-fm's until it is exported)."""
     images = store.image_models()
     score = [m for m in images if store.card(m).get("objective") == "dsm"]
     models_for = {"score": pick(score, "mnist-ncsn"),
                   "conditional": pick([m for m in images if store.classes(m)], "mnist-cond")}
-    default = pick(images, DEFAULT_MODEL)
-    offered = [(label, {**query, "model": models_for.get(query.get("model"), default)}) for label, query in EXAMPLES]
-    return [(label, query) for label, query in offered if query["model"] is not None]
+    offered = []
+    for label, query in EXAMPLES:
+        models = {"model": pick(images, DEFAULT_MODEL)}
+        models.update({key: models_for[name] if name in models_for else name if name in images else None
+                       for key, name in query.items() if MODEL_KEY.fullmatch(key)})
+        if None not in models.values():
+            offered.append((label, {**query, **models}))
+    return offered
 
 
 def _example_buttons(store: ModelStore) -> list[tuple[gr.Button, dict]]:

@@ -81,8 +81,9 @@ def test_api_lists_every_endpoint_with_named_parameters(app):
     assert comp[:4] == ["model", "seed", "panels", "n"] and "steps_6" in comp
 
 
-# captured from the app before issue 27's rebuild; changed by hand once since, on purpose: /generate's and /compare's
-# label defaults to -2 (random classes, a conditional model's good unconditional mode, issue 28), listed first
+# captured from the app before issue 27's rebuild; changed since, on purpose: /generate's and /compare's label defaults
+# to -2 (random classes, a conditional model's good unconditional mode, issue 28), listed first; /compare gained
+# model_1 … model_6 (each panel's own model, default "": the tab's model), added after guidance_6 and nothing else
 API_BEFORE = Path(__file__).parent / "data" / "api_before.json"
 
 
@@ -338,6 +339,85 @@ def test_compare_errors(app):
         client.predict(model="tiny-digits", seed=0, panels=6, n=4, steps_1=1000, steps_2=1000, api_name="/compare")
     with pytest.raises(Exception, match="unknown model 'zzz'"):
         client.predict(model="zzz", seed=0, panels=1, api_name="/compare")
+
+
+def test_compare_panels_from_two_models(app):
+    """A panel's own model (``model_K``) runs beside the tab's from the same x_T: each panel is the image its model
+    gives alone with that seed, the titles and the table lead with the models' names, and the link names the panel
+    that differs; a model that is not offered is refused, naming the panel."""
+    _, client, _ = app
+    panels = dict(schedule_1="cosine", sampler_1="ddim", steps_1=3, schedule_2="cosine", sampler_2="ddim", steps_2=3)
+    gallery, plot, table, status, scrub, link = client.predict(model="tiny-digits", seed=2, panels=2, n=1,
+                                                               model_2="tiny-digits-cond", **panels, api_name="/compare")
+    assert [g["caption"].split(" · step")[0] for g in gallery] == [
+        "1: tiny-digits · cosine · ddim · 3 steps", "2: tiny-digits-cond · cosine · ddim · 3 steps (class random, w=1)"]
+    assert [r[1] for r in table["data"]] == [g["caption"].split(" · step")[0][3:] for g in gallery]
+    # panel 1 runs the tab's model: the link says nothing of it; the conditional panel's classes: random, by the seed
+    assert "&panels=2&label=-2&schedule_1=cosine&sampler_1=ddim&steps_1=3&model_2=tiny-digits-cond&schedule_2" in link
+    for k, name in enumerate(["tiny-digits", "tiny-digits-cond"]):
+        alone = client.predict(model=name, seed=2, panels=1, n=1, schedule_1="cosine", sampler_1="ddim", steps_1=3,
+                               api_name="/compare")[0][0]
+        assert not alone["caption"].startswith(f"1: {name}")  # one model: the titles say no name, as before
+        assert np.array_equal(pixels(gallery[k]["image"]), pixels(alone["image"])), name
+    demo, _, _ = app
+    assert demo.rooms["compare"].link.parse({"model_2": "tiny-digits-cond"}) == {"model_2": "tiny-digits-cond"}
+    with pytest.raises(Exception, match="unknown model of panel 2 'zzz'; allowed: tiny-digits, tiny-digits-cond"):
+        client.predict(model="tiny-digits", seed=0, panels=2, model_2="zzz", api_name="/compare")
+
+
+class _Offered:
+    """What ``offered_examples`` reads of a ModelStore: the image models offered, their cards and classes."""
+
+    def __init__(self, cards: dict):
+        self.cards = cards
+
+    def image_models(self) -> list[str]:
+        return sorted(self.cards)
+
+    def card(self, name: str) -> dict:
+        return self.cards[name]
+
+    def classes(self, name: str) -> list[str]:
+        return [str(i) for i in range(self.cards[name].get("num_classes", 0))]
+
+
+def test_an_example_is_offered_only_with_every_model_it_names():
+    """"8 steps: flow matching vs DDPM" names mnist-fm (panels 1 and 2) beside mnist-ddpm: it appears once both are
+    offered, with its models as named; the others keep their roles (a score model, a conditional one)."""
+    from space.ui import offered_examples
+
+    flow = "8 steps: flow matching vs DDPM"
+    today = {"mnist-ddpm": {"objective": "ddpm"}, "mnist-ncsn": {"objective": "dsm"},
+             "mnist-cond": {"objective": "ddpm", "num_classes": 10}}
+    assert flow not in dict(offered_examples(_Offered(today)))
+    assert len(offered_examples(_Offered(today))) == 4  # every other example runs on today's models
+    query = dict(offered_examples(_Offered({**today, "mnist-fm": {"objective": "fm"}})))[flow]
+    assert (query["model"], query["model_1"], query["model_2"]) == ("mnist-ddpm", "mnist-fm", "mnist-fm")
+    assert "model_3" not in query and query["panels"] == 4
+    assert flow not in dict(offered_examples(_Offered({"mnist-fm": {"objective": "fm"}})))  # no mnist-ddpm
+    assert offered_examples(_Offered({})) == []
+
+
+def test_the_flow_matching_example_runs_on_the_shipped_models():
+    """The "8 steps: flow matching vs DDPM" example on the shipped checkpoints (checkpoints/ or $ENGINE_CHECKPOINTS)
+    once mnist-fm is among them: four panels from one x_T, each title leading with its model."""
+    from space.context import AppContext
+    from space.models import ModelStore
+    from space.tabs.compare import Compare
+    from space.ui import offered_examples
+
+    store = ModelStore()
+    if "mnist-fm" not in store.image_models():
+        pytest.skip("mnist-fm is not shipped yet (checkpoints/mnist-fm.safetensors + .json)")
+    query = dict(offered_examples(store))["8 steps: flow matching vs DDPM"]
+    head = {key: query[key] for key in ("model", "seed", "panels", "n")}
+    panels = {key: value for key, value in query.items() if key not in head and key != "tab"}
+    *_, (gallery, plot, rows, status, state, scrub, link) = Compare(AppContext(store)).compare(**head, **panels)
+    assert [caption.split(" · step")[0] for _, caption in gallery] == [
+        "1: mnist-fm · flow · euler · 8 steps", "2: mnist-fm · flow · heun · 4 steps",
+        "3: mnist-ddpm · cosine · ddim · 8 steps", "4: mnist-ddpm · cosine · dpm-solver++ · 8 steps"]
+    assert [row[2] for row in rows] == [8, 7, 8, 8] and status.startswith("done: 8 rounds")
+    assert "&model_1=mnist-fm&schedule_1=flow" in link and "model_3" not in link
 
 
 def test_generate_with_a_class_and_guidance(app):

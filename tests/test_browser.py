@@ -407,6 +407,36 @@ def test_compare_runs_flow_panels_from_a_link(server, page):
     assert page.errors == [], f"page errors: {page.errors[:5]}"
 
 
+def test_compare_panels_from_two_models(server, page):
+    """A panel's own model picker: panel 2 runs tiny-digits-cond beside the tab's tiny-digits, from the same noise;
+    the gallery's captions and the table name both models, the link names panel 2's, and opening that link
+    restores the picker and runs the same panels again."""
+    opened(page, server)
+    page.get_by_role("tab", name="Compare").click()
+    page.wait_for_selector("#c-model-2", state="visible")
+    assert value_of(page, "#c-model-2 input") == "the model above"  # the default: the tab's model
+    page.locator("#c-model-2 input").click()
+    page.get_by_role("option", name="tiny-digits-cond", exact=True).click()
+    page.click("#c-run")
+    wait_done(page, "#c-status textarea")
+    page.wait_for_function("() => document.querySelectorAll('#c-gallery img').length >= 3", timeout=30_000)
+    titles = ["1: tiny-digits · cosine · ddim · 50 steps", "2: tiny-digits-cond · linear · ddim · 50 steps",
+              "3: tiny-digits · karras · ode · 25 steps"]
+    gallery, table = page.locator("#c-gallery").inner_text(), page.locator("#c-table").inner_text()
+    assert all(title in gallery for title in titles), gallery
+    assert all(title.split(": ", 1)[1] in table for title in titles), table
+    link = value_of(page, "#c-link textarea")
+    assert "&model_2=tiny-digits-cond&schedule_2=linear" in link and "model_1" not in link
+    shot(page, "12-compare-two-models.png")
+    page.goto(link, wait_until="domcontentloaded")
+    page.wait_for_function("() => { const e = document.querySelector('#c-model-2 input'); "
+                           "return e && e.value === 'tiny-digits-cond'; }", timeout=30_000)
+    assert value_of(page, "#c-model-1 input") == "the model above"
+    wait_done(page, "#c-status textarea")
+    assert titles[1] in page.locator("#c-gallery").inner_text()
+    assert page.errors == [], f"page errors: {page.errors[:5]}"
+
+
 def test_train_tab_draws_trains_and_animates(server, page):
     """The Train tab: a shape drawn on the canvas trains a small flow-matching model for 300 steps (the loss curve
     and the live view of samples appear, the status gives its paths' straightness), then sampling it shows the

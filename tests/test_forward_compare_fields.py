@@ -108,10 +108,11 @@ class _RecordingModel:
     """Wraps a model and records the batch size of every eps call."""
 
     def __init__(self, model):
-        self.model, self.data_shape, self.calls = model, model.data_shape, []
+        self.model, self.data_shape, self.calls, self.inputs = model, model.data_shape, [], []
 
     def eps(self, x, a):
         self.calls.append(x.shape[0])
+        self.inputs.append(x.clone())
         return self.model.eps(x, a)
 
 
@@ -174,6 +175,53 @@ def test_compare_errors():
     with pytest.raises(ValueError, match="panel 1: sampler 'ode' has no option eta"):
         C.compare(model, [C.Panel("linear", "ode", 2, options={"eta": 0.5})], seed=0)
     assert C.Panel("cosine", "ddim", 5, options={"eta": 0.5}).title() == "cosine · ddim · 5 steps (eta=0.5)"
+
+
+def _steps_of(history: list, k: int) -> list:
+    """Panel k's own Steps from a comparison's rounds (a finished panel repeats its last Step)."""
+    seen = []
+    for item in history:
+        if not seen or item[k] is not seen[-1]:
+            seen.append(item[k])
+    return seen
+
+
+def test_compare_panels_from_two_models_match_their_lone_runs():
+    """"8 steps: flow matching vs DDPM" on oracles: a velocity model (flow·euler, flow·ddim) beside an ε-model
+    (cosine·ddim, cosine·dpm-solver++), one comparison, one seed. Each panel is what generate gives for its model
+    alone; both models see the identical x_T; each model is called once per batch, with its own panels' rows only."""
+    from tests.test_flow import COV, MEAN, flow_oracle
+
+    flow, eps = _RecordingModel(flow_oracle()), _RecordingModel(engine.GaussianModel(MEAN, COV))
+    panels = [C.Panel("flow", "euler", 8), C.Panel("cosine", "ddim", 8, model=eps), C.Panel("flow", "ddim", 8),
+              C.Panel("cosine", "dpm-solver++", 8, model=eps)]
+    comp = C.compare(flow, panels, seed=4, n=3)
+    history = list(comp)
+    assert comp.models == [flow, eps, flow, eps]
+    for k, p in enumerate(comp.panels):
+        alone = list(engine.generate(comp.models[k].model, schedule=p.schedule, sampler=p.sampler, steps=p.steps,
+                                     seed=4, n=3))
+        seen = _steps_of(history, k)
+        assert len(seen) == len(alone) == 8
+        for a, b in zip(seen, alone):
+            assert a.t == b.t and torch.allclose(a.x_t, b.x_t, atol=1e-5), (k, (a.x_t - b.x_t).abs().max())
+    # the first network call of each model sees x_T of all its panels: the same tensor for the flow and the ε-model
+    x_T = torch.randn((3, 3), generator=torch.Generator().manual_seed(4))
+    assert [torch.equal(x, x_T) for x in flow.inputs[0].split(3) + eps.inputs[0].split(3)] == [True] * 4
+    # one call per model per batch, 2 panels × 3 rows each; the calls add up to the batches
+    assert flow.calls[0] == eps.calls[0] == 6 and comp.batches == len(flow.calls) + len(eps.calls)
+    assert comp.batch_rows == sum(flow.calls) + sum(eps.calls)
+
+
+def test_compare_refuses_models_of_different_shapes():
+    from tests.test_flow import flow_oracle
+
+    with pytest.raises(ValueError, match=r"panel 2: its model makes data of shape \(3,\), the comparison's model "
+                                         r"\(2,\)"):
+        C.compare(gaussian2d(), [C.Panel("linear", "ddim", 2), C.Panel("flow", "euler", 2, model=flow_oracle())],
+                  seed=0)
+    with pytest.raises(TypeError, match="not a model"):
+        C.compare(gaussian2d(), [C.Panel("linear", "ddim", 2, model=object())], seed=0)
 
 
 # ------------------------------------------------------------------------------------------------- fields ---

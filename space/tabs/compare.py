@@ -1,8 +1,14 @@
 """The Compare tab: up to ``engine.compare.MAX_PANELS`` schedule/sampler/steps settings run side by side from the
 same x_T and the same per-step noise, in lock-step (endpoint ``/compare``), so that differences between panels come
 from the settings and not from the draw; a scrub slider replays the rounds afterwards.
+
+Each panel runs the tab's model unless its own model picker names another (``model_K``, default ``SAME_MODEL``: the
+model above), e.g. a flow-matching model's Euler beside a DDPM model's DDIM; all must make images of one shape
+(``engine.compare`` starts them from one x_T). When the panels' models differ, each title leads with its model.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import gradio as gr
 import numpy as np
@@ -19,8 +25,8 @@ from ..engine_thread import on_engine_thread
 from ..guard import validator
 from ..links import Link, base_url, query_string
 from ..room import Room
-from ..settings import (COMPARE_MAX_N, DEFAULT_MODEL, MAX_PANELS, MAX_STEPS, RANDOM_CLASS, SAMPLERS, SCHEDULES, WORKERS,
-                        pick)
+from ..settings import (COMPARE_MAX_N, DEFAULT_MODEL, MAX_PANELS, MAX_STEPS, NO_CLASS, RANDOM_CLASS, SAMPLERS,
+                        SCHEDULES, WORKERS, pick)
 from ..widgets import (class_picker, class_updates, follow_model, guidance_slider, model_picker, model_update,
                        run_controls, seed_number, stops)
 
@@ -29,6 +35,19 @@ PANEL_DEFAULTS = [("cosine", "ddim", 50), ("linear", "ddim", 50), ("karras", "od
                   ("cosine", "dpm-solver++", 20), ("linear", "ddpm", 100), ("ve-geometric", "pc", 50)]
 PANELS_SHOWN = 3
 TABLE_HEADERS = ["panel", "setting", "NFE", "time (s)", "classifier: label (confidence)"]
+SAME_MODEL = ""  # a panel's model picker at "the model above": the panel runs the tab's model
+
+
+def _model_choices(models: list[str]) -> list[tuple[str, str]]:
+    """A panel's model picker: the tab's model (SAME_MODEL, its default), then every offered image model."""
+    return [("the model above", SAME_MODEL)] + [(m, m) for m in models]
+
+
+def _titles(specs: list, names: list[str]) -> list[str]:
+    """Each panel's setting, led by its model's name when the panels' models differ (one model: the setting alone,
+    as the titles read before panels could name a model)."""
+    mixed = len(set(names)) > 1
+    return [f"{name} · {p.title()}" if mixed else p.title() for p, name in zip(specs, names)]
 
 
 def _quality(classifier, images) -> str:
@@ -39,11 +58,11 @@ def _quality(classifier, images) -> str:
     return f"{' '.join(map(str, label.tolist()))} ({float(p.mean()):.2f})"
 
 
-def _gallery(steps, comp, specs, live: streaming.Stream) -> list:
-    """Each panel's current image, captioned with its setting, step, NFE and time so far."""
+def _gallery(steps, comp, titles: list[str], live: streaming.Stream) -> list:
+    """Each panel's current image, captioned with its title (``_titles``), step, NFE and time so far."""
     out = []
-    for k, (st, p) in enumerate(zip(steps, specs)):
-        cap = f"{k + 1}: {p.title()} · step {st.i + 1}/{p.steps} · NFE {st.nfe} · {comp.elapsed[k]:.2f} s"
+    for k, (st, p, title) in enumerate(zip(steps, comp.panels, titles)):
+        cap = f"{k + 1}: {title} · step {st.i + 1}/{p.steps} · NFE {st.nfe} · {comp.elapsed[k]:.2f} s"
         out.append((live.save(imaging.display(st.x_t, 192), f"panel{k + 1}_{comp.rounds:04d}.png"), cap))
     return out
 
@@ -61,11 +80,14 @@ def scrub(position, state):
     return out
 
 
-def _link(model, seed: int, n: int, specs: list, conditional: bool) -> dict:
-    """Compare's link: a conditional model's names its class (the null class too: the default is random)."""
+def _link(model, seed: int, n: int, specs: list, names: list[str], conditional: list) -> dict:
+    """Compare's link: a panel whose model is not the tab's names it (``model_K``); when ``conditional`` (the
+    panels whose models are class-conditional) is not empty, the link names their class (the null class too: the
+    default is random)."""
     query = {"tab": "compare", "model": model, "seed": seed, "n": n, "panels": len(specs),
-             "label": picker_value(specs[0].label) if conditional else None}
-    for k, p in enumerate(specs, 1):
+             "label": picker_value(conditional[0].label) if conditional else None}
+    for k, (p, name) in enumerate(zip(specs, names), 1):
+        query[f"model_{k}"] = name if name != model else None
         query.update({f"schedule_{k}": p.schedule, f"sampler_{k}": p.sampler, f"steps_{k}": p.steps})
         if p.label is not None:
             query[f"guidance_{k}"] = p.guidance_scale
@@ -78,37 +100,50 @@ class Compare:
     def __init__(self, app: AppContext):
         self.app = app
 
-    def panels(self, model, seed, panels, n, label=RANDOM_CLASS, **panel_values) -> tuple[int, int, list]:
-        """Compare's checks: (seed, n, panel settings), or gr.Error naming the parameter (the panels' budget of
-        network evaluations included). ``label`` is every panel's class (a conditional model), ``guidance_K``
-        panel K's guidance scale."""
+    def panels(self, model, seed, panels, n, label=RANDOM_CLASS, **panel_values) -> tuple[int, int, list, list]:
+        """Compare's checks: (seed, n, panel settings, each panel's model name), or gr.Error naming the parameter
+        (the panels' budget of network evaluations included). ``model_K`` is panel K's model (SAME_MODEL: the tab's
+        ``model``), ``label`` the class of every panel whose model is conditional (an unconditional model's panel
+        asks for none), ``guidance_K`` panel K's guidance scale."""
         seed = as_int("seed", seed, 0, engine.MAX_SEED)
         count = as_int("panels", panels, 1, MAX_PANELS)
         n = as_int("n", n, 1, COMPARE_MAX_N)
         self.app.model_name(model)
-        specs = []
+        specs, names = [], []
         for k in range(1, count + 1):
+            name = panel_values.get(f"model_{k}", SAME_MODEL)
+            name = model if name in (SAME_MODEL, None) else choice(f"model of panel {k}", name,
+                                                                   self.app.store.image_models())
             sched = choice(f"schedule of panel {k}", panel_values.get(f"schedule_{k}"), SCHEDULES)
             samp = choice(f"sampler of panel {k}", panel_values.get(f"sampler_{k}"), SAMPLERS)
             steps = as_int(f"steps of panel {k}", panel_values.get(f"steps_{k}"), 1, MAX_STEPS)
-            lab, w = self.app.guidance(model, label, panel_values.get(f"guidance_{k}", 1.0), f" of panel {k}")
+            asked = label if name == model or self.app.store.classes(name) else NO_CLASS
+            lab, w = self.app.guidance(name, asked, panel_values.get(f"guidance_{k}", 1.0), f" of panel {k}")
             specs.append(engine_compare.Panel(sched, samp, steps, engine.sampler_spec(samp).spacing, label=lab,
                                               guidance_scale=w))
+            names.append(name)
         evaluations = n * sum(engine.sampler_spec(p.sampler).nfe(p.steps) * rows_per_sample(p.label, p.guidance_scale)
                               for p in specs)
         self.app.check_budget("these panels need", evaluations, "steps or panels")
-        return seed, n, specs
+        return seed, n, specs, names
+
+    def _nets(self, model, specs: list, names: list[str]) -> tuple:
+        """The tab's loaded model, and the panels with their own loaded models where they name another."""
+        nets = {name: self.app.model(name) for name in dict.fromkeys([model, *names])}
+        return nets[model], [p if name == model else dataclasses.replace(p, model=nets[name])
+                             for p, name in zip(specs, names)]
 
     @on_engine_thread
     def compare(self, model, seed, panels=PANELS_SHOWN, n=1, request: gr.Request = None, **panel_values):
         """Run up to {panels} panels in lock-step from one seed. Yields (gallery, plot, table, status, trajectories,
         scrub-slider update, link)."""
-        seed, n, specs = self.panels(model, seed, panels, n, **panel_values)
-        net = self.app.model(model)
+        seed, n, specs, names = self.panels(model, seed, panels, n, **panel_values)
+        net, specs = self._nets(model, specs, names)
         try:
             comp = engine_compare.compare(net, specs, seed=seed, n=n)
-        except ValueError as err:
+        except ValueError as err:  # e.g. a panel's model makes images of another shape than the tab's
             raise engine_error(err) from None
+        titles = _titles(specs, names)
         traj: list[list[np.ndarray]] = [[] for _ in specs]
         live = streaming.Stream(self.app.time_budget_s, streaming.COMPARE_EVERY_S)
         skip, latest = gr.skip(), None
@@ -118,7 +153,7 @@ class Compare:
                     if not comp.done[k] and len(traj[k]) <= st.i:
                         traj[k].append(np.asarray(imaging.grid(st.x_t)))
                 if live.due(first=comp.rounds == 1):
-                    yield (_gallery(latest, comp, specs, live), skip, skip,
+                    yield (_gallery(latest, comp, titles, live), skip, skip,
                            f"round {comp.rounds} · {live.elapsed:.1f} s", skip, skip, skip)
                 if live.over_budget():
                     break
@@ -126,35 +161,39 @@ class Compare:
             comp.close()
         if latest is None:
             raise gr.Error("nothing ran")
-        clf = self.app.store.classifier_for(model)
-        rows = [[k + 1, p.title(), st.nfe, round(comp.elapsed[k], 3), _quality(clf, st.x_t)]
-                for k, (p, st) in enumerate(zip(specs, latest))]
-        plot = plots.marked([plots.curve(p.schedule, f"{k + 1}: {p.title()}", plots.visited(p.schedule, p.steps,
-                                                                                               p.spacing))
-                             for k, p in enumerate(specs)])  # drawn once per set of panels
+        clf = {name: self.app.store.classifier_for(name) for name in dict.fromkeys(names)}
+        rows = [[k + 1, title, st.nfe, round(comp.elapsed[k], 3), _quality(clf[name], st.x_t)]
+                for k, (title, name, st) in enumerate(zip(titles, names, latest))]
+        plot = plots.marked([plots.curve(p.schedule, f"{k + 1}: {title}", plots.visited(p.schedule, p.steps,
+                                                                                           p.spacing))
+                             for k, (p, title) in enumerate(zip(specs, titles))])  # drawn once per set of panels
         longest = max(len(t) for t in traj)
-        state = {"traj": traj, "labels": [p.title() for p in specs], "steps": [p.steps for p in specs]}
+        state = {"traj": traj, "labels": titles, "steps": [p.steps for p in specs]}
         status = (f"done: {comp.rounds} rounds · {comp.batches} batched network calls · "
                   f"{live.elapsed:.2f} s · same x_T and noise (seed {seed})")
-        link = _link(model, seed, n, specs, bool(self.app.store.classes(model)))
-        yield (_gallery(latest, comp, specs, live), plot, rows, status, state,
+        link = _link(model, seed, n, specs, names,
+                     [p for p, name in zip(specs, names) if self.app.store.classes(name)])
+        yield (_gallery(latest, comp, titles, live), plot, rows, status, state,
                gr.update(maximum=longest, value=longest, interactive=True), base_url(request) + query_string(link))
 
     compare.__doc__ = compare.__doc__.format(panels=MAX_PANELS)  # the API's description of /compare
 
 
-def _panel_rows(app: AppContext, model) -> tuple[list, dict, list]:
-    """Each panel's row (schedule, sampler, steps, guidance scale), shown for the first PANELS_SHOWN: the rows, the
-    panels' fields by parameter name and their guidance sliders."""
-    rows, fields, guidance = [], {}, []
+def _panel_rows(app: AppContext, model) -> tuple[list, dict, list, list]:
+    """Each panel's row (model, schedule, sampler, steps, guidance scale), shown for the first PANELS_SHOWN: the
+    rows, the panels' settings by parameter name, their guidance sliders and their model pickers (elem_ids
+    c-model-K; they take any name, as the tab's picker, and the handler checks it)."""
+    rows, fields, guidance, pickers = [], {}, [], []
     for k, (schedule, sampler, steps) in enumerate(PANEL_DEFAULTS, 1):
         with gr.Row(visible=k <= PANELS_SHOWN) as row:
+            pickers.append(gr.Dropdown(_model_choices(app.store.image_models()), value=SAME_MODEL,
+                                       label=f"{k}: model", allow_custom_value=True, elem_id=f"c-model-{k}"))
             fields[f"schedule_{k}"] = gr.Dropdown(SCHEDULES, value=schedule, label=f"{k}: schedule")
             fields[f"sampler_{k}"] = gr.Dropdown(SAMPLERS, value=sampler, label=f"{k}: sampler")
             fields[f"steps_{k}"] = gr.Slider(1, MAX_STEPS, value=steps, step=1, label=f"{k}: steps")
             guidance.append(guidance_slider(app, model, label=f"{k}: guidance w", info=None))
         rows.append(row)
-    return rows, fields, guidance
+    return rows, fields, guidance, pickers
 
 
 def build(app: AppContext, opened: gr.State) -> Room:
@@ -171,10 +210,11 @@ def build(app: AppContext, opened: gr.State) -> Room:
                     "n": gr.Slider(1, COMPARE_MAX_N, value=1, step=1, label="images per panel", elem_id="c-n"),
                     "panels": gr.Slider(1, MAX_PANELS, value=PANELS_SHOWN, step=1, label="panels", elem_id="c-panels"),
                     "label": class_picker(app, model, "c")}
-        rows, fields, guidance = _panel_rows(app, model)
-        # after the panels' settings, so the API's positional order of those stays as it was
+        rows, fields, guidance, pickers = _panel_rows(app, model)
+        # after the panels' settings (the panels' models last), so the API's positional order of those stays as it was
         fields["label"] = head["label"]
         fields.update({f"guidance_{k}": g for k, g in enumerate(guidance, 1)})
+        fields.update({f"model_{k}": picker for k, picker in enumerate(pickers, 1)})
         controls = run_controls("Compare", "c")
         gallery = gr.Gallery(label="panels", columns=3, height="auto", format="png", object_fit="contain",
                              elem_id="c-gallery")
@@ -201,8 +241,11 @@ def build(app: AppContext, opened: gr.State) -> Room:
         shown = settings.get("panels", PANELS_SHOWN)
         classes = class_updates(app, chosen, MAX_PANELS, settings.get("label"),
                                 [settings.get(f"guidance_{k}", 1.0) for k in range(1, MAX_PANELS + 1)])
+        # a panel's model named by the link is kept even when it is not offered: the run then says so
+        own = [gr.update(choices=_model_choices(images), value=settings.get(f"model_{k}", SAME_MODEL))
+               for k in range(1, MAX_PANELS + 1)]
         return {head["model"]: model_update(images, chosen), **dict(zip([head["label"], *guidance], classes)),
-                **{row: gr.update(visible=k < shown) for k, row in enumerate(rows)}}
+                **{row: gr.update(visible=k < shown) for k, row in enumerate(rows)}, **dict(zip(pickers, own))}
 
     def from_link(request: gr.Request, link: dict, model, seed, panels, n, *values):
         """Runs Compare once when the page was opened from a Compare result link (or an example)."""
