@@ -87,12 +87,16 @@ def cmd_sample(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import TrainConfig, train
+    """``train`` (a TrainConfig) or ``distill`` (a DistillConfig: the teacher's pairs, then the same loop)."""
+    if args.command == "distill":
+        from .distill import DistillConfig as Config, distill as run
+    else:
+        from .train import TrainConfig as Config, train as run
 
-    cfg = TrainConfig.from_file(args.config)
+    cfg = Config.from_file(args.config)
     for key, value in args.set:
-        cfg = TrainConfig.from_dict({**cfg.__dict__, key: value})
-    result = train(cfg, steps=args.steps, quiet=args.quiet)
+        cfg = Config.from_dict({**cfg.__dict__, key: value})
+    result = run(cfg, steps=args.steps, quiet=args.quiet)
     print(f"{cfg.name}: trained to step {result['step']} ({result['wall_time_s']:.0f} s)")
     return 0
 
@@ -230,12 +234,16 @@ def _sample_parser(sub) -> None:
 
 
 def _train_parser(sub) -> None:
-    t = sub.add_parser("train", help="train a model from a JSON config (resumes from its run directory)")
-    t.add_argument("--config", required=True)
-    t.add_argument("--steps", type=int, default=None, help="train until this step (default: the config's)")
-    t.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    t.add_argument("--quiet", action="store_true")
-    t.set_defaults(func=cmd_train)
+    for command, text in (("train", "train a model from a JSON config (resumes from its run directory)"),
+                          ("distill", "distil a shipped teacher into a few-step student from a JSON config (reflow: "
+                                      "the teacher's pairs, then training; resumes from its run directory)")):
+        t = sub.add_parser(command, help=text)
+        t.add_argument("--config", required=True)
+        t.add_argument("--steps", type=int, default=None, help="train until this step (default: the config's)")
+        t.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field")
+        t.add_argument("--quiet", action="store_true")
+        t.set_defaults(func=cmd_train)
 
 
 def _train_classifier_parser(sub) -> None:

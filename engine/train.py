@@ -145,15 +145,16 @@ def label_dropout(cfg: TrainConfig, step: int) -> float:
 
 def optimisation_step(cfg: TrainConfig, step: int, model: DenoisingModel, loss_fn: nn.Module,
                       opt: torch.optim.Optimizer, ema: ModelEmaV3, x0: torch.Tensor, gen: torch.Generator,
-                      labels: torch.Tensor | None = None) -> float:
+                      labels: torch.Tensor | None = None, eps: torch.Tensor | None = None) -> float:
     """One step on the batch ``x0`` (with its class ``labels`` for a conditional model) after ``step`` steps: the
-    learning rate of ``learning_rate``, then the noise levels, ε and (conditional models) the label dropout drawn
-    from ``gen`` (after the batch, in this order), the model's loss, gradient clipping, AdamW and the EMA update.
-    Returns the loss. Shared by ``Trainer`` and ``engine.toytrain``."""
+    learning rate of ``learning_rate``, then the noise levels, ε (unless ``eps`` pairs each image with its own
+    noise, as reflow does: engine/distill.py) and (conditional models) the label dropout drawn from ``gen`` (after
+    the batch, in this order), the model's loss, gradient clipping, AdamW and the EMA update. Returns the loss.
+    Shared by ``Trainer``, ``engine.toytrain`` and ``engine.distill``."""
     for group in opt.param_groups:
         group["lr"] = learning_rate(cfg, step) * group.get("lr_scale", 1.0)
     level = model.draw_noise_levels(len(x0), gen)
-    eps = torch.randn(x0.shape, generator=gen)
+    eps = torch.randn(x0.shape, generator=gen) if eps is None else eps
     device = model_device(model)
     if model.num_classes:
         dropped = torch.rand(len(x0), generator=gen) < label_dropout(cfg, step)
@@ -398,12 +399,15 @@ class Trainer:
         model.card = dict(self.card)
         return save_model(model, cfg.name, cfg.export_dir, card)
 
+    grid_setting = {"schedule": "cosine", "sampler": "ddim", "steps": 50, "spacing": "trailing"}
+
     def sample_grid(self) -> Path:
-        """A grid of samples from the EMA model (64 images, or 2,000 points for a toy) under the run directory."""
+        """A grid of samples from the EMA model (64 images, or 2,000 points for a toy) under the run directory,
+        drawn with ``grid_setting``."""
         from .pictures import save_samples  # matplotlib: here, so that `import engine` (train_toy) stays light
 
         n = 2000 if self.data.toy else 64
-        x = sample(self.ema.module.eval(), schedule="cosine", sampler="ddim", steps=50, seed=0, n=n, spacing="trailing")
+        x = sample(self.ema.module.eval(), **self.grid_setting, seed=0, n=n)
         path = self.run_dir / f"samples_{self.step:07d}.png"
         save_samples(x, path, title=f"{self.cfg.name} step {self.step}")
         return path

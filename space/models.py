@@ -129,6 +129,11 @@ class ModelStore:
                 log.info("checkpoint %s is not offered: %s", name, why)
         return offered
 
+    def withdrawn(self) -> dict[str, str]:
+        """{name: why} of the intact denoising models that ``names`` leaves out (their cards' ``withdrawn``)."""
+        return {name: why for name in self._names("denoiser")
+                for why in [self._card_field(name, "withdrawn")] if why is not None}
+
     def _card_field(self, name: str, key: str):
         try:
             return self.card(name).get(key)

@@ -105,7 +105,8 @@ def class_picker(app: AppContext, model, prefix: str, random_classes: bool = Tru
 
 
 def guidance_slider(app: AppContext, model, elem_id: str | None = None, label: str = "guidance scale w",
-                    info: str | None = "0 = unconditional, 1 = conditional, > 1 = guided (needs a class)") -> gr.Slider:
+                    info: str | None = "0 = the null class ∅ alone (the model's unconditional branch), "
+                                       "1 = plain conditional, > 1 = guided (needs a class)") -> gr.Slider:
     """A guidance-scale slider w (classifier-free guidance), shown for a conditional model."""
     return gr.Slider(0, MAX_GUIDANCE, value=1.0, step=0.5, label=label, visible=bool(model_classes(app, model)),
                      info=info, elem_id=elem_id)

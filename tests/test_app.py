@@ -619,3 +619,9 @@ def test_a_withdrawn_model_is_not_offered_but_stays_loadable(tmp_path, caplog):
         assert store.image_models() == ["tiny-digits"] and store.skipped() == []
     assert "checkpoint tiny-digits-cond is not offered: its samples miss the bar" in caplog.text
     assert engine.load_model("tiny-digits-cond", directory=directory).num_classes == 10
+    # the About tab says which models are offered and why one is not
+    from space.context import AppContext
+    from space.tabs.about import offered_text
+    assert store.withdrawn() == {"tiny-digits-cond": "its samples miss the bar"}
+    text = offered_text(AppContext(store))
+    assert "Offered: tiny-digits." in text and "- Not offered: **tiny-digits-cond** — its samples miss the bar" in text

@@ -25,7 +25,11 @@ def test_planned_runs_cover_the_ladder_and_the_target_once():
 
 
 def _record(nfe_count, ratio, lo, hi, confident=0.9):
-    return {"nfe": nfe_count, "fd_ratio": ratio, "fd_ratio_ci": [lo, hi], "confident": confident}
+    """A study record; its noise-equivalent σ is (ratio − 1) / 10 here, clipped at 0."""
+    def sigma(r):
+        return max(0.0, (r - 1) / 10)
+    return {"nfe": nfe_count, "fd_ratio": ratio, "fd_ratio_ci": [lo, hi], "confident": confident,
+            "noise_sigma": sigma(ratio), "noise_sigma_ci": [sigma(lo), sigma(hi)]}
 
 
 def test_a_line_is_better_only_where_its_interval_clears_the_others():
@@ -43,8 +47,10 @@ def test_the_section_draws_the_figure_and_judges_the_target(tmp_path: Path):
                        nfes=(1, 2, 4, 8))
     text = "\n".join(page)
     assert (tmp_path / "quality_vs_nfe.png").stat().st_size > 1000
-    assert "| 8 | 1.00× [0.75, 1.25] · 90 % | 5.00× [4.00, 6.00] · 90 % | mnist-fm · euler (flow) |" in text
-    assert "| 1 | 8.00× [6.00, 10.00] · 90 % | — | not separated |" in text
+    assert ("| 8 | σ 0.000 [0.000, 0.025] · 1.00 [0.75, 1.25]× · 90 % | σ 0.400 [0.300, 0.500] · 5.00 [4.00, 6.00]× · "
+            "90 % | mnist-fm · euler (flow) |") in text
+    assert "| 1 | σ 0.700 [0.500, 0.900] · 8.00 [6.00, 10.00]× · 90 % | — | not separated |" in text
+    assert "Target: mnist-fm DDIM on flow, 8 steps: σ 0.010 [0.000, 0.040], 1.10 [0.90, 1.40]×" in text
     assert "**met**" in text
     records[nfe.TARGET[0]] = _record(8, 2.0, 1.5, 2.5)
     assert "**not met**" in "\n".join(nfe.section({"records": records, "straightness": {}}, tmp_path))

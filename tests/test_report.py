@@ -67,7 +67,8 @@ def test_full_grid_is_what_the_page_promises():
         assert bar.reference is None or bar.reference in plan
     text = "\n".join(report.page.grid_lines(report.FULL))
     assert "1000 only for ddpm, ddim, euler-maruyama, pc (1000/2000 NFE at 1000 steps" in text
-    assert "trailing for dpm-solver++, euler, heun." in text and "leading for ddpm, ddim, ode, langevin" in text
+    assert "trailing for dpm-solver++, euler, heun." in text
+    assert "dpm-solver++ is made for 10–20 steps, and euler steps along the flow ODE, whose paths flow matching" in text and "leading for ddpm, ddim, ode, langevin" in text
     # the NFE the page states are the registry's
     nfe = {s: engine.SAMPLERS[s].nfe(1000) for s in ("ode", "pc", "langevin")}
     assert f"pc ({nfe['pc'] // 2}/{nfe['pc']} NFE at 1000 steps" in text

@@ -23,6 +23,7 @@ from ..generate import sampler_spec
 from ..schedules import get_schedule
 from ..straightness import straightness
 from .cache import EVALUATOR_VERSION, is_fresh, load_cache, write_cache
+from .text import ratio_text, sigma_text
 
 NFES = (1, 2, 4, 8, 16, 32, 64, 128)
 STUDY = {
@@ -144,7 +145,8 @@ def section(study: dict, figures_dir: Path, nfes=NFES) -> list[str]:
     plot(lines, path)
     out = ["", "## Quality against network evaluations", "",
            "Each model with each of its solvers at NFE " + ", ".join(map(str, nfes)) + " (the most steps within "
-           "each count), the same seed and n. FD / real with its 95 % interval, and the share of confident digits. "
+           "each count), the same seed and n. Each cell: noise-equivalent σ and FD / real with their 95 % intervals, "
+           "and the share of confident digits. "
            "S is the straightness of the model's ODE paths (0: straight; one Euler step is then exact).", "",
            f"![quality against NFE](results/{path.name})", "", "| model | straightness S |", "|---|---|"]
     out += [f"| {name} | {s:.4f} |" for name, s in straight.items()]
@@ -152,17 +154,16 @@ def section(study: dict, figures_dir: Path, nfes=NFES) -> list[str]:
             "|---|" + "---|" * (len(lines) + 1)]
     for k in nfes:
         at = {line: r for line, rs in lines.items() for r in rs if r["nfe"] == k}
-        cells = [f"{at[line]['fd_ratio']:.2f}× [{at[line]['fd_ratio_ci'][0]:.2f}, {at[line]['fd_ratio_ci'][1]:.2f}] · "
-                 f"{100 * at[line]['confident']:.0f} %" if line in at else "—" for line in lines]
+        cells = [f"{sigma_text(at[line])} · {ratio_text(at[line])} · {100 * at[line]['confident']:.0f} %"
+                 if line in at else "—" for line in lines]
         best = separated_best(at) if len(at) > 1 else None
         out.append(f"| {k} | " + " | ".join(cells) + f" | {best or 'not separated'} |")
     cand, ref = (records.get(t) for t in TARGET)
     if cand and ref:
         worse = cand["fd_ratio_ci"][0] > ref["fd_ratio_ci"][1]
         verdict = "not met" if worse or cand["confident"] < 0.85 else "met"
-        out += ["", f"- Target: {TARGET[0][0]} DDIM on flow, {TARGET[0][3]} steps: {cand['fd_ratio']:.2f}× "
-                f"[{cand['fd_ratio_ci'][0]:.2f}, {cand['fd_ratio_ci'][1]:.2f}], {100 * cand['confident']:.1f} % "
-                f"confident, against {TARGET[1][0]} DDIM {TARGET[1][3]}: {ref['fd_ratio']:.2f}× "
-                f"[{ref['fd_ratio_ci'][0]:.2f}, {ref['fd_ratio_ci'][1]:.2f}] (not worse beyond the intervals, "
-                f"≥ 85 % confident): **{verdict}**."]
+        out += ["", f"- Target: {TARGET[0][0]} DDIM on flow, {TARGET[0][3]} steps: {sigma_text(cand)}, "
+                f"{ratio_text(cand)}, {100 * cand['confident']:.1f} % confident, against {TARGET[1][0]} DDIM "
+                f"{TARGET[1][3]}: {sigma_text(ref)}, {ratio_text(ref)} (not worse beyond the intervals, ≥ 85 % "
+                f"confident): **{verdict}**."]
     return out + [""]

@@ -103,6 +103,9 @@ def _better_than_real_line(results: dict) -> str:
             + "; ".join(f"{model}: {named(r)}" for model, r in bad) + ".")
 
 
+FLOW_STEPPERS = ("euler", "heun")  # the flow ODE's own steppers (engine/samplers.py), in t
+
+
 def _long_runs(grid: Grid, long_: list[int]) -> str:
     """Which samplers run the long step counts and why the others do not, with network evaluations (per step and
     per run, at their default options) from the samplers' registry records."""
@@ -121,8 +124,13 @@ def _long_runs(grid: Grid, long_: list[int]) -> str:
         per_step = [specs[name].evals_per_step(specs[name].options) for name in costly]
         reasons.append(f"{spoken_list(costly)} take {spoken_list(per_step)} network evaluations per step, so {steps} steps would "
                        f"cost {spoken_list(nfe[name] for name in costly)} NFE")
-    if few_step:
-        reasons.append(f"{spoken_list(few_step)} {'is' if len(few_step) == 1 else 'are'} made for 10–20 steps")
+    solvers = [name for name in few_step if name not in FLOW_STEPPERS]
+    if solvers:
+        reasons.append(f"{spoken_list(solvers)} {'is' if len(solvers) == 1 else 'are'} made for 10–20 steps")
+    flow = [name for name in few_step if name in FLOW_STEPPERS]
+    if flow:
+        reasons.append(f"{spoken_list(flow)} {'steps' if len(flow) == 1 else 'step'} along the flow ODE, whose paths "
+                       "flow matching makes nearly straight, so few steps suffice (the NFE study below runs 1 to 128)")
     return text + (": " + ", and ".join(reasons) if reasons else "") + "."
 
 

@@ -115,8 +115,23 @@ $\varnothing$ alone, the branch every guided sample leans on (also reached with 
 """
 
 
+def offered_text(app: AppContext) -> str:
+    """Which image models the app offers and which it holds back, with why: each is judged on the results page
+    (docs/RESULTS.md) in noise-equivalent σ and legibility, and a model that falls short is not offered."""
+    withdrawn = app.store.withdrawn()
+    lines = ["### Which models this app offers, and why", "",
+             "Each image model is judged on the results page (docs/RESULTS.md) in **noise-equivalent σ**: the σ of "
+             "Gaussian noise on real images that scores as far from the data as the model's samples (0 reads as "
+             "real), with bars of 0.04 on Fashion-MNIST and 0.08 on MNIST, and its samples must be about as legible "
+             "to a classifier as real ones. A model that falls short is held back until it is retrained.", "",
+             "Offered: " + (", ".join(app.store.image_models()) or "none") + "."]
+    lines += [f"- Not offered: **{name}** — {why}" for name, why in withdrawn.items()]
+    return "\n".join(lines)
+
+
 def build(app: AppContext, opened: gr.State) -> Room:
-    """The About tab: its text."""
+    """The About tab: its text, and which models are offered."""
     with gr.Tab("About", id="about"):
         gr.Markdown(ABOUT, latex_delimiters=LATEX)
+        gr.Markdown(offered_text(app))
     return Room("about")
