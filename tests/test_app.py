@@ -415,7 +415,7 @@ def test_the_flow_matching_example_runs_on_the_shipped_models():
     *_, (gallery, plot, rows, status, state, scrub, link) = Compare(AppContext(store)).compare(**head, **panels)
     assert [caption.split(" · step")[0] for _, caption in gallery] == [
         "1: mnist-fm · flow · euler · 8 steps", "2: mnist-fm · flow · heun · 4 steps",
-        "3: mnist-ddpm · cosine · ddim · 8 steps", "4: mnist-ddpm · cosine · dpm-solver++ · 8 steps"]
+        "3: mnist-ddpm · linear · ddim · 8 steps", "4: mnist-ddpm · linear · dpm-solver++ · 8 steps"]
     assert [row[2] for row in rows] == [8, 7, 8, 8] and status.startswith("done: 8 rounds")
     assert "&model_1=mnist-fm&schedule_1=flow" in link and "model_3" not in link
 
