@@ -22,6 +22,16 @@ compile thread also runs at a lower CPU priority (nice +10, Linux; the child and
 while it compiles here the interpreter switches threads more often, so requests get the GIL back sooner. A child
 that fails (no process can be started, a changed checkpoint) is logged and the compile runs here in full.
 
+Every compiled call runs in inference mode, whatever the caller's autograd mode, so one graph per shape serves them
+all. Dynamo guards a graph on the autograd mode it was compiled in; when each mode had a graph of its own, a shape
+first called under ``no_grad`` (a benchmark's or a script's warm-up) compiled a graph that ``generate``'s calls, in
+inference mode, never used: ``wait()`` returned, and the runs after it went eager until a second compile of the same
+shape finished — a warm served model that timed like eager. A call outside inference mode that needs no autograd is
+therefore run inside it and its output copied out of it (an inference tensor could not be updated in place there).
+A call that does need autograd (grad mode on and an input or a weight requiring grad, as the likelihood's divergence
+does) runs eager: the graphs compute no backward, and one compiled for inputs without grad was recompiled in the
+caller's thread.
+
 Only batches up to ``max_batch`` are compiled: that is where the speed-up was measured, and dynamo keeps a bounded
 number of graphs per function. If compiling fails (no C++ compiler, an unsupported platform), the failure is logged
 once and every later call stays eager.
@@ -122,9 +132,11 @@ def _trace_fx_once() -> None:
         pass
 
 
-def _mode_key() -> tuple[bool, bool]:
-    """The autograd modes a compiled graph is guarded on: a call in another mode would recompile in the caller."""
-    return torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+def _needs_autograd(net: nn.Module, x: torch.Tensor, log_snr: torch.Tensor) -> bool:
+    """Whether a call of ``net`` now must record autograd: grad mode on (outside inference mode) and an input or a
+    weight that requires grad. Any other call computes the same output in inference mode."""
+    return torch.is_grad_enabled() and not torch.is_inference_mode_enabled() and (
+        x.requires_grad or log_snr.requires_grad or any(p.requires_grad for p in net.parameters()))
 
 
 class BackgroundCompiled:
@@ -147,7 +159,7 @@ class BackgroundCompiled:
         # the first batch size served in bfloat16 (None: none is)
         self.bfloat16_from = (BFLOAT16_FROM_BATCH if precision == "auto" else 1) if bfloat16 else None
         wanted = {self.precision_for(n) for n in range(1, max_batch + 1)}
-        # each its own graphs (isolate_recompiles), up to one per batch shape and autograd mode
+        # each its own graphs (isolate_recompiles), up to one per batch shape (and input layout)
         self.graphs = {p: torch.compile(_Autocast(net) if p == "bfloat16" else net, dynamic=False,
                                         options=COMPILE_OPTIONS, isolate_recompiles=True,
                                         recompile_limit=4 * max_batch) for p in sorted(wanted)}
@@ -179,14 +191,24 @@ class BackgroundCompiled:
 
     @staticmethod
     def key(x: torch.Tensor, log_snr: torch.Tensor) -> tuple:
-        return (tuple(x.shape), tuple(x.stride()), x.dtype, x.device, tuple(log_snr.shape), log_snr.dtype,
-                *_mode_key())
+        """What a compiled graph is specialised on (every graph runs in inference mode)."""
+        return tuple(x.shape), tuple(x.stride()), x.dtype, x.device, tuple(log_snr.shape), log_snr.dtype
 
     def __call__(self, x: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
+        """The network's output, through the compiled graph of the call's shape once it is ready; a call in another
+        autograd mode runs in inference mode (one graph serves every mode), one that needs autograd runs eager."""
         if torch.is_inference_mode_enabled():
-            # a tensor made outside inference mode (a run's x_T reaches the network unchanged at its first step)
-            # carries other dispatch keys: the graph's guards would fail and dynamo would recompile in this thread
-            x, log_snr = (v if v.is_inference() else v.clone() for v in (x, log_snr))
+            return self._inference_call(x, log_snr)
+        if _needs_autograd(self.net, x, log_snr):
+            return self.net(x, log_snr)
+        with torch.inference_mode():
+            out = self._inference_call(x, log_snr)
+        return out.clone()  # a normal tensor again: the caller may update it in place outside inference mode
+
+    def _inference_call(self, x: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
+        # a tensor made outside inference mode (a run's x_T reaches the network unchanged at its first step)
+        # carries other dispatch keys: the graph's guards would fail and dynamo would recompile in this thread
+        x, log_snr = (v if v.is_inference() else v.clone() for v in (x, log_snr))
         key = self.key(x, log_snr)
         if key in self.ready:
             return self._graph(x)(x, log_snr)
@@ -213,7 +235,6 @@ class BackgroundCompiled:
                     return
                 key, x, log_snr = self._jobs.popleft()
             if self.failed is None:
-                grad, inference = key[-2], key[-1]
                 with _ONE_COMPILE_AT_A_TIME:
                     t0 = time.perf_counter()
                     in_child = self.source is not None and self._compile_in_child(key)
@@ -221,7 +242,7 @@ class BackgroundCompiled:
                     interval = sys.getswitchinterval()
                     sys.setswitchinterval(COMPILE_SWITCH_INTERVAL_S)
                     try:
-                        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                        with torch.inference_mode():
                             self._graph(x)(x, log_snr)
                         self.ready.add(key)
                         log.info("batch %d compiled (%s): %s%.1f s in this process", key[0][0],
@@ -239,12 +260,11 @@ class BackgroundCompiled:
         value), which fills inductor's on-disk caches; the compile in this process then loads the result instead of
         generating it. The child holds its own GIL: a request here waits for the GIL only during the short cached
         compile. False (logged; the compile here still runs in full) if the child failed."""
-        shape, stride, dtype, device, lshape, ldtype, grad, inference = key
+        shape, stride, dtype, device, lshape, ldtype = key
         spec = {**self.source, "precision": self.precision_arg,
                 "max_batch": self.max_batch, "threads": torch.get_num_threads(), "shape": list(shape),
                 "stride": list(stride), "dtype": str(dtype).removeprefix("torch."), "device": str(device),
-                "log_snr_shape": list(lshape), "log_snr_dtype": str(ldtype).removeprefix("torch."), "grad": grad,
-                "inference": inference}
+                "log_snr_shape": list(lshape), "log_snr_dtype": str(ldtype).removeprefix("torch.")}
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         try:
             done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(spec)], cwd=root,
@@ -337,12 +357,12 @@ def load_served(name: str, device: str | torch.device = "cpu", directory=None, *
 def compile_for_parent(spec: dict) -> None:
     """A child process's side of ``BackgroundCompiled._compile_in_child``: load the checkpoint as the parent did
     (``load_served`` with the parent's ``source``), rebuild its BackgroundCompiled (without a source: no grandchild)
-    and compile the one graph ``spec`` describes, with the parent's intra-op thread count, input layout and autograd
-    modes — the same graph, so the same entries in inductor's on-disk caches."""
+    and compile the one graph ``spec`` describes, with the parent's intra-op thread count and input layout, in
+    inference mode as every graph is — the same graph, so the same entries in inductor's on-disk caches."""
     torch.set_num_threads(spec["threads"])
     model = load_served(spec["name"], spec["device"], spec["directory"], channels_last=spec["channels_last"])
     compiled = BackgroundCompiled(model.net.net, max_batch=spec["max_batch"], precision=spec["precision"])
-    with torch.inference_mode(spec["inference"]), torch.set_grad_enabled(spec["grad"]):
+    with torch.inference_mode():
         x = torch.empty_strided(spec["shape"], spec["stride"], dtype=getattr(torch, spec["dtype"]),
                                 device=spec["device"]).zero_()
         log_snr = torch.zeros(spec["log_snr_shape"], dtype=getattr(torch, spec["log_snr_dtype"]),

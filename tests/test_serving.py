@@ -3,6 +3,7 @@ compiled once the background thread has finished that shape, eager before and fo
 channels-last, which changes speed, not samples."""
 import logging
 import sys
+import threading
 
 import pytest
 import torch
@@ -55,12 +56,62 @@ def test_compiles_in_the_background_and_gives_the_same_values():
         assert not x.is_inference()
         torch.testing.assert_close(bc(x, lam), expected, atol=1e-5, rtol=1e-5)
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs, "the caller's thread recompiled"
-    # a call in another autograd mode is another key (its graph would be guarded on the mode): eager, queued anew
+    # a call in another autograd mode runs in inference mode: the same ready graph, nothing queued or recompiled
     with torch.no_grad():
-        assert BackgroundCompiled.key(x, lam) not in bc.ready
-        torch.testing.assert_close(bc(x, lam), expected, atol=1e-5, rtol=1e-5)
-        assert len(bc.queued) == 2
+        out = bc(x, lam)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+        assert len(bc.queued) == 1
+    assert not out.is_inference() and not out.requires_grad
+    out.add_(1)  # a normal tensor: the caller may update it in place
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
     assert bc.wait(timeout=300)
+
+
+class _Counting:
+    """A compiled graph that counts the calls made from the thread that wrapped it (not a background compile's)."""
+
+    def __init__(self, graph):
+        self.graph, self.calls, self.thread = graph, 0, threading.get_ident()
+
+    def __call__(self, *args):
+        self.calls += threading.get_ident() == self.thread
+        return self.graph(*args)
+
+
+@pytest.mark.slow
+def test_a_shape_warmed_under_no_grad_serves_generate_s_calls_through_its_graph():
+    """Issue 30: a shape first called under ``no_grad`` (bench/levers' warm-up, or a script's) compiled a graph
+    guarded on that mode, which ``generate``'s calls (inference mode) never used: after ``wait()`` a DDIM run at
+    batch 16 went eager, and timed like eager, until a second compile of the same shape finished. Every call of
+    the run now goes through the one graph of its shape (bfloat16 from batch 2 where native, float32 elsewhere),
+    and nothing is queued or compiled again."""
+    model = serving.serve(engine.load_model("mnist-ddpm"), background_compile=True)
+    compiled = model.net.compiled
+    with torch.no_grad():
+        model.eps(torch.randn(16, 1, 28, 28), torch.full((16,), 0.5, dtype=torch.float64))
+    assert compiled.wait(timeout=600) and compiled.failed is None and len(compiled.ready) == 1
+    compiled.graphs = {p: _Counting(g) for p, g in compiled.graphs.items()}
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    last = None
+    for last in engine.generate(model, schedule="linear", sampler="ddim", steps=4, seed=0, n=16):
+        pass
+    assert last.nfe == 4
+    assert compiled.graphs[compiled.precision_for(16)].calls == 4, "a network call of the run went eager"
+    assert len(compiled.queued) == 1 and compiled.wait(timeout=0)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+
+
+def test_a_call_that_needs_autograd_runs_eager_and_queues_nothing():
+    """The graphs compute no backward; a graph compiled from a call's inputs without grad would be recompiled in the
+    caller's thread for inputs that require it (seen: one new graph on the first such call). So it runs eager."""
+    net = Tiny().eval().requires_grad_(False)
+    bc = BackgroundCompiled(net, max_batch=4)
+    x, lam = _inputs(3)
+    x.requires_grad_(True)
+    out = bc(x, lam)
+    assert out.requires_grad and torch.equal(out, net(x, lam))
+    out.sum().backward()
+    assert x.grad is not None and not bc.queued and bc.wait(timeout=0)
 
 
 @pytest.mark.slow
