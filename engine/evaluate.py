@@ -235,11 +235,17 @@ def noise_ladder(dataset: str, n: int, *, seed: int = 0, classifier: Classifier 
     return _noise_ladder(classifier, reference_statistics(classifier, dataset), sets, digest, seed)
 
 
-def with_noise_sigma(record: dict, ladder: list[list[float]]) -> dict:
-    """``record`` (a dict with "fd" and "fd_ci") with its noise-equivalent σ, its interval and ``ladder`` added:
-    σ = ``noise_equivalent_sigma`` of FD, the interval maps fd_ci's ends through the same ladder."""
+def with_noise_sigma(record: dict, ladder: list[list[float]] | None = None) -> dict:
+    """``record`` (a dict with "fd" and "fd_ratio_ci") with its noise-equivalent σ, its interval and the ``ladder``
+    (default: the record's own "noise_ladder") added: σ = ``noise_equivalent_sigma`` of FD; the interval maps the
+    ends of fd_ratio_ci times the clean rung (fd_real). The ratio's resamples divide by resampled real sets, so the
+    interval carries the real baseline's own spread, which on MNIST's single 500-image held-out set is most of it
+    (FD 6.11 [2.56, 11.07]); mapping fd_ci alone left that out and read mnist-cond's w = 1 as σ 0 [0, 0]."""
+    ladder = record["noise_ladder"] if ladder is None else ladder
+    clean = ladder[0][1]
     return {**record, "noise_sigma": noise_equivalent_sigma(record["fd"], ladder),
-            "noise_sigma_ci": [noise_equivalent_sigma(v, ladder) for v in record["fd_ci"]], "noise_ladder": ladder}
+            "noise_sigma_ci": [noise_equivalent_sigma(v * clean, ladder) for v in record["fd_ratio_ci"]],
+            "noise_ladder": ladder}
 
 
 def noise_equivalent_sigma(fd: float, ladder: list[list[float]]) -> float:
@@ -282,7 +288,8 @@ def score_images(images: torch.Tensor, dataset: str, *, seed: int = 0, classifie
       noise_sigma  the noise-equivalent σ, the headline figure: the σ of Gaussian noise on real held-out images
                 that scores the same FD (``noise_equivalent_sigma`` on ``noise_ladder``, the [σ, FD] rungs of
                 ``_noise_ladder``); ≈ 0 for real images, ≈ 0.05 for real images with σ = 0.05 noise. Its
-                interval ``noise_sigma_ci`` maps fd_ci's ends through the same ladder
+                interval ``noise_sigma_ci`` maps fd_ratio_ci's ends (times fd_real) through the same ladder
+                (``with_noise_sigma``: so that it carries the real baseline's spread)
 
     Intervals ``X_ci`` = [lo, hi]: the percentile bootstrap (Efron & Tibshirani 1993), ``bootstrap`` resamples
     with replacement of the n images and, independently, of each held-out set, drawn from ``seed``; a ratio's

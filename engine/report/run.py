@@ -138,7 +138,7 @@ def _validation(setups: dict, n: int, seed: int, path: Path) -> dict:
             cache[key] = record = {"rows": rows, "classifier_sha256": s.classifier_card["sha256"],
                                    "evaluator": EVALUATOR_VERSION, "date": datetime.date.today().isoformat()}
             write_cache(path, cache)
-        out[s.dataset] = record["rows"]
+        out[s.dataset] = [evaluate.with_noise_sigma(r) for r in record["rows"]]
     return out
 
 
@@ -186,16 +186,16 @@ def _missing(cache: dict, planned: dict) -> list:
 
 
 def placed_on_noise(results: dict, setups: dict, n: int, seed: int) -> dict:
-    """``results`` with every record's noise-equivalent σ: a record scored before the figure existed (evaluator
-    version 2 keeps FD and its interval) is placed on the noise ladder of its dataset at this n and seed
-    (``evaluate.noise_ladder``), exactly the ladder ``score_images`` would use, so σ follows from its FD without
-    sampling again."""
+    """``results`` with every record's noise-equivalent σ (``evaluate.with_noise_sigma``) on the noise ladder of its
+    dataset at this n and seed (``evaluate.noise_ladder``), exactly the ladder ``score_images`` uses: a record
+    scored before the figure existed (evaluator version 2 keeps FD and its intervals) gets σ from its FD without
+    sampling again, and every record's σ is stated the one way."""
     ladders, out = {}, {}
     for name, records in results.items():
         s = setups[name]
         if s.dataset not in ladders:
             ladders[s.dataset] = evaluate.noise_ladder(s.dataset, n, seed=seed, classifier=s.classifier)
-        out[name] = [r if "noise_sigma" in r else evaluate.with_noise_sigma(r, ladders[s.dataset]) for r in records]
+        out[name] = [evaluate.with_noise_sigma(r, ladders[s.dataset]) for r in records]
     return out
 
 
@@ -226,6 +226,9 @@ def _studies(setups: dict, grid: Grid, grids: dict, n: int, seed: int, results_d
     bits = likelihood.measure(setups, likelihood.schedules_of(setups, grid, grids), min(n, likelihood.N_IMAGES), seed,
                               results_dir / "likelihood.json")
     study = nfe.measure(setups, n, seed, results_dir / "nfe.json")
+    placed = placed_on_noise({run: [r] for run, r in study["records"].items()}, {run: setups[run[0]] for run in
+                                                                                    study["records"]}, n, seed)
+    study["records"] = {run: records[0] for run, records in placed.items()}
     figures = [results_dir / f"guidance_{name}.png" for name in swept]
     figures += [results_dir / f"likelihood_{name}.png" for name, records in bits.items()
                 if any(r["method"] == "vlb" for r in records)]
