@@ -51,6 +51,9 @@ def test_the_section_draws_the_figure_and_judges_the_target(tmp_path: Path):
             "90 % | mnist-fm · euler (flow) |") in text
     assert "| 1 | σ 0.700 [0.500, 0.900] · 8.00 [6.00, 10.00]× · 90 % | — | not separated |" in text
     assert "Target: mnist-fm DDIM on flow, 8 steps: σ 0.010 [0.000, 0.040], 1.10 [0.90, 1.40]×" in text
+    heun = {"a": [_record(1, 9.0, 8.0, 10.0), _record(3, 3.0, 2.0, 4.0), _record(7, 1.5, 1.0, 2.0)]}
+    assert [nfe.within_budget(heun, k)["a"]["nfe"] for k in (1, 2, 4, 8)] == [1, 1, 3, 7]
+    assert nfe.within_budget({"pc": [_record(2, 9.0, 8.0, 10.0)]}, 1) == {}  # one pc step costs 2
     assert "**met**" in text
     records[nfe.TARGET[0]] = _record(8, 2.0, 1.5, 2.5)
     assert "**not met**" in "\n".join(nfe.section({"records": records, "straightness": {}}, tmp_path))
