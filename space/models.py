@@ -119,20 +119,19 @@ class ModelStore:
     def names(self) -> list[str]:
         """The intact denoising models the app offers: one whose card says ``withdrawn`` (why it falls short of the
         results page's bars) is left out of every picker, and the log says why; the report still scores it."""
-        offered = []
-        for name in self._names("denoiser"):
-            why = self._card_field(name, "withdrawn")
-            if why is None:
-                offered.append(name)
-            elif name not in self._said_withdrawn:
-                self._said_withdrawn.add(name)
-                log.info("checkpoint %s is not offered: %s", name, why)
-        return offered
+        intact = self._names("denoiser")
+        held_back = self._held_back(intact)
+        for name in held_back.keys() - self._said_withdrawn:
+            self._said_withdrawn.add(name)
+            log.info("checkpoint %s is not offered: %s", name, held_back[name])
+        return [name for name in intact if name not in held_back]
 
     def withdrawn(self) -> dict[str, str]:
         """{name: why} of the intact denoising models that ``names`` leaves out (their cards' ``withdrawn``)."""
-        return {name: why for name in self._names("denoiser")
-                for why in [self._card_field(name, "withdrawn")] if why is not None}
+        return self._held_back(self._names("denoiser"))
+
+    def _held_back(self, names: list[str]) -> dict[str, str]:
+        return {name: why for name in names for why in [self._card_field(name, "withdrawn")] if why is not None}
 
     def _card_field(self, name: str, key: str):
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..evaluate import noise_equivalent_sigma
 from .bars import BARS, SIGMA_BAR, judge_bar
-from .text import interval, label
+from .text import interval, label, sigma_text
 
 
 def placements(results: dict, datasets: dict, n: int) -> dict:
@@ -68,8 +68,8 @@ def ladder_lines(placed: dict) -> list[str]:
     results/noise_ladder_DATASET.png): the rungs, the resolution at this n, and each placed cell's σ."""
     lines = ["### The noise ladder, and where the models sit", "",
              "Each cell's headline figure, the noise-equivalent σ, is the σ of Gaussian noise on real held-out images "
-             "(the [-1, 1] scale, clipped) that scores the cell's FD, read off this ladder; its interval maps the FD "
-             "interval's ends.", ""]
+             "(the [-1, 1] scale, clipped) that scores the cell's FD, read off this ladder; its interval maps the ends "
+             "of FD / real's interval (times real's FD), so it carries the real baseline's own spread.", ""]
     for dataset, cells in placed.items():
         first = cells[0][1]
         reach = resolution(first)
@@ -83,7 +83,6 @@ def ladder_lines(placed: dict) -> list[str]:
         lines += [f"- **{dataset}**, n = {first['n']}: FD at σ = {rungs}. Real held-out images' FD interval "
                   f"{interval(first['fd_real'], first['fd_real_ci'])} reaches σ {reach:.3f}: below that, σ is "
                   f"not resolved from real images.{verdict}",
-                  "  " + "; ".join(f"{model} {label(r)}: σ {interval(r['noise_sigma'], r['noise_sigma_ci'], 3)}"
-                                   for model, r in cells) + ".",
+                  "  " + "; ".join(f"{model} {label(r)}: {sigma_text(r)}" for model, r in cells) + ".",
                   "", f"![noise ladder of {dataset}](results/noise_ladder_{dataset}.png)", ""]
     return lines

@@ -16,7 +16,8 @@ from collections import Counter
 
 from ..generate import sampler_spec
 from ..schedules import get_schedule
-from .bars import BARS, better_than_real, bounds, judge_bar, stand_ins
+from ..evaluate import NOISE_LADDER
+from .bars import BARS, SIGMA_BAR, better_than_real, bounds, judge_bar, stand_ins
 from .findings import model_section
 from .grid import LONG_RUN_SAMPLERS, SAMPLERS_BY_OBJECTIVE, Grid, grid_samplers
 from .ladder import ladder_lines, placements
@@ -187,11 +188,12 @@ HOW_TO_READ = [
     "How to read the figures (engine/evaluate.py defines them):",
     "",
     "- **Noise-equivalent σ**, the headline figure: the σ of Gaussian noise added to real held-out images (on the "
-    "[-1, 1] pixel scale) that scores the same FD as the cell, read off a ladder of noised real images (0, 0.01, "
-    "0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, …; the ladder and where the models sit are under How far to trust "
-    "these numbers). 0 reads as real; 0.05 looks like real images with faint grain. Unlike a ratio of FDs it "
-    "means the same whichever feature network measures it, so the bars are set in it: Fashion-MNIST σ ≤ 0.04, "
-    "MNIST σ ≤ 0.08 (MNIST's 500 held-out images resolve less).",
+    "[-1, 1] pixel scale) that scores the same FD as the cell, read off a ladder of noised real images ("
+    + ", ".join(f"{sigma:g}" for sigma in NOISE_LADDER if sigma <= 0.2) + ", …; the ladder and where the models sit "
+    "are under How far to trust these numbers). 0 reads as real; 0.05 looks like real images with faint grain. "
+    "Unlike a ratio of FDs it means the same whichever feature network measures it, so the bars are set in it: "
+    + ", ".join(f"{dataset} σ ≤ {limit:g}" for dataset, limit in SIGMA_BAR.items())
+    + " (MNIST's 500 held-out images resolve less).",
     "- **FD** is the Fréchet distance between Gaussians fitted to features of our own classifier (not "
     "Inception's): the n samples' against the dataset's *whole training split*.",
     "- **Real** (the baseline) is the same FD for n *held-out real images* against the same training split — "

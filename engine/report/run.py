@@ -185,18 +185,12 @@ def _missing(cache: dict, planned: dict) -> list:
                   key=lambda key: -planned[key][1].nfe)
 
 
-def placed_on_noise(results: dict, setups: dict, n: int, seed: int) -> dict:
-    """``results`` with every record's noise-equivalent σ (``evaluate.with_noise_sigma``) on the noise ladder of its
-    dataset at this n and seed (``evaluate.noise_ladder``), exactly the ladder ``score_images`` uses: a record
-    scored before the figure existed (evaluator version 2 keeps FD and its intervals) gets σ from its FD without
-    sampling again, and every record's σ is stated the one way."""
-    ladders, out = {}, {}
-    for name, records in results.items():
-        s = setups[name]
-        if s.dataset not in ladders:
-            ladders[s.dataset] = evaluate.noise_ladder(s.dataset, n, seed=seed, classifier=s.classifier)
-        out[name] = [evaluate.with_noise_sigma(r, ladders[s.dataset]) for r in records]
-    return out
+def noise_ladders(setups: dict, n: int, seed: int) -> dict:
+    """{model: the noise ladder of its dataset at this n and seed} (``evaluate.noise_ladder``), exactly the ladder
+    ``score_images`` uses, so that every record on the page — cell, sweep or study run — is placed on it by
+    ``evaluate.with_noise_sigma``: one scored before the figure existed (evaluator version 2 keeps FD and its
+    intervals) gets σ from its FD without sampling again, and every record's σ is stated the one way."""
+    return {name: evaluate.noise_ladder(s.dataset, n, seed=seed, classifier=s.classifier) for name, s in setups.items()}
 
 
 def _plot(results: dict, setups: dict, schedules: list[str], n: int, seed: int, results_dir: Path) -> tuple[list, dict]:
@@ -217,18 +211,18 @@ def _plot(results: dict, setups: dict, schedules: list[str], n: int, seed: int, 
     return figures, samples
 
 
-def _studies(setups: dict, grid: Grid, grids: dict, n: int, seed: int, results_dir: Path) -> tuple[dict, list, list]:
+def _studies(setups: dict, grid: Grid, grids: dict, n: int, seed: int, results_dir: Path,
+             ladders: dict) -> tuple[dict, list, list]:
     """The page's sections after the grid's, each cached beside the cells: the guidance sweeps, quality against
     network evaluations (``nfe``: its models among ``setups``) and held-out bits/dim (measured here), and the inpainting study (``python -m engine inpaint-study`` measures it). Returns (the sweeps,
     their markdown lines, their figures)."""
-    swept = placed_on_noise(guidance.sweeps(setups, n, seed, results_dir / "guidance.json"), setups, n, seed)
+    swept = {name: [evaluate.with_noise_sigma(r, ladders[name]) for r in records]
+             for name, records in guidance.sweeps(setups, n, seed, results_dir / "guidance.json").items()}
     guided = guidance.section(swept, setups, results_dir)
     bits = likelihood.measure(setups, likelihood.schedules_of(setups, grid, grids), min(n, likelihood.N_IMAGES), seed,
                               results_dir / "likelihood.json")
     study = nfe.measure(setups, n, seed, results_dir / "nfe.json")
-    placed = placed_on_noise({run: [r] for run, r in study["records"].items()}, {run: setups[run[0]] for run in
-                                                                                    study["records"]}, n, seed)
-    study["records"] = {run: records[0] for run, records in placed.items()}
+    study["records"] = {run: evaluate.with_noise_sigma(r, ladders[run[0]]) for run, r in study["records"].items()}
     figures = [results_dir / f"guidance_{name}.png" for name in swept]
     figures += [results_dir / f"likelihood_{name}.png" for name, records in bits.items()
                 if any(r["method"] == "vlb" for r in records)]
@@ -270,13 +264,15 @@ def run_report(models=DEFAULT_MODELS, *, grid: Grid = FULL, n: int | None = None
         return {"page": None, "cache": None, "computed": mine, "reused": total - len(todo), "figures": [],
                 "skipped": skipped}
 
-    results = placed_on_noise({name: [cache[key] for _, key in plan] for name, plan in plans.items()}, setups, n, seed)
+    ladders = noise_ladders(setups, n, seed)
+    results = {name: [evaluate.with_noise_sigma(cache[key], ladders[name]) for _, key in plan]
+               for name, plan in plans.items()}
     schedules = list(dict.fromkeys(s for g in (grid, *grids.values()) for s in g.all_schedules))
     figures, samples = _plot(results, setups, schedules, n, seed, results_dir)
     page = out / "RESULTS.md"
     command = command or f"engine.report.run_report({models!r}, n={n}, seed={seed}, out={str(out)!r}, device={device!r})"
     validation = _validation(setups, n, seed, results_dir / "validation.json")
-    swept, study_lines, study_figures = _studies(setups, grid, grids, n, seed, results_dir)
+    swept, study_lines, study_figures = _studies(setups, grid, grids, n, seed, results_dir, ladders)
     page.write_text(render_page(command=command, grid=grid, n=n, seed=seed, results=results, setups=setups,
                                 skipped=skipped, samples=samples, models=models, grids=grids, validation=validation)
                     + "\n".join(study_lines))
