@@ -144,6 +144,11 @@ class ModelStore:
     def card(self, name: str) -> dict:
         return engine.model_card(name, self.directory)
 
+    def sampling(self, name: str) -> dict | None:
+        """How the model's card says to sample it (``{"sampler", "schedule", "steps": [...]}``: a distilled
+        student's own few steps, engine/distill.py), or None when it says nothing."""
+        return self._card_field(name, "sampling")
+
     def classes(self, name: str) -> list[str]:
         """The class names a conditional model takes as labels 0…k−1 ([] for an unconditional model)."""
         card = self.card(name)

@@ -31,8 +31,9 @@ CSS = """
 .matplotlib.layout { padding-top: 28px; box-sizing: border-box; }  /* the block's floating label covered the top */
 """
 # the row of examples: each is a result link's settings (a query string), filled in and run like one; "score" stands
-# for a model trained by denoising score matching, "conditional" for a class-conditional one, another name for that
-# model (the tab's "model" or a Compare panel's "model_K"); a button is left out when a model it needs is not offered
+# for a model trained by denoising score matching, "conditional" for a class-conditional one, "distilled" for a
+# distilled student and "teacher" for its teacher, another name for that model (the tab's "model" or a Compare
+# panel's "model_K"); a button is left out when a model it needs is not offered
 EXAMPLES = [
     ("10 steps: cosine vs linear", {"tab": "compare", "panels": 2, "seed": 0, "n": 1, "schedule_1": "cosine",
                                     "sampler_1": "ddim", "steps_1": 10, "schedule_2": "linear", "sampler_2": "ddim",
@@ -53,6 +54,14 @@ EXAMPLES = [
                                         "model_2": "mnist-fm", "schedule_2": "flow", "sampler_2": "heun", "steps_2": 4,
                                         "schedule_3": "linear", "sampler_3": "ddim", "steps_3": 8,
                                         "schedule_4": "linear", "sampler_4": "dpm-solver++", "steps_4": 8}),
+    # a distilled student (reflow: its paths are straight, so one Euler step follows them) beside its teacher's
+    # solvers at the same 4 network evaluations, from the same x_T; DDIM on the flow path is Euler on the teacher
+    ("1–4 steps: distilled vs DPM-Solver++ and DDIM", {
+        "tab": "compare", "model": "teacher", "panels": 4, "seed": 0, "n": 2,
+        "model_1": "distilled", "schedule_1": "flow", "sampler_1": "euler", "steps_1": 1,
+        "model_2": "distilled", "schedule_2": "flow", "sampler_2": "euler", "steps_2": 4,
+        "schedule_3": "flow", "sampler_3": "dpm-solver++", "steps_3": 4, "schedule_4": "flow", "sampler_4": "ddim",
+        "steps_4": 4}),
 ]
 MODEL_KEY = re.compile(r"model(_\d+)?")  # an example's keys that name a model: the tab's, a Compare panel's
 
@@ -75,13 +84,17 @@ def no_models_text(store: ModelStore) -> str:
 
 
 def offered_examples(store: ModelStore) -> list[tuple[str, dict]]:
-    """The examples this server can run, each with its models named: "score" and "conditional" become such a model,
-    another name stays if that model is offered, and an example that names no model gets the default one. An
-    example is left out when a model it needs is not offered (mnist-fm's until it is exported)."""
+    """The examples this server can run, each with its models named: "score", "conditional" and "distilled" become
+    such a model (a distilled one's card names its teacher: "teacher"), another name stays if that model is
+    offered, and an example that names no model gets the default one. An example is left out when a model it needs
+    is not offered (mnist-fm's until it is exported)."""
     images = store.image_models()
     score = [m for m in images if store.card(m).get("objective") == "dsm"]
+    distilled = pick([m for m in images if store.card(m).get("distilled_from")], "mnist-fast")
+    teacher = store.card(distilled)["distilled_from"]["teacher"] if distilled else None
     models_for = {"score": pick(score, "mnist-ncsn"),
-                  "conditional": pick([m for m in images if store.classes(m)], "mnist-cond")}
+                  "conditional": pick([m for m in images if store.classes(m)], "mnist-cond"),
+                  "distilled": distilled, "teacher": teacher if teacher in images else None}
     offered = []
     for label, query in EXAMPLES:
         models = {"model": pick(images, DEFAULT_MODEL)}

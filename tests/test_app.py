@@ -396,6 +396,13 @@ def test_an_example_is_offered_only_with_every_model_it_names():
     assert "model_3" not in query and query["panels"] == 4
     assert flow not in dict(offered_examples(_Offered({"mnist-fm": {"objective": "fm"}})))  # no mnist-ddpm
     assert offered_examples(_Offered({})) == []
+    # "distilled" is a model whose card names its teacher, "teacher" that teacher: both must be offered
+    fast = "1–4 steps: distilled vs DPM-Solver++ and DDIM"
+    student = {"objective": "fm", "distilled_from": {"teacher": "mnist-fm", "method": "reflow"}}
+    assert fast not in dict(offered_examples(_Offered({**today, "mnist-fast": student})))  # its teacher is not
+    query = dict(offered_examples(_Offered({**today, "mnist-fm": {"objective": "fm"}, "mnist-fast": student})))[fast]
+    assert (query["model"], query["model_1"], query["model_2"]) == ("mnist-fm", "mnist-fast", "mnist-fast")
+    assert [query[f"steps_{k}"] for k in range(1, 5)] == [1, 4, 4, 4]
 
 
 def test_the_flow_matching_example_runs_on_the_shipped_models():
@@ -418,6 +425,27 @@ def test_the_flow_matching_example_runs_on_the_shipped_models():
         "3: mnist-ddpm · linear · ddim · 8 steps", "4: mnist-ddpm · linear · dpm-solver++ · 8 steps"]
     assert [row[2] for row in rows] == [8, 7, 8, 8] and status.startswith("done: 8 rounds")
     assert "&model_1=mnist-fm&schedule_1=flow" in link and "model_3" not in link
+
+
+def test_the_distillation_example_runs_on_the_shipped_models():
+    """The "1–4 steps: distilled vs DPM-Solver++ and DDIM" example on the shipped checkpoints once mnist-fast is
+    among them: the student at 1 and 4 Euler steps beside its teacher's DPM-Solver++ and DDIM at 4, one x_T."""
+    from space.context import AppContext
+    from space.models import ModelStore
+    from space.tabs.compare import Compare
+    from space.ui import offered_examples
+
+    store = ModelStore()
+    if "mnist-fast" not in store.image_models():
+        pytest.skip("mnist-fast is not shipped yet (checkpoints/mnist-fast.safetensors + .json)")
+    query = dict(offered_examples(store))["1–4 steps: distilled vs DPM-Solver++ and DDIM"]
+    head = {key: query[key] for key in ("model", "seed", "panels", "n")}
+    panels = {key: value for key, value in query.items() if key not in head and key != "tab"}
+    *_, (gallery, plot, rows, status, state, scrub, link) = Compare(AppContext(store)).compare(**head, **panels)
+    assert [caption.split(" · step")[0] for _, caption in gallery] == [
+        "1: mnist-fast · flow · euler · 1 step", "2: mnist-fast · flow · euler · 4 steps",
+        "3: mnist-fm · flow · dpm-solver++ · 4 steps", "4: mnist-fm · flow · ddim · 4 steps"]
+    assert [row[2] for row in rows] == [1, 4, 4, 4] and status.startswith("done: 4 rounds")
 
 
 def test_generate_with_a_class_and_guidance(app):

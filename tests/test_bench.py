@@ -56,3 +56,23 @@ def test_the_app_section_makes_requests_that_the_app_answers():
         assert first is not None and 0 < first <= total
     finally:
         demo.close()
+
+
+def test_quick_fast_section_times_one_step_served_eager_and_in_the_app(tmp_path, monkeypatch):
+    """Section 9 on the shipped mnist-fast (skipped until it ships, and then the page says why): served and eager
+    rows per batch, the browser's request, and its target row."""
+    import engine
+    from bench.run import targets
+
+    monkeypatch.setattr(BackgroundCompiled, "_work", _drop_queued_shapes)
+    results = main(["--quick", "--only", "fast", "--out", str(tmp_path / "PERFORMANCE.md")])
+    section = results["fast"]
+    goal = "one step, distilled: a batch of 16 served in < 50 ms on two cores (mnist-fast)"
+    [target] = [t for t in targets(results) if t.goal == goal]
+    if "mnist-fast" not in engine.list_models():
+        assert section.skipped and target.met is None
+        return
+    rows = section.tables[0].rows
+    assert [r[0] for r in rows] == [16, 1, "16, /generate as the browser makes it"]
+    assert all(float(r[1]) > 0 for r in rows) and rows[0][3].endswith("×")
+    assert target.measured.startswith("served: batch 16 ") and target.met in (True, False)

@@ -18,7 +18,7 @@ if not os.path.exists(CHROMIUM):
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
 
-from tests.test_app import free_port, make_fixture_checkpoints  # noqa: E402
+from tests.test_app import TINY_UNET, free_port, make_fixture_checkpoints  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOTS = os.path.join(ROOT, "artifacts", "screenshots")
@@ -40,6 +40,18 @@ class _KeepLog(logging.Handler):
         SERVER_LOG.append(self.format(record))
 
 
+def add_distilled_student(ck: str, root) -> None:
+    """tiny-digits-fast in ``ck``: a reflow student of tiny-digits (16 pairs, 2 steps), whose card names its teacher
+    and how to sample it, as mnist-fast's does."""
+    import engine
+    from engine.distill import DistillConfig, distill
+
+    distill(DistillConfig(name="tiny-digits-fast", dataset="digits8", arch="unet", arch_config=TINY_UNET,
+                          teacher="tiny-digits", pairs=16, pair_batch=8, pair_steps=2, batch_size=8, steps=2, lr=1e-3,
+                          warmup_steps=1, log_every=1, save_every=2, run_dir=str(root / "runs"), export_dir=ck,
+                          device="cpu"), quiet=True, teacher=engine.load_model("tiny-digits", directory=ck))
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from space import CSS, build_demo
@@ -48,7 +60,9 @@ def server(tmp_path_factory):
     level = log.level
     log.addHandler(kept)
     log.setLevel(logging.INFO)
-    ck = make_fixture_checkpoints(str(tmp_path_factory.mktemp("browser-ck")))
+    root = tmp_path_factory.mktemp("browser-ck")
+    ck = make_fixture_checkpoints(str(root))
+    add_distilled_student(ck, root)
     demo = build_demo(ck)
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=CSS)
@@ -434,6 +448,27 @@ def test_compare_panels_from_two_models(server, page):
     assert value_of(page, "#c-model-1 input") == "the model above"
     wait_done(page, "#c-status textarea")
     assert titles[1] in page.locator("#c-gallery").inner_text()
+    assert page.errors == [], f"page errors: {page.errors[:5]}"
+
+
+def test_a_distilled_student_brings_its_own_sampling_and_its_example_runs(server, page):
+    """Picking the distilled student in Generate sets its card's sampling (flow · euler · 1 step). The example
+    "1–4 steps: distilled vs DPM-Solver++ and DDIM" runs it at 1 and 4 Euler steps beside its teacher's DPM-Solver++
+    and DDIM at 4, from the same noise; the table gives each panel's network evaluations."""
+    opened(page, server)
+    page.locator("#g-model input").click()
+    page.get_by_role("option", name="tiny-digits-fast", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#g-sampler input').value === 'euler'", timeout=30_000)
+    assert value_of(page, "#g-schedule input") == "flow" and value_of(page, "#g-steps input[type=number]") == "1"
+    page.get_by_role("button", name="1–4 steps: distilled vs DPM-Solver++ and DDIM").click()
+    wait_done(page, "#c-status textarea", "done: 4 rounds")
+    page.wait_for_function("() => document.querySelectorAll('#c-gallery img').length >= 4", timeout=30_000)
+    table = page.locator("#c-table").inner_text()
+    for setting, nfe in (("tiny-digits-fast · flow · euler · 1 step", 1), ("tiny-digits-fast · flow · euler · 4 steps", 4),
+                         ("tiny-digits · flow · dpm-solver++ · 4 steps", 4), ("tiny-digits · flow · ddim · 4 steps", 4)):
+        assert f"{setting}\n{nfe}\n" in table, table
+    assert "&model_1=tiny-digits-fast&schedule_1=flow&sampler_1=euler&steps_1=1" in value_of(page, "#c-link textarea")
+    shot(page, "14-distilled-vs-solvers.png")
     assert page.errors == [], f"page errors: {page.errors[:5]}"
 
 

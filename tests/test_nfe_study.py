@@ -5,6 +5,8 @@ from pathlib import Path
 import engine
 from engine.report import nfe
 
+FLOW = nfe.TARGETS[0]  # mnist-fm DDIM 8 on flow against mnist-ddpm DDIM 50
+
 
 def test_steps_for_spends_at_most_the_budget():
     assert [nfe.steps_for("ddim", k) for k in (1, 8, 128)] == [1, 8, 128]
@@ -41,8 +43,8 @@ def test_the_section_draws_the_figure_and_judges_the_target(tmp_path: Path):
     records = {("mnist-fm", "euler", "flow", k): {**_record(k, 8 / k, 6 / k, 10 / k), "model": "mnist-fm"}
                for k in (1, 2, 4, 8)}
     records[("mnist-ddpm", "ddim", "cosine", 8)] = _record(8, 5.0, 4.0, 6.0)
-    records[nfe.TARGET[0]] = _record(8, 1.1, 0.9, 1.4, confident=0.9)
-    records[nfe.TARGET[1]] = _record(50, 1.0, 0.8, 1.3)
+    records[FLOW[1]] = _record(8, 1.1, 0.9, 1.4, confident=0.9)
+    records[FLOW[2]] = _record(50, 1.0, 0.8, 1.3)
     page = nfe.section({"records": records, "straightness": {"mnist-fm": 0.01, "mnist-ddpm": 0.2}}, tmp_path,
                        nfes=(1, 2, 4, 8))
     text = "\n".join(page)
@@ -50,16 +52,33 @@ def test_the_section_draws_the_figure_and_judges_the_target(tmp_path: Path):
     assert ("| 8 | σ 0.000 [0.000, 0.025] · 1.00 [0.75, 1.25]× · 90 % | σ 0.400 [0.300, 0.500] · 5.00 [4.00, 6.00]× · "
             "90 % | mnist-fm · euler (flow) |") in text
     assert "| 1 | σ 0.700 [0.500, 0.900] · 8.00 [6.00, 10.00]× · 90 % | — | not separated |" in text
-    assert "Target: mnist-fm DDIM on flow, 8 steps: σ 0.010 [0.000, 0.040], 1.10 [0.90, 1.40]×" in text
+    assert ("Target, flow matching at 8 steps: mnist-fm ddim on flow, 8 steps: σ 0.010 [0.000, 0.040], "
+            "1.10 [0.90, 1.40]×") in text
     heun = {"a": [_record(1, 9.0, 8.0, 10.0), _record(3, 3.0, 2.0, 4.0), _record(7, 1.5, 1.0, 2.0)]}
     assert [nfe.within_budget(heun, k)["a"]["nfe"] for k in (1, 2, 4, 8)] == [1, 1, 3, 7]
     assert nfe.within_budget({"pc": [_record(2, 9.0, 8.0, 10.0)]}, 1) == {}  # one pc step costs 2
     assert "**met**" in text
-    records[nfe.TARGET[0]] = _record(8, 2.0, 1.5, 2.5)
+    records[FLOW[1]] = _record(8, 2.0, 1.5, 2.5)
     assert "**not met**" in "\n".join(nfe.section({"records": records, "straightness": {}}, tmp_path))
 
 
 def test_every_line_starts_from_pure_noise_and_the_target_runs_as_the_bars_judge():
     assert nfe.spacing_of(("mnist-ddpm", "ddim", "cosine", 128)) == "trailing"  # leading would start at t = 889
-    assert nfe.spacing_of(nfe.TARGET[1]) == "leading"  # DDIM 50 as the results page's bars run it
-    assert nfe.spacing_of(nfe.TARGET[0]) == "trailing"  # the flow schedule's own
+    assert nfe.spacing_of(FLOW[2]) == "leading"  # DDIM 50 as the results page's bars run it
+    assert nfe.spacing_of(FLOW[1]) == "trailing"  # the flow schedule's own
+
+
+def test_a_target_is_better_only_where_the_intervals_separate():
+    """"not worse" fails only when the candidate's interval lies wholly above; "better" needs it wholly below, and
+    overlapping intervals with the lower point read unresolved; the confident share is a floor either way."""
+    ref = _record(8, 2.0, 1.5, 2.5)
+    verdict = lambda cand, judged: nfe.target_verdict(cand, ref, judged, 0.7)  # noqa: E731
+    assert verdict(_record(1, 1.0, 0.8, 1.2), "better") == "met"
+    assert verdict(_record(1, 1.8, 1.2, 2.2), "better") == "unresolved"
+    assert verdict(_record(1, 2.2, 1.6, 2.8), "better") == "not met"
+    assert verdict(_record(1, 2.2, 1.6, 2.8), "not worse") == "met"
+    assert verdict(_record(1, 3.2, 2.6, 3.8), "not worse") == "not met"
+    assert verdict(_record(1, 1.0, 0.8, 1.2, confident=0.6), "better") == "not met"
+    runs = nfe.planned({"mnist-fast": None, "mnist-fm": None})
+    assert ("mnist-fast", "euler", "flow", 1) in runs and ("mnist-fm", "dpm-solver++", "flow", 8) in runs
+    assert ("mnist-fm", "ddim", "flow", 50) in runs and nfe.spacing_of(("mnist-fm", "ddim", "flow", 50)) == "trailing"

@@ -142,6 +142,18 @@ def warm_up(store: ModelStore | None = None, handlers: Generate | None = None, b
         handlers.default_result()
 
 
+def own_sampling(app: AppContext, model: str) -> list:
+    """Updates of schedule, sampler, steps and spacing for a model whose card says how to sample it (a distilled
+    student: its sampler at the first of its step counts, ``ModelStore.sampling``; the spacing ``generate`` gives
+    them); a model whose card says nothing leaves the user's settings as they are."""
+    own = app.store.sampling(model) if model in app.store.image_models() else None
+    if not own:
+        return [gr.skip()] * 4
+    spacing = engine.get_schedule(own["schedule"]).spacing or engine.sampler_spec(own["sampler"]).spacing
+    return [gr.update(value=own["schedule"]), gr.update(value=own["sampler"]), gr.update(value=own["steps"][0]),
+            gr.update(value=spacing)]
+
+
 OPTION_LABELS = {"eta": ("DDIM η", "0 = deterministic, 1 = DDPM-like noise"), "n_steps_each": (
     "Langevin steps per level", None), "step_size": ("Langevin step size (α = size·σ²)", None),
     "snr": ("PC corrector SNR", None), "n_corrector": ("PC corrector steps", None)}
@@ -208,6 +220,9 @@ def build(app: AppContext, opened: gr.State) -> Room:
     dice.click(lambda: random.randint(0, engine.MAX_SEED), outputs=fields["seed"], api_visibility="private",
                queue=False)
     follow_model(app, fields["model"], fields["label"], [fields["guidance_scale"]])
+    fields["model"].input(lambda name: own_sampling(app, name), fields["model"],
+                          [fields[key] for key in ("schedule", "sampler", "steps", "spacing")],
+                          api_visibility="private", queue=False)
 
     def derive(settings: dict) -> dict:
         images = app.store.image_models()
