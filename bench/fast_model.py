@@ -13,7 +13,7 @@ from __future__ import annotations
 import engine
 
 from .app_overhead import api_inputs, fn_index, free_port, sse_request
-from .common import Section, Table, interleaved, median, ratio, threads
+from .common import Section, Table, interleaved, median, ratio
 
 MODEL = "mnist-fast"
 TARGET_S = 0.050  # a batch of 16 in one step, served on two cores
@@ -79,8 +79,8 @@ def section(model_name: str = MODEL, batches=(16, 1), reps: int = 20, browser_re
         browser = _browser_timings(max(batches), browser_reps)
     finally:
         torch.set_num_threads(before)
-    table = Table(f"{MODEL}: one Euler step on flow ({num_threads} intra-op threads, then {threads()}; "
-                  f"median of {reps}, min–max)", ["batch", "served ms", "eager ms", "served / eager"])
+    table = Table(f"{MODEL}: one Euler step on flow ({num_threads} intra-op threads; median of {reps}, min–max)",
+                  ["batch", "served ms", "eager ms", "served / eager"])
     for n in batches:
         speed = ratio(t[n]["eager"], t[n]["served"])
         table.add(n, f"{median(t[n]['served']) * 1e3:.1f}", f"{median(t[n]['eager']) * 1e3:.1f}",

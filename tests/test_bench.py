@@ -73,6 +73,6 @@ def test_quick_fast_section_times_one_step_served_eager_and_in_the_app(tmp_path,
         assert section.skipped and target.met is None
         return
     rows = section.tables[0].rows
-    assert [r[0] for r in rows] == [16, 1, "16, /generate as the browser makes it"]
+    assert [r[0] for r in rows] == ["16", "1", "16, /generate as the browser makes it"]
     assert all(float(r[1]) > 0 for r in rows) and rows[0][3].endswith("×")
     assert target.measured.startswith("served: batch 16 ") and target.met in (True, False)

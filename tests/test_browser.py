@@ -452,14 +452,15 @@ def test_compare_panels_from_two_models(server, page):
 
 
 def test_a_distilled_student_brings_its_own_sampling_and_its_example_runs(server, page):
-    """Picking the distilled student in Generate sets its card's sampling (flow · euler · 1 step). The example
+    """Picking the distilled student in Generate sets its card's sampling (flow · euler · 4 steps, the most it
+    lists). The example
     "1–4 steps: distilled vs DPM-Solver++ and DDIM" runs it at 1 and 4 Euler steps beside its teacher's DPM-Solver++
     and DDIM at 4, from the same noise; the table gives each panel's network evaluations."""
     opened(page, server)
     page.locator("#g-model input").click()
     page.get_by_role("option", name="tiny-digits-fast", exact=True).click()
     page.wait_for_function("() => document.querySelector('#g-sampler input').value === 'euler'", timeout=30_000)
-    assert value_of(page, "#g-schedule input") == "flow" and value_of(page, "#g-steps input[type=number]") == "1"
+    assert value_of(page, "#g-schedule input") == "flow" and value_of(page, "#g-steps input[type=number]") == "4"
     page.get_by_role("button", name="1–4 steps: distilled vs DPM-Solver++ and DDIM").click()
     wait_done(page, "#c-status textarea", "done: 4 rounds")
     page.wait_for_function("() => document.querySelectorAll('#c-gallery img').length >= 4", timeout=30_000)

@@ -126,6 +126,7 @@ BARS = (
     Bar("mnist-ncsn", "langevin", (), _MNIST),
     Bar("mnist-cond", "ddim", (50,), _MNIST, schedules=_BOTH),
     Bar("mnist-fm", "euler", (50,), _MNIST, schedules=("flow",)),
+    Bar("mnist-fast", "euler", (4,), _MNIST, schedules=("flow",)),  # the app's default for it: its card's most steps
     Bar("fashion-ddpm", "ddim", (50,), _FASHION, schedules=_BOTH),
     # a class-conditional model may stand in for fashion-ddpm where it serves unconditional sampling at least as
     # well: its grid cells draw each sample's class from the class prior (report.grid.Cell), a sampler of p(x)

@@ -143,14 +143,15 @@ def warm_up(store: ModelStore | None = None, handlers: Generate | None = None, b
 
 
 def own_sampling(app: AppContext, model: str) -> list:
-    """Updates of schedule, sampler, steps and spacing for a model whose card says how to sample it (a distilled
-    student: its sampler at the first of its step counts, ``ModelStore.sampling``; the spacing ``generate`` gives
-    them); a model whose card says nothing leaves the user's settings as they are."""
+    """Updates of schedule, sampler, steps and spacing for a model whose card says how to sample it
+    (``ModelStore.sampling``: a distilled student's sampler at the most of its step counts, the setting its bar on the
+    results page judges, and the spacing ``generate`` gives them); a model whose card says nothing leaves the user's
+    settings as they are."""
     own = app.store.sampling(model) if model in app.store.image_models() else None
     if not own:
         return [gr.skip()] * 4
     spacing = engine.get_schedule(own["schedule"]).spacing or engine.sampler_spec(own["sampler"]).spacing
-    return [gr.update(value=own["schedule"]), gr.update(value=own["sampler"]), gr.update(value=own["steps"][0]),
+    return [gr.update(value=own["schedule"]), gr.update(value=own["sampler"]), gr.update(value=max(own["steps"])),
             gr.update(value=spacing)]
 
 
