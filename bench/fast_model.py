@@ -35,9 +35,10 @@ def _engine_timings(batches, reps: int) -> dict:
             for n in batches}
 
 
-def _browser_timings(n: int, reps: int) -> list[float]:
+def _browser_timings(n: int, reps: int) -> list[float] | None:
     """Seconds from joining the queue to ``process_completed`` of /generate (mnist-fast, 1 step, ``n`` images) on
-    the app as app.py serves it (its store compiles each batch in the background), timed once that graph is ready."""
+    the app as app.py serves it (its store compiles each batch in the background), timed once that graph is ready;
+    None when the app does not offer the model (its card says ``withdrawn``)."""
     import httpx
     from gradio_client import Client
 
@@ -45,6 +46,8 @@ def _browser_timings(n: int, reps: int) -> list[float]:
     from space.models import ModelStore
 
     store = ModelStore(background_compile=True)
+    if MODEL not in store.image_models():
+        return None
     demo = build_demo(store=store)
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=CSS)
@@ -85,7 +88,9 @@ def section(model_name: str = MODEL, batches=(16, 1), reps: int = 20, browser_re
         speed = ratio(t[n]["eager"], t[n]["served"])
         table.add(n, f"{median(t[n]['served']) * 1e3:.1f}", f"{median(t[n]['eager']) * 1e3:.1f}",
                   speed.fmt(".2f", "×"))
-    table.add(f"{max(batches)}, /generate as the browser makes it", f"{median(browser) * 1e3:.0f}", "—", "—")
-    figures = {"served": {n: median(t[n]["served"]) for n in batches}, "browser": median(browser),
+    table.add(f"{max(batches)}, /generate as the browser makes it",
+              "not offered in the app (withdrawn)" if browser is None else f"{median(browser) * 1e3:.0f}", "—", "—")
+    figures = {"served": {n: median(t[n]["served"]) for n in batches},
+               "browser": None if browser is None else median(browser),
                "batch": max(batches), "threads": num_threads}
     return Section("9. One step, distilled", [table], figures=figures)
