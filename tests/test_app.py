@@ -405,47 +405,42 @@ def test_an_example_is_offered_only_with_every_model_it_names():
     assert [query[f"steps_{k}"] for k in range(1, 5)] == [1, 4, 4, 4]
 
 
-def test_the_flow_matching_example_runs_on_the_shipped_models():
-    """The "8 steps: flow matching vs DDPM" example on the shipped checkpoints (checkpoints/ or $ENGINE_CHECKPOINTS)
-    once mnist-fm is among them: four panels from one x_T, each title leading with its model."""
+def _shipped_example(label: str, model: str) -> tuple:
+    """Run the example ``label`` on the shipped checkpoints (checkpoints/ or $ENGINE_CHECKPOINTS) as its button
+    does: (gallery, per-panel rows, status, link); skipped while ``model`` is not offered (not shipped, or its card
+    says withdrawn)."""
     from space.context import AppContext
     from space.models import ModelStore
     from space.tabs.compare import Compare
     from space.ui import offered_examples
 
     store = ModelStore()
-    if "mnist-fm" not in store.image_models():
-        pytest.skip("mnist-fm is not shipped yet (checkpoints/mnist-fm.safetensors + .json)")
-    query = dict(offered_examples(store))["8 steps: flow matching vs DDPM"]
+    if model not in store.image_models():
+        pytest.skip(f"{model} is not offered (checkpoints/{model}.safetensors + .json missing, or withdrawn)")
+    query = dict(offered_examples(store))[label]
     head = {key: query[key] for key in ("model", "seed", "panels", "n")}
     panels = {key: value for key, value in query.items() if key not in head and key != "tab"}
     *_, (gallery, plot, rows, status, state, scrub, link) = Compare(AppContext(store)).compare(**head, **panels)
-    assert [caption.split(" · step")[0] for _, caption in gallery] == [
-        "1: mnist-fm · flow · euler · 8 steps", "2: mnist-fm · flow · heun · 4 steps",
-        "3: mnist-ddpm · linear · ddim · 8 steps", "4: mnist-ddpm · linear · dpm-solver++ · 8 steps"]
-    assert [row[2] for row in rows] == [8, 7, 8, 8] and status.startswith("done: 8 rounds")
+    return [caption.split(" · step")[0] for _, caption in gallery], [row[2] for row in rows], status, link
+
+
+def test_the_flow_matching_example_runs_on_the_shipped_models():
+    """"8 steps: flow matching vs DDPM" once mnist-fm is offered: four panels from one x_T, each title leading with
+    its model."""
+    titles, nfe, status, link = _shipped_example("8 steps: flow matching vs DDPM", "mnist-fm")
+    assert titles == ["1: mnist-fm · flow · euler · 8 steps", "2: mnist-fm · flow · heun · 4 steps",
+                      "3: mnist-ddpm · linear · ddim · 8 steps", "4: mnist-ddpm · linear · dpm-solver++ · 8 steps"]
+    assert nfe == [8, 7, 8, 8] and status.startswith("done: 8 rounds")
     assert "&model_1=mnist-fm&schedule_1=flow" in link and "model_3" not in link
 
 
 def test_the_distillation_example_runs_on_the_shipped_models():
-    """The "1–4 steps: distilled vs DPM-Solver++ and DDIM" example on the shipped checkpoints once mnist-fast is
-    among them: the student at 1 and 4 Euler steps beside its teacher's DPM-Solver++ and DDIM at 4, one x_T."""
-    from space.context import AppContext
-    from space.models import ModelStore
-    from space.tabs.compare import Compare
-    from space.ui import offered_examples
-
-    store = ModelStore()
-    if "mnist-fast" not in store.image_models():
-        pytest.skip("mnist-fast is not shipped yet (checkpoints/mnist-fast.safetensors + .json)")
-    query = dict(offered_examples(store))["1–4 steps: distilled vs DPM-Solver++ and DDIM"]
-    head = {key: query[key] for key in ("model", "seed", "panels", "n")}
-    panels = {key: value for key, value in query.items() if key not in head and key != "tab"}
-    *_, (gallery, plot, rows, status, state, scrub, link) = Compare(AppContext(store)).compare(**head, **panels)
-    assert [caption.split(" · step")[0] for _, caption in gallery] == [
-        "1: mnist-fast · flow · euler · 1 step", "2: mnist-fast · flow · euler · 4 steps",
-        "3: mnist-fm · flow · dpm-solver++ · 4 steps", "4: mnist-fm · flow · ddim · 4 steps"]
-    assert [row[2] for row in rows] == [1, 4, 4, 4] and status.startswith("done: 4 rounds")
+    """"1–4 steps: distilled vs DPM-Solver++ and DDIM" once mnist-fast is offered: the student at 1 and 4 Euler
+    steps beside its teacher's DPM-Solver++ and DDIM at 4, from one x_T."""
+    titles, nfe, status, _ = _shipped_example("1–4 steps: distilled vs DPM-Solver++ and DDIM", "mnist-fast")
+    assert titles == ["1: mnist-fast · flow · euler · 1 step", "2: mnist-fast · flow · euler · 4 steps",
+                      "3: mnist-fm · flow · dpm-solver++ · 4 steps", "4: mnist-fm · flow · ddim · 4 steps"]
+    assert nfe == [1, 4, 4, 4] and status.startswith("done: 4 rounds")
 
 
 def test_generate_with_a_class_and_guidance(app):
