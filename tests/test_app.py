@@ -648,3 +648,7 @@ def test_a_withdrawn_model_is_not_offered_but_stays_loadable(tmp_path, caplog):
     assert store.withdrawn() == {"tiny-digits-cond": "its samples miss the bar"}
     text = offered_text(AppContext(store))
     assert "Offered: tiny-digits." in text and "- Not offered: **tiny-digits-cond** — its samples miss the bar" in text
+    # a request for it says it is held back, not that it is unknown
+    with pytest.raises(Exception, match="model .tiny-digits-cond. is not offered: it falls short of the results "
+                                       "page's quality bar .*; models available here: tiny-digits"):
+        AppContext(store).model_name("tiny-digits-cond")
