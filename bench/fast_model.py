@@ -19,11 +19,10 @@ MODEL = "mnist-fast"
 TARGET_S = 0.050  # a batch of 16 in one step, served on two cores
 
 
-def _engine_timings(batches, reps: int) -> dict:
-    """{batch: {"served": [s], "eager": [s]}} for one Euler step on flow, each side the same seed."""
+def _engine_timings(own: dict, batches, reps: int) -> dict:
+    """{batch: {"served": [s], "eager": [s]}} for one step of the card's sampling ``own``, each side the same seed."""
     eager = engine.load_model(MODEL)
     served = engine.load_served(MODEL, background_compile=True)
-    own = engine.model_card(MODEL)["sampling"]
 
     def run(model, n):
         return engine.sample(model, schedule=own["schedule"], sampler=own["sampler"], steps=1, seed=0, n=n)
@@ -35,7 +34,7 @@ def _engine_timings(batches, reps: int) -> dict:
             for n in batches}
 
 
-def _browser_timings(n: int, reps: int) -> list[float] | None:
+def _browser_timings(own: dict, n: int, reps: int) -> list[float] | None:
     """Seconds from joining the queue to ``process_completed`` of /generate (mnist-fast, 1 step, ``n`` images) on
     the app as app.py serves it (its store compiles each batch in the background), timed once that graph is ready;
     None when the app does not offer the model (its card says ``withdrawn``)."""
@@ -53,7 +52,6 @@ def _browser_timings(n: int, reps: int) -> list[float] | None:
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=CSS)
     root = f"http://127.0.0.1:{port}/"
     try:
-        own = engine.model_card(MODEL)["sampling"]
         client = Client(root, verbose=False, download_files=False)
         data = api_inputs(client, "/generate", dict(model=MODEL, schedule=own["schedule"], sampler=own["sampler"],
                                                      steps=1, seed=0, n=n))
@@ -78,8 +76,9 @@ def section(model_name: str = MODEL, batches=(16, 1), reps: int = 20, browser_re
     before = torch.get_num_threads()
     torch.set_num_threads(num_threads)
     try:
-        t = _engine_timings(batches, reps)
-        browser = _browser_timings(max(batches), browser_reps)
+        own = engine.model_card(MODEL)["sampling"]
+        t = _engine_timings(own, batches, reps)
+        browser = _browser_timings(own, max(batches), browser_reps)
     finally:
         torch.set_num_threads(before)
     table = Table(f"{MODEL}: one Euler step on flow ({num_threads} intra-op threads; median of {reps}, min–max)",

@@ -67,7 +67,8 @@ class Panel:
         opts = [f"{k}={v}" for k, v in self.options.items()]
         if self.label is not None:
             opts.append(f"class {self.label}, w={self.guidance_scale:g}")
-        return f"{self.schedule} · {self.sampler} · {self.steps} step{'s' * (self.steps != 1)}" + (f" ({', '.join(opts)})" if opts else "")
+        steps = f"{self.steps} step{'s' * (self.steps != 1)}"
+        return f"{self.schedule} · {self.sampler} · {steps}" + (f" ({', '.join(opts)})" if opts else "")
 
 
 def _panel_models(model, panels: list[Panel]) -> list:

@@ -68,10 +68,10 @@ class AppContext:
             what = "image" if kind == "image" else "2-D toy"
             raise gr.Error(f"no {what} model is available on this server: train one "
                            f"(python -m engine train --config engine/configs/...) or set ENGINE_CHECKPOINTS")
-        if isinstance(name, str) and name in self.store.withdrawn():
-            raise gr.Error(f"model {shown(name)} is not offered: it falls short of the results page's quality bar "
-                           f"(the About tab says why); models available here: {', '.join(names)}")
         if not isinstance(name, str) or name not in names:
+            if isinstance(name, str) and name in self.store.withdrawn():  # read only for a refused name
+                raise gr.Error(f"model {shown(name)} is not offered: it falls short of the results page's quality "
+                               f"bar (the About tab says why); models available here: {', '.join(names)}")
             raise gr.Error(f"unknown model {shown(name)}; models available here: {', '.join(names)}")
         return name
 
