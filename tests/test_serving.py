@@ -255,14 +255,13 @@ def test_a_checkpoints_shapes_compile_in_a_child_process_and_load_here_from_its_
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # empty: only the child can fill it
     children = []
-    real_run = serving.subprocess.run
+    real_run = serving._run_child
 
-    def spied(args, **kwargs):
-        if serving._CHILD in args:  # (inductor runs its own subprocesses too)
-            children.append(args)
-        return real_run(args, **kwargs)
+    def spied(spec):
+        children.append(spec)
+        return real_run(spec)
 
-    monkeypatch.setattr(serving.subprocess, "run", spied)
+    monkeypatch.setattr(serving, "_run_child", spied)
     model = engine.load_served("toy-moons", background_compile=True)
     assert model.net.compiled.source["name"] == "toy-moons"
     counters.clear()
@@ -276,10 +275,10 @@ def test_a_checkpoints_shapes_compile_in_a_child_process_and_load_here_from_its_
 
 
 def test_a_failed_child_compile_leaves_the_compile_to_this_process(monkeypatch, caplog):
-    def no_child(*args, **kwargs):
+    def no_child(spec):
         raise OSError("cannot start a process")
 
-    monkeypatch.setattr(serving.subprocess, "run", no_child)
+    monkeypatch.setattr(serving, "_run_child", no_child)  # this launch only: inductor runs its own compilers
     net = Tiny().eval()
     bc = BackgroundCompiled(net, max_batch=4, source={"name": "toy-moons", "directory": "checkpoints", "channels_last": True})
     x, lam = _inputs(2)
