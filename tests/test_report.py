@@ -200,6 +200,16 @@ def test_a_bar_over_any_step_count_passes_when_some_step_count_meets_it():
     assert v["verdict"] == "fail" and v["shown"]["steps"] == 100  # none meets it: the lowest FD is shown
 
 
+def test_a_figure_exactly_on_a_limit_meets_it_however_the_float_difference_rounds():
+    legible = next(c for b in report.BARS for c in b.criteria if c.figure == "confident_vs_real")
+    for confident, real in ((0.848, 0.948), (0.85, 0.95), (0.7, 0.8), (0.61, 0.71)):  # each exactly −10 points
+        assert legible.passes(legible.value({"confident": confident, "confident_heldout": real, "confident_ci": [0, 1]},
+                                            None)[0])
+    assert not legible.passes(0.846 - 0.948)  # one image short of the limit
+    sigma = next(c for b in report.BARS for c in b.criteria if c.figure == "noise_sigma")
+    assert sigma.passes(sigma.limit) and not sigma.passes(sigma.limit + 1e-6)
+
+
 def test_unresolved_every_schedule_bars_and_better_than_real():
     """A criterion met on its point estimate but straddled by its interval is "unresolved"; a bar that lists
     schedules passes only when each does; a cell whose whole FD-ratio interval is below 1 is called out."""

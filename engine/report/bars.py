@@ -34,6 +34,9 @@ from .text import interval, label, pct
 BAR_MIN_N = 500
 
 
+TIE = 1e-9  # figures within this of a limit sit on it (float rounding of a difference of shares)
+
+
 @dataclass(frozen=True)
 class Criterion:
     """``figure`` of a cell compared with ``limit``: at most the limit when ``at_most``, else at least.
@@ -53,7 +56,11 @@ class Criterion:
     at_most: bool
 
     def passes(self, value: float) -> bool:
-        return value <= self.limit if self.at_most else value >= self.limit
+        """The limit is inclusive ("within 10 points" admits exactly 10), and a figure that lands on it exactly
+        (424 of 500 confident against 474 real reads −0.1 as 0.0999… or 0.1000…1) meets it whichever way the
+        float subtraction rounded."""
+        margin = value - self.limit if self.at_most else self.limit - value
+        return margin <= TIE
 
     def value(self, r: dict, reference: dict | None) -> tuple[float, list[float] | None]:
         """(point estimate, 95 % interval or None) of this criterion's figure for record ``r``."""
