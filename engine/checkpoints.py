@@ -119,15 +119,20 @@ def build_model(card: dict) -> DenoisingModel:
 
 
 def save_model(model: DenoisingModel, name: str, directory=None, card: dict | None = None) -> Path:
-    """Write ``NAME.safetensors`` (the weights of ``model.net``) and ``NAME.json`` (card + sha256)."""
+    """Write ``NAME.safetensors`` (the weights of ``model.net``) and ``NAME.json`` (card + sha256).
+
+    A card there that says ``withdrawn`` (why the app does not offer the model) keeps saying it when new weights
+    replace the old, as a resumed training's saves do: new weights are not judged yet, and only a judgement lifts
+    it (``card={"withdrawn": None}``, or deleting the field once the results page's bar passes)."""
     d = checkpoint_dir(directory)
     d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.net.state_dict().items()}
     data = save_safetensors(tensors, metadata={"name": _check_name(name)})
-    full = dict(model.card)
-    full.update(card or {})
-    full.update(name=name, data_shape=list(model.data_shape), sha256=sha256_bytes(data), format="safetensors")
     weights, card_path = d / f"{name}.safetensors", d / f"{name}.json"
+    full = {**model.card, **_withdrawal(card_path), **(card or {})}
+    full.update(name=name, data_shape=list(model.data_shape), sha256=sha256_bytes(data), format="safetensors")
+    if full.get("withdrawn") is None:
+        full.pop("withdrawn", None)
     # write to temporary names and rename, so a reader never sees a half-written checkpoint
     tmp_w, tmp_c = weights.with_suffix(".safetensors.tmp"), card_path.with_suffix(".json.tmp")
     tmp_w.write_bytes(data)
@@ -135,6 +140,16 @@ def save_model(model: DenoisingModel, name: str, directory=None, card: dict | No
     os.replace(tmp_w, weights)
     os.replace(tmp_c, card_path)
     return weights
+
+
+def _withdrawal(card_path: Path) -> dict:
+    """{"withdrawn": why} from the card at ``card_path`` if it says so, else {} (also when it is missing or
+    unreadable: then there is nothing to keep)."""
+    try:
+        why = json.loads(card_path.read_text()).get("withdrawn")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {} if why is None else {"withdrawn": why}
 
 
 def record_metrics(name: str, key: str, figures: dict, directory=None) -> dict:

@@ -580,6 +580,18 @@ def test_guidance_sweep_section_for_conditional_models(ckpt, tmp_path, monkeypat
     assert [r["guidance_scale"] for r in again["tiny-cond"]] == list(guidance.SCALES)
 
 
+def test_new_weights_keep_their_cards_withdrawal_until_a_judgement_lifts_it(tmp_path):
+    card = {"arch": TINY_UNET, "objective": "ddpm", "data_shape": [1, 8, 8], "data": {"dataset": "digits8"}}
+    save_model(build_model(card), "tiny", tmp_path, {**card, "withdrawn": "misses its bar"})
+    save_model(build_model(card), "tiny", tmp_path, {**card, "training": {"steps": 500}})  # a resumed training's save
+    saved = engine.model_card("tiny", tmp_path)
+    assert saved["withdrawn"] == "misses its bar" and saved["training"]["steps"] == 500
+    save_model(build_model(card), "tiny", tmp_path, {**card, "withdrawn": None})
+    assert "withdrawn" not in engine.model_card("tiny", tmp_path)
+    save_model(build_model(card), "tiny", tmp_path, card)
+    assert "withdrawn" not in engine.model_card("tiny", tmp_path)
+
+
 def test_a_withdrawn_models_section_says_why_first():
     cell = report.plan_cells("fashion-ddpm", "ddpm", TINY)[0]
     r = _record(cell, 1.0)
