@@ -129,7 +129,7 @@ def save_model(model: DenoisingModel, name: str, directory=None, card: dict | No
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.net.state_dict().items()}
     data = save_safetensors(tensors, metadata={"name": _check_name(name)})
     weights, card_path = d / f"{name}.safetensors", d / f"{name}.json"
-    full = {**model.card, **_withdrawal(card_path), **(card or {})}
+    full = {**model.card, **_withdrawal(name, directory), **(card or {})}
     full.update(name=name, data_shape=list(model.data_shape), sha256=sha256_bytes(data), format="safetensors")
     if full.get("withdrawn") is None:
         full.pop("withdrawn", None)
@@ -142,12 +142,14 @@ def save_model(model: DenoisingModel, name: str, directory=None, card: dict | No
     return weights
 
 
-def _withdrawal(card_path: Path) -> dict:
-    """{"withdrawn": why} from the card at ``card_path`` if it says so, else {} (also when it is missing or
-    unreadable: then there is nothing to keep)."""
+def _withdrawal(name: str, directory=None) -> dict:
+    """{"withdrawn": why} from the card NAME.json already there if it says so, else {} (also when there is none
+    yet, or one ``model_card`` refuses: then there is nothing to keep)."""
+    if not (checkpoint_dir(directory) / f"{name}.json").is_file():
+        return {}  # a first save: nothing to keep (model_card would list every card to say so)
     try:
-        why = json.loads(card_path.read_text()).get("withdrawn")
-    except (OSError, ValueError, AttributeError):
+        why = model_card(name, directory).get("withdrawn")
+    except CheckpointError:
         return {}
     return {} if why is None else {"withdrawn": why}
 
